@@ -1,0 +1,212 @@
+"""Backbone specs. A staged backbone is a stem followed by stages of blocks (ResNet,
+MobileNetV2, DetNAS, CRNAS, MAE-DET). Outputs are named by level: ``C<k>`` is the output of
+the last stage whose cumulative stride is 2**k (C2..C5 are strides 4..32).
+
+`layers()` expands a spec into one `Layer` per block with its channels, stride, dilation and
+level resolved: the validation rules and the compiler both work from that list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from archspec.blocks import (MAX_CHANNELS, MAX_DILATION, Block, BlockSpec, ConvBlock, MaxPoolLayer,
+                             Placement, Spec)
+from archspec.errors import Issue, SpecError
+
+MAX_LEVEL = 7
+"""Deepest feature level a backbone may reach (stride 128, SpineNet's L7)."""
+
+Stride = Literal[1, 2]
+
+
+class StemConv(ConvBlock):
+    """A stem convolution (conv -> BN -> activation) with its own width and stride."""
+
+    out_channels: Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
+    """Output channels."""
+    stride: Stride = 1
+    """Stride (1 or 2)."""
+
+
+class StemPool(MaxPoolLayer):
+    """A stem max-pool."""
+
+    stride: Stride = 2
+    """Stride (1 or 2)."""
+
+
+StemLayer = Annotated[Union[StemConv, StemPool], Field(discriminator="type")]
+"""A stem layer: `conv` or `max_pool`."""
+
+
+class Stage(Spec):
+    """`depth` blocks at one width. The first block carries the stride; any block may be
+    given its own kind and parameters through `blocks`, and its own dilation through
+    `dilations`."""
+
+    block: Block
+    """The block every layer of the stage uses unless `blocks` overrides it."""
+    depth: Annotated[int, Field(ge=1, le=256)]
+    """Number of blocks."""
+    out_channels: Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
+    """Output channels of every block in the stage."""
+    stride: Stride = 2
+    """Stride of the stage's first block (1 or 2)."""
+    dilations: list[Annotated[int, Field(ge=1, le=MAX_DILATION)]] | None = None
+    """Dilation of each block (length `depth`); overrides the blocks' own `dilation`."""
+    blocks: list[Block | None] | None = None
+    """Per-block overrides (length `depth`): a full block spec replaces `block` for that
+    layer, `null` keeps it. DetNAS uses this to pick one choice block per layer."""
+
+
+class ClassifierHead(Spec):
+    """Global average pool -> dropout -> linear: the ImageNet head, output ``logits``."""
+
+    type: Literal["classifier"]
+    """Head kind tag."""
+    num_classes: Annotated[int, Field(ge=1, le=100000)] = 1000
+    """Number of classes."""
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Dropout before the linear layer (no parameters, no MACs)."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One block of a backbone with everything about its position resolved."""
+
+    name: str
+    """Module name prefix in the graph and the built module, e.g. ``stage1.block3``."""
+    path: str
+    """Document path of the fields this block's parameters come from."""
+    block: BlockSpec | MaxPoolLayer
+    """The block spec in force for this layer."""
+    in_channels: int
+    out_channels: int
+    stride: int
+    dilation: int
+    level_in: int
+    """log2 of the cumulative stride before the block."""
+    level_out: int
+    """log2 of the cumulative stride after the block."""
+    stage: int | None
+    """Stage index, None for the stem."""
+    index: int
+    """Index within the stem or stage."""
+
+    @property
+    def placement(self) -> Placement:
+        shared = ".blocks[" not in self.path and self.stage is not None
+        return Placement(self.in_channels, self.out_channels, self.stride, self.dilation, self.path,
+                         label=f"block {self.index}: " if shared else "", first_in_stage=self.index == 0)
+
+
+class StagedBackbone(Spec):
+    """A stem followed by stages (ResNet, ResNeXt, MobileNetV2, DetNAS, CRNAS, MAE-DET)."""
+
+    type: Literal["staged"]
+    """Backbone kind tag."""
+    name: str = "backbone"
+    """A name for people; not part of the fingerprint."""
+    description: str = ""
+    """Free text: provenance, assumptions; not part of the fingerprint."""
+    in_channels: Annotated[int, Field(ge=1, le=64)] = 3
+    """Channels of the input image."""
+    stem: list[StemLayer] = Field(min_length=1, max_length=16)
+    """Layers before the first stage."""
+    stages: list[Stage] = Field(min_length=1, max_length=32)
+    """The stages, in order."""
+    outputs: list[str] | None = None
+    """Output names (``C2``..``C5``, ``logits`` with a head); default: every level from C2 up."""
+    head: ClassifierHead | None = None
+    """Optional classification head (adds the ``logits`` output)."""
+
+    @model_validator(mode="after")
+    def _check_structure(self) -> "StagedBackbone":
+        issues = self.problems()
+        if issues:
+            raise SpecError(issues=issues)
+        return self
+
+    # -- resolution ------------------------------------------------------------------------
+    def layers(self) -> list[Layer]:
+        """Every stem layer and block, resolved. Assumes list lengths were validated."""
+        layers: list[Layer] = []
+        channels, level = self.in_channels, 0
+        for i, step in enumerate(self.stem):
+            out = step.out_channels if isinstance(step, StemConv) else channels
+            dilation = step.dilation if isinstance(step, StemConv) else 1
+            new_level = level + (step.stride == 2)
+            layers.append(Layer(f"stem.layer{i}", f"stem[{i}]", step, channels, out, step.stride, dilation,
+                                level, new_level, None, i))
+            channels, level = out, new_level
+        for s, stage in enumerate(self.stages):
+            for b in range(stage.depth):
+                override = stage.blocks[b] if stage.blocks and b < len(stage.blocks) else None
+                block = override or stage.block
+                path = f"stages[{s}].blocks[{b}]" if override else f"stages[{s}].block"
+                stride = stage.stride if b == 0 else 1
+                if stage.dilations and b < len(stage.dilations):
+                    dilation = stage.dilations[b]
+                else:
+                    dilation = block.dilation
+                new_level = level + (stride == 2)
+                layers.append(Layer(f"stage{s}.block{b}", path, block, channels, stage.out_channels,
+                                    stride, dilation, level, new_level, s, b))
+                channels, level = stage.out_channels, new_level
+        return layers
+
+    def level_outputs(self) -> dict[str, Layer]:
+        """``C<k>`` -> the last layer ending at level k (stem included, e.g. C1)."""
+        found: dict[str, Layer] = {}
+        for layer in self.layers():
+            found[f"C{layer.level_out}"] = layer
+        return found
+
+    def output_names(self) -> list[str]:
+        if self.outputs is not None:
+            return list(self.outputs)
+        names = [name for name, layer in self.level_outputs().items()
+                 if layer.level_out >= 2 and layer.stage is not None]
+        names = sorted(names, key=lambda n: int(n[1:]))
+        return names + (["logits"] if self.head else [])
+
+    # -- validation ------------------------------------------------------------------------
+    def problems(self) -> list[Issue]:
+        """Every cross-field problem, each with its document path."""
+        issues: list[Issue] = []
+        for s, stage in enumerate(self.stages):
+            for field in ("dilations", "blocks"):
+                values = getattr(stage, field)
+                if values is not None and len(values) != stage.depth:
+                    issues.append(Issue(f"stages[{s}].{field}",
+                                        f"{len(values)} values for depth {stage.depth}"))
+        if issues:
+            return issues
+        for layer in self.layers():
+            if layer.level_out > MAX_LEVEL:
+                where = f"stem[{layer.index}]" if layer.stage is None else f"stages[{layer.stage}]"
+                issues.append(Issue(f"{where}.stride", f"reaches stride {2 ** layer.level_out}; the deepest "
+                                                       f"level is L{MAX_LEVEL} (stride {2 ** MAX_LEVEL})"))
+                break
+            issues += layer.block.check(layer.placement)
+        if issues:
+            return issues
+        available = set(self.level_outputs()) | ({"logits"} if self.head else set())
+        names = self.output_names()
+        for i, name in enumerate(names):
+            if name not in available:
+                issues.append(Issue(f"outputs[{i}]", f"no output named {name!r}; available: "
+                                                     f"{', '.join(sorted(available, key=_output_order))}"))
+            elif names.index(name) != i:
+                issues.append(Issue(f"outputs[{i}]", f"{name!r} is listed twice"))
+        if not names:
+            issues.append(Issue("outputs", "the backbone has no outputs"))
+        return issues
+
+
+def _output_order(name: str) -> tuple[int, str]:
+    return (int(name[1:]), name) if name[:1] == "C" and name[1:].isdigit() else (99, name)

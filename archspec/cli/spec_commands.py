@@ -1,0 +1,120 @@
+"""`archspec validate | summary | schema | graph`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from archspec.errors import SpecError
+from archspec.io import json_schema, load
+
+input_size_option = click.option(
+    "--input-size", default="224", show_default=True, metavar="H[xW]",
+    help="Input image size for shapes and costs.")
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Validate spec files; print one line per file. Exit code 2 if any is invalid."""
+    bad = 0
+    for path in files:
+        try:
+            spec = load(path)
+        except SpecError as exc:
+            click.echo(f"error: {exc}", err=True)
+            bad += 1
+            continue
+        click.echo(f"ok: {path} ({spec.type} {spec.name})")
+    if bad:
+        sys.exit(2)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@input_size_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (an object, or a list for several files).")
+def summary(files: tuple[Path, ...], input_size: str, as_json: bool) -> None:
+    """Parameters, MACs, FLOPs (= 2 x MACs) and every output's channels, stride, shape and
+    receptive field. MACs count convolutions and linear layers only."""
+    from compiler import parse_input_size, summarize
+
+    size = parse_input_size(input_size)
+    summaries = [summarize(load(path), size) | {"file": str(path)} for path in files]
+    if as_json:
+        click.echo(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+    elif len(summaries) == 1:
+        _print_one(summaries[0])
+    else:
+        _print_table(summaries)
+
+
+def _print_one(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    h, w = info["input_size"]
+    console.print(f"[bold]{info['name']}[/bold] ({info['type']}, fingerprint {info['fingerprint']}) at {h}x{w}")
+    console.print(f"  params {info['params']:,}   MACs {info['macs']:,} ({info['macs'] / 1e9:.3f} G)   "
+                  f"FLOPs {info['flops'] / 1e9:.3f} G (2 x MACs)   activations {info['activation_bytes'] / 2**20:.1f} MiB")
+    table = Table("output", "channels", "stride", "shape (C, H, W)", "receptive field")
+    for name, out in info["outputs"].items():
+        rf = out["receptive_field"]
+        table.add_row(name, str(out["channels"]), str(out["stride"]), "x".join(map(str, out["shape"])),
+                      "global" if rf is None else str(rf))
+    console.print(table)
+
+
+def _print_table(summaries: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    h, w = summaries[0]["input_size"]
+    table = Table("spec", "type", "params", "GMACs", "outputs (channels/stride)", "RF of last output",
+                  title=f"{len(summaries)} specs at {h}x{w} (MACs: conv + linear multiply-adds; FLOPs = 2 x MACs)")
+    for info in summaries:
+        outs = " ".join(f"{n}:{o['channels']}/{o['stride']}" for n, o in info["outputs"].items())
+        last_rf = list(info["receptive_field"].values())[-1]
+        table.add_row(info["name"], info["type"], f"{info['params']:,}", f"{info['macs'] / 1e9:.3f}", outs,
+                      "global" if last_rf is None else str(last_rf))
+    Console(width=160).print(table)
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of spec documents (point your editor's YAML plugin at it)."""
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "png"]), default="dot", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (required for png; text formats print to stdout otherwise).")
+def graph(file: Path, fmt: str, output: Path | None) -> None:
+    """Render the block graph of a spec, one row per feature level."""
+    from compiler import lower
+    from compiler import render
+
+    ir = lower(load(file))
+    if fmt == "png":
+        if output is None:
+            raise click.UsageError("--format png needs -o FILE.png")
+        click.echo(f"wrote {render.to_png(ir, output)}")
+        return
+    text = render.to_dot(ir) if fmt == "dot" else render.to_mermaid(ir)
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)

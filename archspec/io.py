@@ -1,0 +1,168 @@
+"""Reading, writing, fingerprinting and the JSON Schema of spec documents.
+
+Documents are YAML or JSON; YAML is read with `yaml.safe_load` only. Every failure comes out
+as a `SpecError` naming the file and the field path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import Field, TypeAdapter, ValidationError
+
+from archspec.backbones import StagedBackbone
+from archspec.errors import Issue, SpecError, format_path
+
+AnySpec = Annotated[Union[StagedBackbone], Field(discriminator="type")]
+"""Every kind of top-level document, chosen by its `type` tag."""
+
+SPEC_TYPES = ("staged",)
+
+_adapter: TypeAdapter | None = None
+
+FINGERPRINT_EXCLUDES = frozenset({"name", "description"})
+"""Fields that describe a spec for people and do not change the architecture."""
+
+
+def _spec_adapter() -> TypeAdapter:
+    global _adapter
+    if _adapter is None:
+        _adapter = TypeAdapter(AnySpec)
+    return _adapter
+
+
+def validate(data: Any, *, source: str | None = None) -> StagedBackbone:
+    """A validated spec from plain data (a dict as parsed from YAML/JSON)."""
+    if not isinstance(data, dict):
+        kind = "nothing" if data is None else type(data).__name__
+        raise SpecError("", f"a spec document must be a mapping with a 'type' field, not {kind}", source=source)
+    try:
+        return _spec_adapter().validate_python(data)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, source) from None
+    except SpecError as exc:  # raised outside pydantic's wrapping (should not happen, kept safe)
+        raise (exc.with_source(source) if source else exc) from None
+    except RecursionError:
+        raise SpecError("", "the document is nested too deeply", source=source) from None
+
+
+def loads(text: str, *, format: str = "yaml", source: str | None = None):
+    """Parse and validate a YAML (default) or JSON document."""
+    return validate(parse_text(text, format=format, source=source), source=source)
+
+
+def load(path: str | Path):
+    """A validated spec from a ``.yaml``/``.yml``/``.json`` file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("", "no such file", source=source) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError("", f"cannot read the file ({type(exc).__name__})", source=source) from None
+    return loads(text, format=_format_of(path), source=source)
+
+
+def parse_text(text: str, *, format: str = "yaml", source: str | None = None) -> Any:
+    """YAML or JSON text -> plain data, with syntax errors as `SpecError`."""
+    try:
+        if format == "json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                        source=source) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError("", f"invalid YAML{where}: {problem}", source=source) from None
+    except RecursionError:
+        raise SpecError("", "the document is nested too deeply", source=source) from None
+
+
+def to_data(spec) -> dict:
+    """The spec as plain JSON-compatible data, defaults left out (what `save` writes)."""
+    return spec.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+
+
+def dumps(spec, *, format: str = "yaml") -> str:
+    data = to_data(spec)
+    if format == "json":
+        return json.dumps(data, indent=2) + "\n"
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def save(spec, path: str | Path) -> Path:
+    """Write a spec as YAML or JSON (chosen by the file extension)."""
+    path = Path(path)
+    path.write_text(dumps(spec, format=_format_of(path)), encoding="utf-8")
+    return path
+
+
+def canonical_json(spec) -> str:
+    """Canonical JSON of the architecture: defaults filled in, keys sorted, no whitespace,
+    name and description left out. The same for YAML and JSON forms and any field order."""
+    data = spec.model_dump(mode="json", exclude=set(FINGERPRINT_EXCLUDES))
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def fingerprint(spec) -> str:
+    """SHA-256 (hex, first 16 characters) of `canonical_json`."""
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:16]
+
+
+def json_schema() -> dict:
+    """JSON Schema of every spec document, for editors (YAML language server) and tools."""
+    schema = _spec_adapter().json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "archspec document"
+    return schema
+
+
+def _format_of(path: Path) -> str:
+    return "json" if path.suffix.lower() == ".json" else "yaml"
+
+
+_TAG_WORDS: frozenset[str] | None = None
+
+
+def _tags() -> frozenset[str]:
+    """Discriminator values: pydantic puts them in error locations; documents do not have them."""
+    global _TAG_WORDS
+    if _TAG_WORDS is None:
+        from archspec.blocks import BLOCK_TYPES
+        _TAG_WORDS = frozenset(BLOCK_TYPES) | frozenset(SPEC_TYPES) | {"max_pool", "classifier"}
+    return _TAG_WORDS
+
+
+def _from_validation_error(exc: ValidationError, source: str | None) -> SpecError:
+    issues: list[Issue] = []
+    for err in exc.errors(include_url=False):
+        loc = [part for part in err["loc"] if not (isinstance(part, str) and part in _tags())]
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, SpecError):
+            issues += inner.with_prefix(format_path(loc)).issues
+            continue
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("type")
+        issues.append(Issue(format_path(loc), _message(err)))
+    return SpecError(issues=issues, source=source)
+
+
+def _message(err: dict) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "missing 'type' field naming the kind"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; `archspec schema` lists the fields)"
+    if kind == "missing":
+        return "required field is missing"
+    return err["msg"]

@@ -1,0 +1,80 @@
+"""compiler: spec -> graph IR -> PyTorch module, with analytic costs.
+
+    graph = compiler.lower(spec)                  # networkx-backed IR, no torch
+    model = compiler.build(spec)                  # torch.fx GraphModule returning {name: tensor}
+    counts = compiler.costs(spec, (224, 224))     # params, MACs, FLOPs = 2 x MACs, activations
+    info = compiler.summarize(spec, (224, 224))   # what `archspec summary --json` prints
+
+Torch is imported only by `build` (lazily), so lowering and costs stay cheap for search.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from compiler.costs import BlockCost, Costs, graph_costs, receptive_fields
+from compiler.graph import (ChannelMismatchError, CycleError, Graph, GraphError, LevelMismatchError,
+                            ShapeMismatchError, UnknownParentError)
+from compiler.lowering import LOWERINGS, lower
+
+if TYPE_CHECKING:
+    from compiler.build import CompiledModule
+
+__all__ = [
+    "BlockCost", "ChannelMismatchError", "Costs", "CycleError", "Graph", "GraphError", "LOWERINGS",
+    "LevelMismatchError", "ShapeMismatchError", "UnknownParentError", "build", "costs", "lower", "summarize",
+    "parse_input_size",
+]
+
+
+def _graph(spec_or_graph) -> Graph:
+    return spec_or_graph if isinstance(spec_or_graph, Graph) else lower(spec_or_graph)
+
+
+def build(spec_or_graph) -> "CompiledModule":
+    """A torch module for a spec (or an already lowered graph)."""
+    from compiler.build import build_graph_module
+
+    return build_graph_module(_graph(spec_or_graph))
+
+
+def costs(spec_or_graph, input_size: tuple[int, int] | int = (224, 224)) -> Costs:
+    """Analytic params, MACs, FLOPs and activation count at `input_size` (batch 1)."""
+    return graph_costs(_graph(spec_or_graph), parse_input_size(input_size))
+
+
+def summarize(spec, input_size: tuple[int, int] | int = (224, 224)) -> dict:
+    """Name, fingerprint, costs and per-output channels/stride/shape/receptive field."""
+    from archspec import fingerprint
+
+    size = parse_input_size(input_size)
+    graph = _graph(spec)
+    shapes = graph.shapes(size)
+    counts = graph_costs(graph, size, shapes)
+    fields = receptive_fields(graph)
+    outputs = {}
+    for name, node in graph.outputs.items():
+        data = graph.nx.nodes[node]
+        outputs[name] = {"channels": data["channels"], "stride": 2 ** data["level"],
+                         "shape": list(shapes[node].as_tuple()), "receptive_field": fields[name]}
+    return {"name": spec.name, "type": spec.type, "fingerprint": fingerprint(spec), **counts.as_dict(),
+            "outputs": outputs, "receptive_field": fields}
+
+
+def parse_input_size(size) -> tuple[int, int]:
+    """``224``, ``"224"``, ``"480x640"``, ``(480, 640)`` -> (height, width)."""
+    if isinstance(size, str):
+        parts = size.lower().replace(",", "x").split("x")
+        try:
+            values = [int(p) for p in parts if p.strip()]
+        except ValueError:
+            raise ValueError(f"input size {size!r}: expected H or HxW") from None
+    elif isinstance(size, int):
+        values = [size]
+    else:
+        values = [int(v) for v in size]
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(f"input size {size!r}: expected one or two positive integers")
+    return values[0], values[1]
