@@ -29,7 +29,7 @@ MAX_DILATION = 32
 class Spec(BaseModel):
     """Base of every spec model: unknown fields are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True)
