@@ -18,7 +18,7 @@ from compiler.graph import (ChannelMismatchError, CycleError, Graph, GraphError,
 from compiler.lowering import LOWERINGS, lower
 
 if TYPE_CHECKING:
-    from compiler.build import CompiledModule
+    from compiler.module_builder import CompiledModule
 
 __all__ = [
     "BlockCost", "ChannelMismatchError", "Costs", "CycleError", "Graph", "GraphError", "LOWERINGS",
@@ -33,7 +33,7 @@ def _graph(spec_or_graph) -> Graph:
 
 def build(spec_or_graph) -> "CompiledModule":
     """A torch module for a spec (or an already lowered graph)."""
-    from compiler.build import build_graph_module
+    from compiler.module_builder import build_graph_module
 
     return build_graph_module(_graph(spec_or_graph))
 
