@@ -129,22 +129,29 @@ def _format_of(path: Path) -> str:
     return "json" if path.suffix.lower() == ".json" else "yaml"
 
 
-_TAG_WORDS: frozenset[str] | None = None
-
-
 def _tags() -> frozenset[str]:
-    """Discriminator values: pydantic puts them in error locations; documents do not have them."""
-    global _TAG_WORDS
-    if _TAG_WORDS is None:
-        from archspec.blocks import BLOCK_TYPES
-        _TAG_WORDS = frozenset(BLOCK_TYPES) | frozenset(SPEC_TYPES) | {"max_pool", "classifier"}
-    return _TAG_WORDS
+    """Every `type` tag of every spec model. Pydantic puts the tag of a discriminated-union
+    member into error locations; documents do not have that level, so paths drop it."""
+    from typing import get_args
+
+    from archspec.blocks import Spec
+
+    tags: set[str] = set()
+    pending = [Spec]
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        field = model.model_fields.get("type")
+        if field is not None:
+            tags.update(arg for arg in get_args(field.annotation) if isinstance(arg, str))
+    return frozenset(tags)
 
 
 def _from_validation_error(exc: ValidationError, source: str | None) -> SpecError:
     issues: list[Issue] = []
+    tags = _tags()
     for err in exc.errors(include_url=False):
-        loc = [part for part in err["loc"] if not (isinstance(part, str) and part in _tags())]
+        loc = [part for part in err["loc"] if not (isinstance(part, str) and part in tags)]
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, SpecError):
             issues += inner.with_prefix(format_path(loc)).issues
