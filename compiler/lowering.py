@@ -58,7 +58,7 @@ Lowering = Callable[[BlockScope, Layer, str], str]
 def lower_conv(scope: BlockScope, layer: Layer, x: str) -> str:
     block: ConvBlock = layer.block  # type: ignore[assignment]
     return scope.conv("conv", x, layer.out_channels, block.kernel, layer.stride, layer.dilation, block.groups,
-                      bias=block.bias, norm=block.norm, act=block.activation, bn_name="bn", act_name="act")
+                      bias=block.bias, norm=block.norm, act=block.activation)
 
 
 def lower_max_pool(scope: BlockScope, layer: Layer, x: str) -> str:
