@@ -15,12 +15,13 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from archspec.backbones import StagedBackbone
+from archspec.scale_permuted import ScalePermutedBackbone
 from archspec.errors import Issue, SpecError, format_path
 
-AnySpec = Annotated[Union[StagedBackbone], Field(discriminator="type")]
+AnySpec = Annotated[Union[StagedBackbone, ScalePermutedBackbone], Field(discriminator="type")]
 """Every kind of top-level document, chosen by its `type` tag."""
 
-SPEC_TYPES = ("staged",)
+SPEC_TYPES = ("staged", "scale_permuted")
 
 _adapter: TypeAdapter | None = None
 
@@ -35,7 +36,7 @@ def _spec_adapter() -> TypeAdapter:
     return _adapter
 
 
-def validate(data: Any, *, source: str | None = None) -> StagedBackbone:
+def validate(data: Any, *, source: str | None = None) -> StagedBackbone | ScalePermutedBackbone:
     """A validated spec from plain data (a dict as parsed from YAML/JSON)."""
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__

@@ -214,7 +214,13 @@ def lower_staged(spec: StagedBackbone) -> Graph:
     return graph
 
 
-LOWER_SPEC: dict[str, Callable[[object], Graph]] = {"staged": lower_staged}
+def _lower_scale_permuted(spec) -> Graph:
+    from compiler.scale_permuted import lower_scale_permuted  # imports this module: load it late
+
+    return lower_scale_permuted(spec)
+
+
+LOWER_SPEC: dict[str, Callable[[object], Graph]] = {"staged": lower_staged, "scale_permuted": _lower_scale_permuted}
 """Spec kind -> function lowering a whole spec to a graph."""
 
 

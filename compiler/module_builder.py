@@ -17,8 +17,8 @@ import torch
 from torch import fx, nn
 
 from compiler.graph import Graph
-from compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, Dropout, GlobalAvgPool, Linear,
-                          MaxPool, Mul, Op, Upsample)
+from compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, CropToLevel, Dropout,
+                          GlobalAvgPool, Linear, MaxPool, Mul, Op, Upsample)
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ def build_graph_module(graph: Graph) -> CompiledModule:
         elif isinstance(op, ChannelSlice):
             index = (slice(None), slice(op.start, None, op.step))
             out = fx_graph.call_function(operator.getitem, (args[0], index))
+        elif isinstance(op, CropToLevel):
+            out = fx_graph.call_function(crop_to_level, (args[0], args[1], op.level))
         elif isinstance(op, Linear):
             flat = fx_graph.call_function(torch.flatten, (args[0], 1))
             modules[target] = MODULE_BUILDERS[Linear](op)
@@ -119,6 +121,13 @@ def build_graph_module(graph: Graph) -> CompiledModule:
         for name, node in graph.outputs.items()
     ]
     return module
+
+
+def crop_to_level(x: torch.Tensor, image: torch.Tensor, level: int) -> torch.Tensor:
+    """`CropToLevel`: the top-left ceil(H / 2**level) x ceil(W / 2**level) of `x`."""
+    step = 2 ** level
+    height, width = -(-image.shape[-2] // step), -(-image.shape[-1] // step)
+    return x[:, :, :height, :width]
 
 
 def _class_name(name: str) -> str:

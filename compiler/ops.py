@@ -55,6 +55,8 @@ class Op:
     kind: ClassVar[str]
     arity: ClassVar[int | None] = 1
     """Number of inputs (None: two or more)."""
+    reference_inputs: ClassVar[tuple[int, ...]] = ()
+    """Input slots read only for their size (no data flows from them)."""
 
     def out_channels(self, inputs: list[int]) -> int:
         return inputs[0]
@@ -283,6 +285,31 @@ class Upsample(Op):
 
     def describe(self) -> str:
         return f"upsample x{self.scale}"
+
+
+@dataclass(frozen=True)
+class CropToLevel(Op):
+    """Keep the top-left ``ceil(H / 2**level) x ceil(W / 2**level)`` of a map, H x W being the
+    image's size (second input, read for its size only). Strided convs and pools give
+    exactly these sizes at every level; nearest upsampling by 2**d gives a multiple that can
+    exceed them when the image size is not divisible by 2**level (SpineNet at 224: L6 is 4,
+    L5 is 7, not 8). At divisible sizes it is the identity."""
+
+    level: int
+    kind: ClassVar[str] = "crop_to_level"
+    arity: ClassVar[int | None] = 2
+    reference_inputs: ClassVar[tuple[int, ...]] = (1,)
+
+    def out_size(self, inputs):
+        (h, w), (image_h, image_w) = inputs
+        step = 2 ** self.level
+        return (min(h, -(-image_h // step)), min(w, -(-image_w // step)))
+
+    def field(self, inputs):
+        return inputs[0]
+
+    def describe(self) -> str:
+        return f"crop to L{self.level}"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ def block_graph(graph: Graph) -> nx.DiGraph:
                         channels=last["channels"], order=order)
         for node in nodes:
             owner[node] = block
-    for u, v in graph.nx.edges:
+    for u, v, slot in graph.nx.edges(data="slot"):
+        if slot in graph.nx.nodes[v]["op"].reference_inputs:
+            continue  # read for its size only (e.g. the image for CropToLevel)
         if owner[u] != owner[v]:
             blocks.add_edge(owner[u], owner[v])
     for output, node in graph.outputs.items():
@@ -41,18 +43,30 @@ def _ident(name: str) -> str:
 
 
 def to_dot(graph: Graph) -> str:
+    """Graphviz text: one row per level (L0 at the top), blocks left to right in execution order.
+    An invisible chain of level labels fixes the row order; edges that go up a level (upsampling)
+    or stay in a row do not constrain the layout."""
     blocks = block_graph(graph)
-    lines = [f'digraph "{graph.name}" {{', "  rankdir=LR;", '  node [shape=box, fontsize=10];']
-    for level in sorted({d["level"] for _, d in blocks.nodes(data=True)}):
-        members = [n for n, d in blocks.nodes(data=True) if d["level"] == level]
+    levels = sorted({d["level"] for _, d in blocks.nodes(data=True)})
+    lines = [f'digraph "{graph.name}" {{', "  rankdir=TB; newrank=true;", '  node [shape=box, fontsize=10];']
+    for level in levels:
+        members = sorted((n for n, d in blocks.nodes(data=True) if d["level"] == level),
+                         key=lambda n: blocks.nodes[n]["order"])
         lines.append(f'  subgraph "cluster_L{level}" {{ label="L{level} (stride {2 ** level})"; rank=same;')
+        lines.append(f'    level_L{level} [label="L{level}", shape=plaintext];')
         for name in members:
             data = blocks.nodes[name]
             style = ', style=bold' if data.get("outputs") else ""
             lines.append(f'    {_ident(name)} [label="{_label(name, data)}"{style}];')
+        chain = " -> ".join([f"level_L{level}"] + [_ident(n) for n in members])
+        if members:
+            lines.append(f"    {chain} [style=invis];")
         lines.append("  }")
+    if len(levels) > 1:
+        lines.append("  " + " -> ".join(f"level_L{level}" for level in levels) + " [style=invis];")
     for u, v in blocks.edges:
-        lines.append(f"  {_ident(u)} -> {_ident(v)};")
+        free = " [constraint=false]" if blocks.nodes[v]["level"] <= blocks.nodes[u]["level"] else ""
+        lines.append(f"  {_ident(u)} -> {_ident(v)}{free};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -94,6 +108,8 @@ def to_png(graph: Graph, path: str | Path) -> Path:
                    edgecolors="black" if data.get("outputs") else "none")
         if data.get("outputs"):
             ax.text(x, y + 0.25, ",".join(data["outputs"]), ha="center", fontsize=7)
+        elif blocks.number_of_nodes() <= 60:
+            ax.text(x, y - 0.22, name.rsplit(".", 1)[-1], ha="center", va="top", fontsize=5.5, color="0.3")
     levels = sorted({d["level"] for _, d in blocks.nodes(data=True)})
     ax.set_yticks([-lv for lv in levels], [f"L{lv}" for lv in levels])
     ax.set_xlabel("block (execution order)")
