@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("archspec.cli.spec_commands:summary", "Costs, outputs and receptive fields of a spec."),
     "schema": ("archspec.cli.spec_commands:schema", "Print the JSON Schema of spec documents."),
     "graph": ("archspec.cli.spec_commands:graph", "Render a spec's block graph (DOT, Mermaid or PNG)."),
+    "search": ("archspec.cli.search_commands:search", "Search a space under budgets (resumable)."),
+    "score": ("archspec.cli.search_commands:score", "A spec's training-free MAE-DET score."),
 }
 """Command name -> ("module:attribute", one-line help)."""
 

@@ -1,0 +1,151 @@
+"""Search configurations: what to search (a base spec and a space), how (a strategy), under
+which budgets, and scored how. Pure data, validated like every spec (`type: search`).
+
+    type: search
+    base: ../backbones/maedet_s.yaml       # a spec file (relative to this file) or an inline spec
+    space: {type: maedet}
+    strategy: {type: maedet_evolution, population: 64, iterations: 2000}
+    budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 200}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from archspec.blocks import Spec
+
+
+class MaedetSpace(Spec):
+    """MAE-DET's k1kxk1 space (papers.md 2.2): per stage the output width, kernel, bottleneck
+    width and depth mutate; the stem mutates only its width."""
+
+    type: Literal["maedet"]
+    """Space kind tag."""
+    kernels: list[Annotated[int, Field(ge=1, le=15)]] = [3, 5]
+    """Kernel choices of the middle convolution."""
+    depth_deltas: list[int] = [-2, -1, 1, 2]
+    """Depth changes a mutation may apply."""
+    width_ratios: list[Annotated[float, Field(gt=0, le=4)]] = [1.5, 1.25, 0.8, 0.6, 0.5]
+    """Multipliers a width (or bottleneck) mutation may apply; results round to multiples of 8."""
+    max_channels: Annotated[int, Field(ge=8, le=16384)] = 2048
+    """Largest output width."""
+    min_bottleneck_ratio: Annotated[int, Field(ge=1, le=64)] = 10
+    """Bottleneck width >= output width / this (the release's btn_minimum_ratio)."""
+    max_layers: Annotated[int, Field(ge=1, le=1000)] | None = 91
+    """Budget on convolution layers (1 per stem conv, 3 per k1kxk1 block); None for none."""
+    first_stage_max_depth: Annotated[int, Field(ge=1, le=256)] = 3
+    """The first stage keeps at most this many blocks."""
+
+
+AnySpace = Annotated[Union[MaedetSpace], Field(discriminator="type")]
+
+
+class MaedetEvolution(Spec):
+    """MAE-DET's evolution: mutate a random member of the population, insert the child if it
+    meets the budgets, keep the best `population` by score."""
+
+    type: Literal["maedet_evolution"]
+    """Strategy kind tag."""
+    population: Annotated[int, Field(ge=1, le=100000)] = 256
+    """Population size (the release uses 256)."""
+    mutations_per_child: Annotated[int, Field(ge=1, le=16)] = 2
+    """Mutations applied to make one child (the release's block_num = 2)."""
+
+
+class RandomWalk(Spec):
+    """Random search: every candidate is the base mutated a random number of times."""
+
+    type: Literal["random"]
+    """Strategy kind tag."""
+    max_mutations: Annotated[int, Field(ge=1, le=100)] = 8
+    """Each candidate applies 1..max_mutations random mutations to the base."""
+
+
+AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk], Field(discriminator="type")]
+
+
+class Budgets(Spec):
+    """Limits a feasible candidate respects, checked in order of cost (params, FLOPs, latency)."""
+
+    input_size: Annotated[int, Field(ge=16, le=4096)] | list[Annotated[int, Field(ge=16, le=4096)]] = 224
+    """Input size (H or [H, W]) at which FLOPs, latency and the score are taken."""
+    max_params: Annotated[float, Field(gt=0)] | None = None
+    """Most parameters."""
+    min_params: Annotated[float, Field(ge=0)] | None = None
+    """Fewest parameters."""
+    max_flops: Annotated[float, Field(gt=0)] | None = None
+    """Most FLOPs (2 x MACs) at the input size."""
+    min_flops: Annotated[float, Field(ge=0)] | None = None
+    """Fewest FLOPs (2 x MACs) at the input size."""
+    max_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    """Most predicted latency, batch 1, on `latency_runtime`/`latency_provider` at `latency_input_size`."""
+    latency_runtime: Literal["ort", "torch"] = "ort"
+    """Runtime the latency budget refers to."""
+    latency_provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    """Provider the latency budget refers to."""
+    latency_input_size: Annotated[int, Field(ge=16, le=4096)] | None = None
+    """Input size for latency (default: `input_size`); smaller keeps kernel tables small."""
+
+
+class SearchConfig(Spec):
+    """A search: base spec, space, strategy, budgets, score."""
+
+    type: Literal["search"]
+    """Document kind tag."""
+    name: str = "search"
+    """A name for people."""
+    description: str = ""
+    """Free text."""
+    base: str | dict
+    """The starting spec: a path (relative to this file) or an inline spec document."""
+    space: AnySpace
+    """Which choices a candidate may make."""
+    strategy: AnyStrategy
+    """How candidates are proposed."""
+    budgets: Budgets = Budgets()
+    """Limits every feasible candidate respects."""
+    score: Literal["maedet"] = "maedet"
+    """Objective (higher is better): MAE-DET's analytic multi-scale entropy."""
+    trials: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
+    """Candidates to propose (``--max-trials`` overrides)."""
+    seed: int = 0
+    """Seed of every random choice (``--seed`` overrides)."""
+
+
+def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
+    """The validated config and its validated base spec (errors name file and field)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from archspec.errors import SpecError
+    from archspec.io import _from_validation_error, load, parse_text, validate
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("", "no such file", source=str(path)) from None
+    data = parse_text(text, source=str(path))
+    if not isinstance(data, dict):
+        raise SpecError("", "a search config must be a mapping with 'type: search'", source=str(path))
+    try:
+        config = TypeAdapter(SearchConfig).validate_python(data)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, str(path)) from None
+    if isinstance(config.base, str):
+        base_path = (path.parent / config.base).resolve()
+        try:
+            base = load(base_path)
+        except SpecError as exc:
+            raise SpecError(issues=exc.with_prefix("base").issues, source=str(path)) from None
+    else:
+        try:
+            base = validate(config.base)
+        except SpecError as exc:
+            raise exc.with_prefix("base").with_source(str(path)) from None
+    if base.type != "staged":
+        raise SpecError("base", f"the {config.space.type} space edits staged backbones, not {base.type!r}",
+                        source=str(path))
+    return config, base

@@ -1,0 +1,138 @@
+"""MAE-DET's training-free score: the multi-scale entropy of C3, C4 and C5 (weights 1:1:6).
+
+The paper (Sun et al., ICML 2022) scores a backbone by the differential entropy of its feature
+maps when the network has no BN and no activations and weights and input are N(0, 1). The
+entropy of a Gaussian map is log(std) up to constants, plus a term for its channel count. Two
+forms, as in the release:
+
+* `maedet_score` (analytic, the current release's "madnas" score): a convolution with N(0, 1)
+  weights multiplies the std of a unit-std input by sqrt(fan-in), so each block contributes
+  the sum of log(sqrt(fan-in)) over the convolutions on its main path (shortcuts and
+  squeeze-excite gates do not carry the signal forward). The score of level k is the sum of
+  those terms over every block up to the last block at level k, plus log(channels at k).
+  No torch, no forward pass: this is what makes a paper-scale search fast.
+* `maedet_forward_score` (the paper-era form): the spec's layers are built without BN and
+  activations (a graph transform that bypasses those nodes), weights and input drawn from
+  N(0, 1); after every layer the output's std is measured and the output renormalised to unit
+  std, which keeps deep networks from overflowing. The level score is the sum of the log-stds
+  plus log(channels); repeats are averaged.
+
+For a ResNet-style bottleneck the forward form also sees the residual sum, which the analytic
+form ignores; the two rank architectures alike (see tests and benchmarks/search.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import networkx as nx
+
+from compiler.fastcosts import layer_graph
+from compiler.ops import Conv
+
+LEVEL_WEIGHTS: dict[int, float] = {3: 1.0, 4: 1.0, 5: 6.0}
+"""MAE-DET's multi_block_ratio [0, 0, 1, 1, 6] over the stem, C2, C3, C4, C5."""
+
+
+class ScoreError(ValueError):
+    """The spec cannot be scored (e.g. it lacks a level the score weighs)."""
+
+
+@functools.lru_cache(maxsize=65536)
+def block_log_gain(block, in_channels: int, out_channels: int, stride: int, dilation: int, first: bool) -> float:
+    """Sum of log(sqrt(fan-in)) over the convolutions of the layer's main path: the path from
+    input to output through the most convolutions, not entering gates (slot 1 of a product)."""
+    graph = layer_graph(block, in_channels, out_channels, stride, dilation, first)
+    best: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for info in graph.nodes():
+        if info.op.arity == 0:
+            best[info.name], count[info.name] = 0.0, 0
+            continue
+        inputs = info.inputs[:1] if info.op.kind == "mul" else info.inputs
+        parent = max(inputs, key=lambda p: (count[p], best[p]))
+        gain, convs = best[parent], count[parent]
+        if isinstance(info.op, Conv):
+            fan_in = info.op.in_channels // info.op.groups * info.op.kernel ** 2
+            gain, convs = gain + 0.5 * math.log(fan_in), convs + 1
+        best[info.name], count[info.name] = gain, convs
+    return best[graph.outputs["out"]]
+
+
+def level_scores(spec) -> dict[int, float]:
+    """Analytic entropy score of every level reached: cumulative log-gain + log(channels)."""
+    if spec.type != "staged":
+        raise ScoreError(f"the MAE-DET score is defined for staged backbones, not {spec.type!r}")
+    total = 0.0
+    scores: dict[int, float] = {}
+    for layer in spec.layers():
+        total += block_log_gain(layer.block, layer.in_channels, layer.out_channels, layer.stride, layer.dilation,
+                                layer.index == 0)
+        scores[layer.level_out] = total + math.log(layer.out_channels)
+    return scores
+
+
+def combine(scores: dict[int, float]) -> float:
+    missing = [level for level in LEVEL_WEIGHTS if level not in scores]
+    if missing:
+        raise ScoreError(f"the backbone reaches no level {missing[0]} (C{missing[0]}); MAE-DET weighs C3:C4:C5 = 1:1:6")
+    return sum(weight * scores[level] for level, weight in LEVEL_WEIGHTS.items())
+
+
+def maedet_score(spec) -> float:
+    """MAE-DET's analytic multi-scale entropy score (higher is better)."""
+    return combine(level_scores(spec))
+
+
+def strip_norm_and_activation(graph):
+    """A copy of a graph with every BN and activation node bypassed (their consumers read
+    the node's input instead)."""
+    from compiler.graph import Graph
+
+    out = Graph(graph.name + "_plain")
+    rename: dict[str, str] = {}
+    for info in graph.nodes():
+        if info.op.kind in ("bn", "act"):
+            rename[info.name] = rename[info.inputs[0]]
+            continue
+        out.add(info.name, info.op, [rename[p] for p in info.inputs], block=info.block, block_kind=info.block_kind)
+        rename[info.name] = info.name
+    for name, node in graph.outputs.items():
+        out.set_output(name, rename[node])
+    return out
+
+
+def maedet_forward_score(spec, input_size: tuple[int, int] = (224, 224), *, seed: int = 0, batch: int = 8,
+                         repeats: int = 2) -> float:
+    """The paper-era forward-pass form of the score, averaged over `repeats` draws."""
+    import torch
+
+    from compiler import build
+
+    if spec.type != "staged":
+        raise ScoreError(f"the MAE-DET score is defined for staged backbones, not {spec.type!r}")
+    generator = torch.Generator().manual_seed(seed)
+    layers = spec.layers()
+    modules = []
+    for layer in layers:
+        graph = strip_norm_and_activation(layer_graph(layer.block, layer.in_channels, layer.out_channels,
+                                                      layer.stride, layer.dilation, layer.index == 0))
+        module = build(graph).eval()
+        for param in module.parameters():
+            with torch.no_grad():
+                param.normal_(0.0, 1.0, generator=generator) if param.dim() > 1 else param.zero_()
+        modules.append(module)
+    results = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            x = torch.randn(batch, spec.in_channels, *input_size, generator=generator, dtype=torch.float64)
+            total, scores = 0.0, {}
+            for layer, module in zip(layers, modules):
+                x = module.double()(x)["out"]
+                std = float(x.std())
+                total += math.log(std)
+                x = x / std
+                scores[layer.level_out] = total + math.log(layer.out_channels)
+            results.append(combine(scores))
+    return sum(results) / len(results)

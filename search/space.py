@@ -1,0 +1,164 @@
+"""Search spaces: genotype <-> spec, and the mutations that move between genotypes.
+
+A genotype is a compact tuple of ints; `decode` turns it into a validated spec. A mutation
+either returns a new genotype that respects the space's rules or raises `Rejected` with the
+reason, before anything is built.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import archspec
+from archspec.errors import SpecError
+from archspec.search_config import MaedetSpace
+
+Genotype = tuple[int, ...]
+
+
+class Rejected(ValueError):
+    """A candidate that breaks a rule of the space (or of validity); `str()` is the reason."""
+
+
+def smart_round(value: float, base: int = 8) -> int:
+    """Nearest multiple of `base`, at least `base` (the release's smart_round)."""
+    return max(base, int(round(value / base)) * base)
+
+
+@dataclass(frozen=True)
+class StageGenes:
+    out_channels: int
+    kernel: int
+    bottleneck_channels: int
+    depth: int
+
+
+class MaedetSearchSpace:
+    """MAE-DET's k1kxk1 space over a staged base spec whose stem starts with a conv and whose
+    stages are all k1kxk1. Genotype: (stem width, then out, kernel, btn, depth per stage)."""
+
+    METHODS = ("out", "kernel", "bottleneck", "depth")
+
+    def __init__(self, config: MaedetSpace, base):
+        self.config = config
+        self.base_data = archspec.to_data(base)
+        if base.stem[0].type != "conv":
+            raise SpecError("base.stem[0]", "the maedet space mutates the width of a stem conv")
+        for index, stage in enumerate(base.stages):
+            if stage.block.type != "k1kxk1" or stage.blocks:
+                raise SpecError(f"base.stages[{index}].block", "the maedet space needs k1kxk1 stages without overrides")
+        self.in_channels = base.in_channels
+        self.base = self.encode(base)
+
+    # -- encoding ----------------------------------------------------------------------------
+    def encode(self, spec) -> Genotype:
+        genes = [spec.stem[0].out_channels]
+        for stage in spec.stages:
+            genes += [stage.out_channels, stage.block.kernel, stage.block.bottleneck_channels, stage.depth]
+        return tuple(genes)
+
+    def stages(self, genotype: Genotype) -> list[StageGenes]:
+        return [StageGenes(*genotype[i:i + 4]) for i in range(1, len(genotype), 4)]
+
+    def decode(self, genotype: Genotype):
+        """The validated spec of a genotype; `Rejected` with the validation message otherwise."""
+        data = _copy(self.base_data)
+        data["stem"][0]["out_channels"] = genotype[0]
+        for stage, genes in zip(data["stages"], self.stages(genotype)):
+            stage["out_channels"] = genes.out_channels
+            stage["depth"] = genes.depth
+            stage["block"] = {**stage["block"], "kernel": genes.kernel, "bottleneck_channels": genes.bottleneck_channels}
+        try:
+            return archspec.validate(data)
+        except SpecError as exc:
+            raise Rejected(f"invalid spec: {exc}") from None
+
+    def layers(self, genotype: Genotype) -> int:
+        """Convolution layers as the release counts them: 1 per stem conv, 3 per block."""
+        return len(self.base_data["stem"]) + 3 * sum(s.depth for s in self.stages(genotype))
+
+    # -- mutation ----------------------------------------------------------------------------
+    def mutate(self, genotype: Genotype, rng: random.Random, times: int = 1) -> Genotype:
+        for _ in range(times):
+            genotype = self._mutate_once(genotype, rng)
+        return genotype
+
+    def _mutate_once(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        reasons = []
+        for _ in range(len(self.stages(genotype)) + 1):  # the release retries len(blocks) times
+            index = rng.randrange(len(self.stages(genotype)) + 1)
+            method = "out" if index == 0 else rng.choice(self.METHODS)
+            try:
+                child = self._apply(genotype, index, method, rng)
+                self.check(child)
+                return child
+            except Rejected as exc:
+                reasons.append(str(exc))
+        raise Rejected(f"no valid mutation in {len(reasons)} tries (last: {reasons[-1]})")
+
+    def _apply(self, genotype: Genotype, index: int, method: str, rng: random.Random) -> Genotype:
+        """One mutation; the release's per-method rules are checked on the mutated block only
+        (its published final structures do not satisfy them everywhere)."""
+        genes = list(genotype)
+        stages = self.stages(genotype)
+        if index == 0:
+            genes[0] = smart_round(genes[0] * rng.choice(self.config.width_ratios))
+            if genes[0] > stages[0].out_channels:
+                raise Rejected(f"stem width {genes[0]} exceeds stage 0's {stages[0].out_channels}")
+            return tuple(genes)
+        i, at = index - 1, 1 + 4 * (index - 1)
+        previous = genotype[0] if i == 0 else stages[i - 1].out_channels
+        if method == "out":
+            new = smart_round(genes[at] * rng.choice(self.config.width_ratios))
+            if not previous <= new <= 4 * previous:
+                raise Rejected(f"stage {i}: width {new} outside [{previous}, {4 * previous}]")
+            if i + 1 < len(stages) and not smart_round(stages[i + 1].out_channels / 4) <= new <= stages[i + 1].out_channels:
+                raise Rejected(f"stage {i}: width {new} outside [next / 4, next]")
+            genes[at] = new
+            genes[at + 2] = min(genes[at + 2], new)
+        elif method == "kernel":
+            genes[at + 1] = rng.choice(self.config.kernels)
+        elif method == "bottleneck":
+            new = smart_round(genes[at + 2] * rng.choice(self.config.width_ratios))
+            if new * self.config.min_bottleneck_ratio < genes[at]:
+                raise Rejected(f"stage {i}: bottleneck {new} < width / {self.config.min_bottleneck_ratio}")
+            genes[at + 2] = new
+        else:
+            genes[at + 3] = genes[at + 3] + rng.choice(self.config.depth_deltas)
+        return tuple(genes)
+
+    def check(self, genotype: Genotype) -> None:
+        """Rules every genotype of the space keeps; `Rejected` names the first one broken."""
+        stages = self.stages(genotype)
+        if len(genotype) != 1 + 4 * len(self.base_data["stages"]):
+            raise Rejected(f"genotype of length {len(genotype)} for {len(self.base_data['stages'])} stages")
+        for i, stage in enumerate(stages):
+            if stage.out_channels > self.config.max_channels:
+                raise Rejected(f"stage {i}: width {stage.out_channels} > {self.config.max_channels}")
+            if stage.bottleneck_channels > stage.out_channels:
+                raise Rejected(f"stage {i}: bottleneck {stage.bottleneck_channels} > width {stage.out_channels}")
+            if stage.kernel not in self.config.kernels and stage.kernel != self.stages(self.base)[i].kernel:
+                raise Rejected(f"stage {i}: kernel {stage.kernel} is not a choice")
+            if stage.depth < 1:
+                raise Rejected(f"stage {i}: depth {stage.depth} < 1")
+            if i == 0 and stage.depth > self.config.first_stage_max_depth:
+                raise Rejected(f"stage 0: depth {stage.depth} > {self.config.first_stage_max_depth}")
+        if self.config.max_layers is not None and self.layers(genotype) > self.config.max_layers:
+            raise Rejected(f"{self.layers(genotype)} layers > the budget of {self.config.max_layers}")
+
+
+def _copy(data):
+    if isinstance(data, dict):
+        return {k: _copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_copy(v) for v in data]
+    return data
+
+
+SPACES = {"maedet": MaedetSearchSpace}
+"""Space kind -> implementation."""
+
+
+def make_space(config, base):
+    return SPACES[config.type](config, base)

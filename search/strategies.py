@@ -1,0 +1,89 @@
+"""Search strategies: they only `propose` genotypes and take `feedback`.
+
+A strategy owns a seeded `random.Random` and nothing else that is random, so its proposals are
+a deterministic function of the seed and the feedback it received. The run loop uses that to
+resume: it replays the stored trials through a fresh strategy instead of pickling state.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from search.space import Genotype, Rejected
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A proposed genotype, or the reason none could be made."""
+
+    genotype: Genotype | None
+    reason: str | None = None
+
+
+class Strategy:
+    """Ask/tell interface."""
+
+    def __init__(self, space, seed: int):
+        self.space = space
+        self.rng = random.Random(seed)
+
+    def propose(self) -> Proposal:
+        raise NotImplementedError
+
+    def feedback(self, genotype: Genotype | None, score: float | None) -> None:
+        """`score` is None for candidates that were rejected or infeasible."""
+
+
+class MaedetEvolutionStrategy(Strategy):
+    """MAE-DET's evolution (papers.md 2.3): a uniformly random parent from the population is
+    mutated `mutations_per_child` times; feasible children join the population, which is kept
+    sorted by score, de-duplicated and truncated to its size."""
+
+    def __init__(self, space, seed: int, population: int = 256, mutations_per_child: int = 2):
+        super().__init__(space, seed)
+        self.size = population
+        self.mutations = mutations_per_child
+        self.population: list[tuple[float, Genotype]] = []
+        self._members: set[Genotype] = set()
+
+    def propose(self) -> Proposal:
+        if not self.population:
+            return Proposal(self.space.base)
+        parent = self.population[self.rng.randrange(len(self.population))][1]
+        try:
+            return Proposal(self.space.mutate(parent, self.rng, self.mutations))
+        except Rejected as exc:
+            return Proposal(None, str(exc))
+
+    def feedback(self, genotype, score) -> None:
+        if score is None or genotype in self._members:
+            return
+        self.population.append((score, genotype))
+        self._members.add(genotype)
+        self.population.sort(key=lambda item: -item[0])
+        for _, dropped in self.population[self.size:]:
+            self._members.discard(dropped)
+        del self.population[self.size:]
+
+
+class RandomWalkStrategy(Strategy):
+    """Random search: the base mutated 1..max_mutations times."""
+
+    def __init__(self, space, seed: int, max_mutations: int = 8):
+        super().__init__(space, seed)
+        self.max_mutations = max_mutations
+
+    def propose(self) -> Proposal:
+        try:
+            return Proposal(self.space.mutate(self.space.base, self.rng, self.rng.randint(1, self.max_mutations)))
+        except Rejected as exc:
+            return Proposal(None, str(exc))
+
+
+def make_strategy(config, space, seed: int) -> Strategy:
+    if config.type == "maedet_evolution":
+        return MaedetEvolutionStrategy(space, seed, config.population, config.mutations_per_child)
+    if config.type == "random":
+        return RandomWalkStrategy(space, seed, config.max_mutations)
+    raise ValueError(f"unknown strategy {config.type!r}")

@@ -1,0 +1,221 @@
+"""Search: fast costs, the MAE-DET score, the space's mutations, budgets, determinism, resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+import archspec
+import compiler
+from archspec.search_config import MaedetSpace, load_search_config
+from compiler.fastcosts import fast_costs
+from search.run import run_search
+from search.score import maedet_forward_score, maedet_score
+from search.space import MaedetSearchSpace, Rejected
+from tests.conftest import ROOT, ZOO
+
+BASE = ROOT / "examples" / "search" / "maedet_r50_base.yaml"
+
+
+@pytest.mark.parametrize("path", [p for p in ZOO if archspec.load(p).type == "staged"], ids=lambda p: p.stem)
+def test_fast_costs_equal_full_costs(path):
+    spec = archspec.load(path)
+    for size in [(224, 224), (97, 131)]:
+        full, fast = compiler.costs(spec, size), fast_costs(spec, size)
+        assert (fast.params, fast.macs, fast.activations) == (full.params, full.macs, full.activations)
+
+
+def tiny_k1kxk1():
+    return archspec.validate({
+        "type": "staged", "name": "tiny", "stem": [{"type": "conv", "out_channels": 8, "kernel": 3, "stride": 2}],
+        "stages": [{"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 4}, "depth": d,
+                    "out_channels": c, "stride": 2} for d, c in ((1, 16), (2, 32), (1, 64), (1, 128))]})
+
+
+def test_analytic_score_by_hand():
+    # Stem: log sqrt(3*9). A k1kxk1 block with input c, bottleneck b, kernel k:
+    # log sqrt(c) + log sqrt(b*k*k) + log sqrt(b). Level k adds log(channels).
+    half_log = lambda x: 0.5 * math.log(x)  # noqa: E731
+    block = lambda c: half_log(c) + half_log(4 * 9) + half_log(4)  # noqa: E731
+    stem = half_log(27)
+    c2 = stem + block(8)
+    c3 = c2 + block(16) + block(32)
+    c4 = c3 + block(32)
+    c5 = c4 + block(64)
+    expected = (c3 + math.log(32)) + (c4 + math.log(64)) + 6 * (c5 + math.log(128))
+    assert maedet_score(tiny_k1kxk1()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_release_block_terms_for_k1kxk1_and_resnet():
+    # The release's ResK1KXK1 term uses the block input once; our main path finds the same
+    # three convolutions and ignores the projected shortcut.
+    spec = archspec.load(ROOT / "examples/backbones/maedet_s.yaml")
+    assert maedet_score(spec) == pytest.approx(1731.907, abs=1e-3)
+    assert maedet_score(archspec.load(ROOT / "examples/backbones/resnet50.yaml")) == pytest.approx(1174.298, abs=1e-3)
+
+
+def spearman(a, b):
+    rank = lambda xs: {i: r for r, i in enumerate(sorted(range(len(xs)), key=lambda i: xs[i]))}  # noqa: E731
+    ra, rb = rank(a), rank(b)
+    n = len(a)
+    return 1 - 6 * sum((ra[i] - rb[i]) ** 2 for i in range(n)) / (n * (n * n - 1))
+
+
+def test_forward_and_analytic_scores_rank_alike():
+    config = MaedetSpace(type="maedet")
+    space = MaedetSearchSpace(config, tiny_k1kxk1())
+    rng = random.Random(3)
+    specs, seen = [], set()
+    while len(specs) < 16:
+        try:
+            genotype = space.mutate(space.base, rng, rng.randint(1, 6))
+            if genotype not in seen:
+                seen.add(genotype)
+                specs.append(space.decode(genotype))
+        except Rejected:
+            pass
+    analytic = [maedet_score(s) for s in specs]
+    forward = [maedet_forward_score(s, (64, 64), batch=2, repeats=1) for s in specs]
+    assert spearman(analytic, forward) > 0.9
+
+
+def test_every_mutation_is_valid_or_rejected_with_a_reason():
+    config, base = load_search_config(ROOT / "examples/search/maedet_r50_budget.yaml")
+    space = MaedetSearchSpace(config.space, base)
+    rng = random.Random(0)
+    genotype, valid, rejected = space.base, 0, 0
+    for _ in range(1000):
+        try:
+            child = space.mutate(genotype, rng, 2)
+        except Rejected as exc:
+            assert str(exc)
+            rejected += 1
+            continue
+        space.check(child)
+        spec = space.decode(child)
+        assert space.encode(spec) == child
+        assert space.layers(child) <= config.space.max_layers
+        stages = space.stages(child)
+        assert all(s.bottleneck_channels <= s.out_channels and s.kernel in (3, 5) for s in stages)
+        assert stages[0].depth <= config.space.first_stage_max_depth
+        valid += 1
+        genotype = child if rng.random() < 0.5 else genotype
+    assert valid > 500
+
+
+def test_bad_search_config_names_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"type: search\nbase: {BASE}\nspace: {{type: maedet, kernels: [3, 0]}}\n"
+                    "strategy: {type: maedet_evolution}\n")
+    with pytest.raises(archspec.SpecError, match=r"space.kernels\[1\]"):
+        load_search_config(path)
+    path.write_text(f"type: search\nbase: {BASE}\nspace: {{type: maedet}}\nstrategy: {{type: anneal}}\n")
+    with pytest.raises(archspec.SpecError, match=r"strategy.type: unknown kind 'anneal'"):
+        load_search_config(path)
+
+
+def write_config(tmp_path, trials=400, **budgets):
+    budgets = {"input_size": 480, "max_flops": 37.6e9, **budgets}
+    text = "\n".join([
+        "type: search", f"base: {BASE}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 32}",
+        "budgets: {" + ", ".join(f"{k}: {v}" for k, v in budgets.items()) + "}", f"trials: {trials}"])
+    path = tmp_path / "search.yaml"
+    path.write_text(text + "\n")
+    return path
+
+
+def rows(path):
+    with open(path) as handle:
+        return [row[:-1] for row in csv.reader(handle)]  # all but the timing column
+
+
+def test_feasible_trials_and_the_best_respect_every_budget(tmp_path):
+    config = write_config(tmp_path, max_flops=30e9, min_params=5e6, max_params=25e6)
+    result = run_search(config, tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    feasible = [t for t in trials if t["status"] == "feasible"]
+    assert feasible and any(t["status"] == "infeasible" for t in trials)
+    for t in feasible:
+        assert float(t["flops"]) <= 30e9 and 5e6 <= float(t["params"]) <= 25e6
+    for t in trials:
+        if t["status"] == "infeasible":
+            assert t["reason"].split(":")[0] in ("max_flops", "min_params", "max_params")
+    best = archspec.load(tmp_path / "run" / "best.yaml")
+    counts = compiler.costs(best, 480)
+    assert counts.flops <= 30e9 and 5e6 <= counts.params <= 25e6
+    assert maedet_score(best) == pytest.approx(result.best_score)
+    assert (tmp_path / "run" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    front = pareto_front_from_csv(tmp_path / "run" / "pareto.csv")
+    assert [s for _, s in front] == sorted(s for _, s in front)  # more FLOPs buys more score on the front
+
+
+def pareto_front_from_csv(path):
+    with open(path) as handle:
+        return [(float(r["flops"]), float(r["score"])) for r in csv.DictReader(handle)]
+
+
+def test_same_seed_same_result_and_other_seed_differs(tmp_path):
+    config = write_config(tmp_path, trials=300)
+    run_search(config, tmp_path / "a", progress=False)
+    run_search(config, tmp_path / "b", progress=False)
+    run_search(config, tmp_path / "c", seed=1, progress=False)
+    assert rows(tmp_path / "a" / "trials.csv") == rows(tmp_path / "b" / "trials.csv")
+    assert rows(tmp_path / "a" / "trials.csv") != rows(tmp_path / "c" / "trials.csv")
+    assert (tmp_path / "a" / "best.yaml").read_text() == (tmp_path / "b" / "best.yaml").read_text()
+
+
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    config = write_config(tmp_path, trials=4000)
+    run_search(config, tmp_path / "whole", progress=False)
+    command = [sys.executable, "-m", "archspec.cli", "search", str(config), "--out", str(tmp_path / "killed"), "--quiet"]
+    process = subprocess.Popen(command, cwd=ROOT)
+    db = tmp_path / "killed" / "trials.sqlite"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 500:
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    assert 500 <= done < 4000, "the run must be killed part way"
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows(tmp_path / "killed" / "trials.csv") == rows(tmp_path / "whole" / "trials.csv")
+    assert (tmp_path / "killed" / "best.yaml").read_text() == (tmp_path / "whole" / "best.yaml").read_text()
+
+
+def test_resume_refuses_another_seed(tmp_path):
+    config = write_config(tmp_path, trials=20)
+    run_search(config, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="another config or seed"):
+        run_search(config, tmp_path / "run", resume=True, seed=5, progress=False)
+
+
+def test_score_command_prints_json():
+    result = subprocess.run([sys.executable, "-m", "archspec.cli", "score", str(ROOT / "examples/backbones/maedet_s.yaml"),
+                             "--json"], capture_output=True, text=True, cwd=ROOT, check=True)
+    import json
+
+    info = json.loads(result.stdout)
+    assert info["score"] == pytest.approx(1731.907, abs=1e-3) and set(info["levels"]) >= {"C3", "C4", "C5"}
+    bad = subprocess.run([sys.executable, "-m", "archspec.cli", "score",
+                          str(ROOT / "examples/backbones/spinenet49.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "staged backbones" in bad.stderr
