@@ -40,7 +40,20 @@ class MaedetSpace(Spec):
     """The first stage keeps at most this many blocks."""
 
 
-AnySpace = Annotated[Union[MaedetSpace], Field(discriminator="type")]
+DETNAS_CHOICES = [{"type": "shufflenet_v2", "kernel": 3}, {"type": "shufflenet_v2", "kernel": 5},
+                  {"type": "shufflenet_v2", "kernel": 7}, {"type": "shuffle_xception"}]
+
+
+class DetnasSpace(Spec):
+    """DetNAS's space (papers.md 3.1): every layer of every stage picks one choice block."""
+
+    type: Literal["detnas"]
+    """Space kind tag."""
+    choices: list[dict] = Field(default_factory=lambda: [dict(c) for c in DETNAS_CHOICES], min_length=2)
+    """Block specs a layer may use (default: shufflenet 3x3, 5x5, 7x7, xception)."""
+
+
+AnySpace = Annotated[Union[MaedetSpace, DetnasSpace], Field(discriminator="type")]
 
 
 class MaedetEvolution(Spec):
@@ -64,7 +77,27 @@ class RandomWalk(Spec):
     """Each candidate applies 1..max_mutations random mutations to the base."""
 
 
-AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk], Field(discriminator="type")]
+class DetnasEvolution(Spec):
+    """DetNAS's evolutionary search (papers.md 3.4): generations of `population` candidates made
+    of `mutations` mutated and `crossovers` crossed-over children of the `parents` best so far,
+    topped up with random ones; only candidates within the params/FLOPs budgets are admitted
+    (up to 10x tries each)."""
+
+    type: Literal["detnas_evolution"]
+    """Strategy kind tag."""
+    population: Annotated[int, Field(ge=2, le=10000)] = 50
+    """Candidates per generation."""
+    parents: Annotated[int, Field(ge=1, le=10000)] = 10
+    """Top-k candidates children are made from."""
+    mutations: Annotated[int, Field(ge=0, le=10000)] = 20
+    """Mutated children per generation."""
+    crossovers: Annotated[int, Field(ge=0, le=10000)] = 20
+    """Crossed-over children per generation (uniform per gene)."""
+    mutation_prob: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """Probability that a gene is redrawn in a mutation."""
+
+
+AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution], Field(discriminator="type")]
 
 
 class Budgets(Spec):

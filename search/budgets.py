@@ -29,6 +29,16 @@ class BudgetChecker:
                                                provider=self.budgets.latency_provider)
         return self._predictor
 
+    def cheap_ok(self, spec) -> bool:
+        """Whether the analytic budgets (params, FLOPs) hold: what strategies may pre-screen with."""
+        b = self.budgets
+        counts = fast_costs(spec, self.input_size)
+        for name, value in (("params", counts.params), ("flops", counts.flops)):
+            high, low = getattr(b, f"max_{name}"), getattr(b, f"min_{name}")
+            if (high is not None and value > high) or (low is not None and value < low):
+                return False
+        return True
+
     def evaluate(self, spec) -> tuple[dict, str | None]:
         """(metrics, None) when feasible, else (metrics so far, which budget broke and how)."""
         b = self.budgets

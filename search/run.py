@@ -82,8 +82,16 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         raise ValueError(f"{out} holds a search with another config or seed; it cannot be resumed with this one")
     store.set_meta("identity", identity)
     space = make_space(config.space, base)
-    strategy = make_strategy(config.strategy, space, seed)
-    evaluator = Evaluator(space, BudgetChecker(config.budgets, out / "latency.sqlite"))
+    checker = BudgetChecker(config.budgets, out / "latency.sqlite")
+
+    def admit(genotype) -> bool:
+        try:
+            return checker.cheap_ok(space.decode(genotype))
+        except Rejected:
+            return False
+
+    strategy = make_strategy(config.strategy, space, seed, admit)
+    evaluator = Evaluator(space, checker)
     done = _replay(store.trials(), strategy, evaluator)
     try:
         _loop(store, strategy, evaluator, len(done), total, progress)

@@ -156,7 +156,74 @@ def _copy(data):
     return data
 
 
-SPACES = {"maedet": MaedetSearchSpace}
+class DetnasSearchSpace:
+    """DetNAS's space over a staged base: genotype = the choice index of every layer of every
+    stage, in order (4^20 genotypes for the 300M base)."""
+
+    def __init__(self, config, base):
+        self.config = config
+        self.base_data = archspec.to_data(base)
+        self.choices = [_block_spec(choice, f"space.choices[{i}]") for i, choice in enumerate(config.choices)]
+        self.depths = [stage.depth for stage in base.stages]
+        self.base = self.encode(base)
+
+    def encode(self, spec) -> Genotype:
+        genes = []
+        for layer in spec.layers():
+            if layer.stage is None:
+                continue
+            if layer.block not in self.choices:
+                raise SpecError(layer.path, f"block {layer.index} ({layer.block.type}) is not one of the space's choices")
+            genes.append(self.choices.index(layer.block))
+        return tuple(genes)
+
+    def decode(self, genotype: Genotype):
+        data = _copy(self.base_data)
+        at = 0
+        for stage, depth in zip(data["stages"], self.depths):
+            stage["blocks"] = [self.choices[g].model_dump(mode="json", exclude_defaults=True) for g in genotype[at:at + depth]]
+            at += depth
+        try:
+            return archspec.validate(data)
+        except SpecError as exc:
+            raise Rejected(f"invalid spec: {exc}") from None
+
+    def check(self, genotype: Genotype) -> None:
+        if len(genotype) != sum(self.depths):
+            raise Rejected(f"genotype of length {len(genotype)} for {sum(self.depths)} layers")
+        if any(not 0 <= g < len(self.choices) for g in genotype):
+            raise Rejected(f"choice index outside 0..{len(self.choices) - 1}")
+
+    def random(self, rng: random.Random) -> Genotype:
+        return tuple(rng.randrange(len(self.choices)) for _ in range(sum(self.depths)))
+
+    def mutate(self, genotype: Genotype, rng: random.Random, times: int = 1, prob: float | None = None) -> Genotype:
+        """Redraw each gene with probability `prob` (default: exactly `times` random genes)."""
+        genes = list(genotype)
+        if prob is None:
+            for _ in range(times):
+                genes[rng.randrange(len(genes))] = rng.randrange(len(self.choices))
+        else:
+            genes = [rng.randrange(len(self.choices)) if rng.random() < prob else g for g in genes]
+        return tuple(genes)
+
+    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
+        """Uniform crossover: each gene from either parent."""
+        return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
+
+
+def _block_spec(data: dict, path: str):
+    from pydantic import TypeAdapter, ValidationError
+
+    from archspec.blocks import Block
+
+    try:
+        return TypeAdapter(Block).validate_python(data)
+    except ValidationError as exc:
+        raise SpecError(path, exc.errors(include_url=False)[0]["msg"]) from None
+
+
+SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace}
 """Space kind -> implementation."""
 
 

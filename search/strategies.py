@@ -81,9 +81,65 @@ class RandomWalkStrategy(Strategy):
             return Proposal(None, str(exc))
 
 
-def make_strategy(config, space, seed: int) -> Strategy:
+class DetnasEvolutionStrategy(Strategy):
+    """DetNAS's evolution (papers.md 3.4), one generation at a time: the first is random; each
+    next one holds `mutations` mutated and `crossovers` crossed-over children of the best
+    `parents` seen so far, topped up with random genotypes to `population`. Only genotypes
+    that `admit` accepts (the cheap params/FLOPs budgets) enter a generation; each slot tries
+    up to 10x, as in the release."""
+
+    TRIES = 10
+
+    def __init__(self, space, seed: int, config, admit=None):
+        super().__init__(space, seed)
+        self.config = config
+        self.admit = admit or (lambda genotype: True)
+        self.queue: list[Genotype] = []
+        self.pending = 0
+        self.scored: dict[Genotype, float] = {}
+        self.seen: set[Genotype] = set()
+        self.generation = 0
+
+    def propose(self) -> Proposal:
+        if not self.queue:
+            self._next_generation()
+        if not self.queue:
+            return Proposal(None, "no admissible candidate for the next generation")
+        self.pending += 1
+        return Proposal(self.queue.pop(0))
+
+    def feedback(self, genotype, score) -> None:
+        self.pending = max(0, self.pending - 1)
+        if genotype is not None and score is not None:
+            self.scored[genotype] = max(score, self.scored.get(genotype, score))
+
+    def _fill(self, make, count: int, batch: list[Genotype]) -> None:
+        for _ in range(count):
+            for _ in range(self.TRIES):
+                genotype = make()
+                if genotype is not None and genotype not in self.seen and self.admit(genotype):
+                    self.seen.add(genotype)
+                    batch.append(genotype)
+                    break
+
+    def _next_generation(self) -> None:
+        c, rng, space = self.config, self.rng, self.space
+        top = [g for g, _ in sorted(self.scored.items(), key=lambda item: -item[1])[:c.parents]]
+        batch: list[Genotype] = []
+        if top:
+            self._fill(lambda: space.mutate(rng.choice(top), rng, prob=c.mutation_prob), c.mutations, batch)
+            if len(top) > 1:
+                self._fill(lambda: space.crossover(*rng.sample(top, 2), rng), c.crossovers, batch)
+        self._fill(lambda: space.random(rng), c.population - len(batch), batch)
+        self.queue = batch
+        self.generation += 1
+
+
+def make_strategy(config, space, seed: int, admit=None) -> Strategy:
     if config.type == "maedet_evolution":
         return MaedetEvolutionStrategy(space, seed, config.population, config.mutations_per_child)
     if config.type == "random":
         return RandomWalkStrategy(space, seed, config.max_mutations)
+    if config.type == "detnas_evolution":
+        return DetnasEvolutionStrategy(space, seed, config, admit)
     raise ValueError(f"unknown strategy {config.type!r}")

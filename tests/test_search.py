@@ -219,3 +219,51 @@ def test_score_command_prints_json():
     bad = subprocess.run([sys.executable, "-m", "archspec.cli", "score",
                           str(ROOT / "examples/backbones/spinenet49.yaml")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "staged backbones" in bad.stderr
+
+
+def detnas_space():
+    config, base = load_search_config(ROOT / "examples/search/detnas_300m.yaml")
+    from search.space import DetnasSearchSpace
+
+    return DetnasSearchSpace(config.space, base), base
+
+
+def test_detnas_space_encodes_the_published_choice_list():
+    space, base = detnas_space()
+    assert space.base == (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
+    assert space.decode(space.base) == base
+
+
+def test_detnas_genotypes_decode_to_valid_specs_of_the_space():
+    space, _ = detnas_space()
+    rng = random.Random(1)
+    parents = [space.random(rng) for _ in range(10)]
+    for i in range(1000):
+        kind = i % 3
+        if kind == 0:
+            child = space.random(rng)
+        elif kind == 1:
+            child = space.mutate(rng.choice(parents), rng, prob=0.1)
+        else:
+            child = space.crossover(*rng.sample(parents, 2), rng)
+        space.check(child)
+        spec = space.decode(child)
+        assert space.encode(spec) == child
+        kinds = {layer.block.type for layer in spec.layers() if layer.stage is not None}
+        assert kinds <= {"shufflenet_v2", "shuffle_xception"}
+    with pytest.raises(Rejected, match="length"):
+        space.check((0, 1))
+
+
+def test_detnas_evolution_admits_only_candidates_within_budget(tmp_path):
+    text = (ROOT / "examples/search/detnas_300m.yaml").read_text()
+    config = tmp_path / "detnas.yaml"
+    config.write_text(text.replace("../backbones/", f"{ROOT}/examples/backbones/").replace("6.0e8", "5.7e8")
+                      .replace("trials: 1000", "trials: 200"))
+    run_search(config, tmp_path / "a", progress=False)
+    run_search(config, tmp_path / "b", progress=False)
+    assert rows(tmp_path / "a" / "trials.csv") == rows(tmp_path / "b" / "trials.csv")
+    with open(tmp_path / "a" / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert len(trials) == 200 and all(float(t["flops"]) <= 5.7e8 for t in trials if t["flops"])
+    assert all(t["status"] == "feasible" for t in trials)  # inadmissible genotypes never reach a trial
