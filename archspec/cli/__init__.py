@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("archspec.cli.spec_commands:graph", "Render a spec's block graph (DOT, Mermaid or PNG)."),
     "search": ("archspec.cli.search_commands:search", "Search a space under budgets (resumable)."),
     "score": ("archspec.cli.search_commands:score", "A spec's training-free MAE-DET score."),
+    "export": ("archspec.cli.deploy_commands:export", "Export a spec to ONNX (checked, with the spec in its metadata)."),
+    "bench": ("archspec.cli.deploy_commands:bench", "Measure latency on ONNX Runtime and/or torch eager."),
+    "latency": ("archspec.cli.deploy_commands:latency", "Latency tables and predictions (build-table, predict)."),
 }
 """Command name -> ("module:attribute", one-line help)."""
 

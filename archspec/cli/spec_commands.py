@@ -43,13 +43,25 @@ def summary(files: tuple[Path, ...], input_size: str, as_json: bool) -> None:
     from compiler import parse_input_size, summarize
 
     size = parse_input_size(input_size)
-    summaries = [summarize(load(path), size) | {"file": str(path)} for path in files]
+    summaries = [_summarize_onnx(path) if path.suffix.lower() == ".onnx" else
+                 summarize(load(path), size) | {"file": str(path)} for path in files]
     if as_json:
         click.echo(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     elif len(summaries) == 1:
         _print_one(summaries[0])
     else:
         _print_table(summaries)
+
+
+def _summarize_onnx(path: Path) -> dict:
+    """An exported file: its spec (from the metadata) summarized at the file's input size, plus
+    the ONNX input/output shapes."""
+    from compiler import parse_input_size, summarize
+    from compiler.export import METADATA_INPUT_SIZE, io_shapes, read_metadata, spec_from_onnx
+
+    spec = spec_from_onnx(path)
+    size = parse_input_size(read_metadata(path).get(METADATA_INPUT_SIZE, "224"))
+    return summarize(spec, size) | {"file": str(path), "onnx": io_shapes(path)}
 
 
 def _print_one(info: dict) -> None:
@@ -67,6 +79,9 @@ def _print_one(info: dict) -> None:
         table.add_row(name, str(out["channels"]), str(out["stride"]), "x".join(map(str, out["shape"])),
                       "global" if rf is None else str(rf))
     console.print(table)
+    for role, values in info.get("onnx", {}).items():
+        shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in values.items())
+        console.print(f"  ONNX {role}: {shapes}")
 
 
 def _print_table(summaries: list[dict]) -> None:

@@ -1,0 +1,275 @@
+"""`archspec export | bench | latency`: ONNX export, latency measurement, latency tables."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+
+from archspec.io import load
+
+RUNTIME_CHOICES = click.Choice(["ort", "torch", "both"])
+PROVIDER_CHOICES = click.Choice(["cpu", "cuda", "tensorrt"])
+
+
+def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
+    from compiler import parse_input_size
+
+    return default if text is None else parse_input_size(text)
+
+
+@click.command()
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .onnx file to write.")
+@click.option("--input-size", default="224", show_default=True, metavar="H[xW]", help="Input image size.")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic.")
+@click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset (default: the exporter's).")
+@click.option("--optimize", is_flag=True,
+              help="Save ONNX Runtime's basic graph optimizations (constant folding, Conv+BN fusion) in the file.")
+def export(spec_file: Path, output: Path, input_size: str, dynamic_batch: bool, opset: int | None,
+           optimize: bool) -> None:
+    """Export a spec to ONNX (dynamo exporter, checked with the ONNX checker's full check).
+
+    Outputs are named as the spec's outputs; the spec JSON and its fingerprint are stored in the
+    file's metadata, so `archspec summary model.onnx` can show what it is."""
+    from compiler.export import export as export_any
+    from compiler.export import io_shapes, optimize_onnx
+
+    spec = load(spec_file)
+    path = export_any(spec, output, input_size=_size(input_size), dynamic_batch=dynamic_batch, opset=opset)
+    if optimize:
+        optimize_onnx(path)
+    shapes = io_shapes(path)
+    outs = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes["outputs"].items())
+    click.echo(f"wrote {path} ({spec.name}; outputs: {outs}{'; optimized' if optimize else ''})")
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--runtime", type=RUNTIME_CHOICES, default="ort", show_default=True)
+@click.option("--provider", type=PROVIDER_CHOICES, default="cpu", show_default=True,
+              help="ONNX Runtime execution provider (an error if unavailable; never a silent fallback).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")
+@click.option("--warmup", type=click.IntRange(0, 100000), default=10, show_default=True)
+@click.option("--repeat", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--input-size", metavar="H[xW]", help="Input size (default: the ONNX file's, or 224).")
+@click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True)
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="cpu: CPU time of the calling thread (needs --threads 1): steadier on a shared machine.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup: int, repeat: int,
+          input_size: str | None, batch: int, clock: str, as_json: bool) -> None:
+    """Latency of a spec or an exported .onnx file: median, p10, p90, min and standard deviation
+    in ms, with the runtime, provider, threads and machine fingerprint. With --runtime both,
+    ONNX Runtime and torch eager are measured in the same run and their ratio is printed."""
+    from compiler.runtime import measure_onnx, physical_cores
+
+    threads = threads or physical_cores()
+    if runtime != "ort" and provider != "cpu":
+        raise click.UsageError("--runtime torch/both measures torch on the CPU only; use --provider cpu")
+    is_onnx = model.suffix.lower() == ".onnx"
+    if is_onnx and not model.exists():
+        raise FileNotFoundError(f"{model}: no such file")
+    spec = _spec_of(model, is_onnx, needed=runtime != "ort")
+    size = _bench_size(model, is_onnx, input_size)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if runtime in ("ort", "both"):
+            onnx_path = model
+            if not is_onnx or (input_size is not None and _static_size(model) not in (None, size)):
+                from compiler.export import export_spec
+
+                onnx_path = export_spec(spec, Path(tmp) / "model.onnx", input_size=size, dynamic_batch=batch > 1)
+            channels = spec.in_channels if spec is not None else _input_channels(onnx_path)
+            results["ort"] = measure_onnx(onnx_path, (batch, channels, *size), provider=provider, threads=threads,
+                                          warmup=warmup, repeat=repeat, clock=clock)
+        if runtime in ("torch", "both"):
+            from compiler import build
+            from compiler.runtime import measure_torch
+
+            results["torch"] = measure_torch(build(spec), (batch, spec.in_channels, *size), threads=threads,
+                                             warmup=warmup, repeat=repeat, clock=clock)
+    ratio = results["ort"].median_ms / results["torch"].median_ms if len(results) == 2 else None
+    if as_json:
+        data = {"model": str(model), "input_size": list(size), "batch": batch,
+                "results": {name: stats.as_dict() for name, stats in results.items()}}
+        if ratio is not None:
+            data["ort_over_torch"] = ratio
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_bench(model, size, batch, results, ratio)
+
+
+def _spec_of(model: Path, is_onnx: bool, needed: bool):
+    if not is_onnx:
+        return load(model)
+    from compiler.export import METADATA_SPEC, read_metadata, spec_from_onnx
+
+    if METADATA_SPEC in read_metadata(model):
+        return spec_from_onnx(model)
+    if needed:
+        raise ValueError(f"{model}: no archspec metadata, so there is no spec to build a torch module from")
+    return None
+
+
+def _static_size(path: Path) -> tuple[int, int] | None:
+    from compiler.export import io_shapes
+
+    shape = next(iter(io_shapes(path)["inputs"].values()))
+    if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
+        return (shape[2], shape[3])
+    return None
+
+
+def _input_channels(path: Path) -> int:
+    from compiler.export import io_shapes
+
+    shape = next(iter(io_shapes(path)["inputs"].values()))
+    if len(shape) != 4 or not isinstance(shape[1], int):
+        raise ValueError(f"{path}: expected an N x C x H x W input, found {shape}")
+    return shape[1]
+
+
+def _bench_size(model: Path, is_onnx: bool, input_size: str | None) -> tuple[int, int]:
+    if input_size is not None:
+        return _size(input_size)
+    if is_onnx:
+        static = _static_size(model)
+        if static is not None:
+            return static
+        from compiler.export import METADATA_INPUT_SIZE, read_metadata
+
+        recorded = read_metadata(model).get(METADATA_INPUT_SIZE)
+        if recorded:
+            return _size(recorded)
+    return (224, 224)
+
+
+def _print_bench(model: Path, size, batch: int, results: dict, ratio: float | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 120))
+    machine = next(iter(results.values())).machine
+    console.print(f"[bold]{model}[/bold] at {size[0]}x{size[1]}, batch {batch}")
+    table = Table("runtime", "provider", "threads", "clock", "median ms", "p10", "p90", "min", "std", "runs (warm-up)")
+    for name, s in results.items():
+        table.add_row(name, s.provider, str(s.threads), s.clock, f"{s.median_ms:.3f}", f"{s.p10_ms:.3f}", f"{s.p90_ms:.3f}",
+                      f"{s.min_ms:.3f}", f"{s.std_ms:.3f}", f"{s.repeats} ({s.warmup})")
+    console.print(table)
+    if ratio is not None:
+        console.print(f"ORT / torch eager (median): [bold]{ratio:.3f}[/bold]")
+    console.print(f"machine {machine['hash']}: {machine['cpu_model']}, {machine['physical_cores']} physical cores, "
+                  f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}")
+
+
+# -- latency tables ----------------------------------------------------------------------------
+@click.group()
+def latency() -> None:
+    """Latency tables (kernels measured once on this machine) and predictions from them."""
+
+
+def _table_options(func):
+    func = click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Table file (default: $ARCHSPEC_LATENCY_TABLE or ~/.cache/archspec/latency.sqlite).")(func)
+    func = click.option("--runtime", type=click.Choice(["ort", "torch"]), default="ort", show_default=True)(func)
+    func = click.option("--provider", type=PROVIDER_CHOICES, default="cpu", show_default=True)(func)
+    func = click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")(func)
+    func = click.option("--input-size", default="224", show_default=True, metavar="H[xW]")(func)
+    func = click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+                        help="cpu: thread CPU time (needs --threads 1), steadier on a shared machine.")(func)
+    return func
+
+
+def _predictor(table_path, runtime, provider, threads, clock="wall"):
+    from compiler.latency import LatencyPredictor, LatencyTable
+
+    return LatencyPredictor(LatencyTable(table_path), runtime=runtime, provider=provider, threads=threads,
+                            clock=clock)
+
+
+def _specs_from(paths: tuple[Path, ...]) -> list:
+    """Specs from spec files; a search-space file contributes the candidates its `sample_specs`
+    hook (registered in `SPACE_SAMPLERS`) draws."""
+    from archspec.io import parse_text, validate
+
+    specs = []
+    for path in paths:
+        data = parse_text(path.read_text(encoding="utf-8"), format="json" if path.suffix == ".json" else "yaml",
+                          source=str(path))
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind in SPACE_SAMPLERS:
+            specs += SPACE_SAMPLERS[kind](data, str(path))
+        else:
+            specs.append(validate(data, source=str(path)))
+    return specs
+
+
+SPACE_SAMPLERS: dict[str, object] = {}
+"""Search-space document type -> fn(data, source) -> list of specs whose kernels to measure."""
+
+
+@latency.command("build-table")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_table_options
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Also measure each spec end to end and refit the per-model overhead.")
+def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads, input_size: str, clock: str,
+                calibrate: bool) -> None:
+    """Measure every kernel of the given specs that the table lacks (resumable: measured
+    kernels are skipped, each is saved as soon as it is measured)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from compiler.latency import describe
+
+    size = _size(input_size)
+    predictor = _predictor(table_path, runtime, provider, threads, clock)
+    specs = _specs_from(files)
+    keys = list(dict.fromkeys(k for spec in specs for k in predictor.missing(spec, size)))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[kernel]}"))
+    with Progress(*columns) as progress:
+        task = progress.add_task("kernels", total=len(keys), kernel="")
+        for key in keys:
+            progress.update(task, kernel=describe(key)[:60])
+            predictor.measure_keys([key])
+            progress.advance(task)
+        if calibrate:
+            cal = progress.add_task("end to end", total=len(specs), kernel="")
+            predictor.calibrate(specs, size, progress=lambda spec: progress.advance(cal))
+    context = predictor.context
+    click.echo(f"table {predictor.table.path}: {predictor.table.count(context)} kernels for {context.runtime}/"
+               f"{context.provider}/{context.threads} threads on machine {context.machine} "
+               f"({len(keys)} measured now); overhead fit: {predictor.coefficients.as_dict()}")
+
+
+@latency.command("predict")
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@_table_options
+@click.option("--measure-missing", is_flag=True, help="Measure kernels the table lacks instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def predict(spec_file: Path, table_path, runtime, provider, threads, input_size: str, clock: str,
+            measure_missing: bool, as_json: bool) -> None:
+    """Predicted latency of a spec from the table. Exit code 2, listing the missing kernels,
+    when the table lacks some (unless --measure-missing)."""
+    size = _size(input_size)
+    spec = load(spec_file)
+    predictor = _predictor(table_path, runtime, provider, threads, clock)
+    if measure_missing:
+        predictor.measure_missing(spec, size)
+    ms = predictor.predict(spec, size)
+    total, count = predictor.kernel_sum(spec, size)
+    context = predictor.context
+    data = {"spec": spec.name, "input_size": list(size), "predicted_ms": ms, "kernel_sum_ms": total,
+            "kernels": count, "calibrated": predictor.calibrated, "coefficients": predictor.coefficients.as_dict(),
+            "runtime": context.runtime, "provider": context.provider, "threads": context.threads, "clock": context.clock,
+            "machine": context.machine, "table": str(predictor.table.path)}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    note = "" if predictor.calibrated else " (uncalibrated: plain kernel sum; run build-table with --calibrate)"
+    click.echo(f"{spec.name} at {size[0]}x{size[1]}: {ms:.3f} ms predicted ({count} kernels, sum {total:.3f} ms; "
+               f"{context.runtime}/{context.provider}/{context.threads} threads){note}")

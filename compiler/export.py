@@ -1,0 +1,262 @@
+"""ONNX export of built modules and specs.
+
+    path = export_spec(spec, "resnet50.onnx", input_size=(224, 224))
+    path = export_onnx(module, example, "det.onnx", output_names=["boxes", "scores"])
+
+Export uses the torch 2.x dynamo exporter (`torch.onnx.export(..., dynamo=True)`). When it
+fails, the legacy TorchScript exporter is tried, with an `ExportFallbackWarning` that names the
+dynamo failure, so a silent change of exporter never goes unnoticed. Every file is checked with
+`onnx.checker.check_model(full_check=True)` (operator schemas and shape inference) and carries
+string metadata in `metadata_props`: for specs the spec JSON (``archspec.spec``) and its
+fingerprint (``archspec.fingerprint``), so `archspec summary model.onnx` can say what it is.
+
+`EXPORTERS` maps a spec `type` to the function exporting that kind; kinds without an entry
+that the compiler can build (backbones) use `export_spec`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+METADATA_SPEC = "archspec.spec"
+METADATA_FINGERPRINT = "archspec.fingerprint"
+METADATA_TYPE = "archspec.type"
+METADATA_NAME = "archspec.name"
+METADATA_INPUT_SIZE = "archspec.input_size"
+METADATA_EXPORTER = "archspec.exporter"
+
+LEGACY_OPSET = 17
+"""Opset for the legacy exporter when none is asked for (its own default is older)."""
+
+
+class ExportFallbackWarning(UserWarning):
+    """The dynamo exporter failed and the legacy TorchScript exporter was used instead."""
+
+
+class ExportError(ValueError):
+    """Neither exporter could export the module."""
+
+
+def export_onnx(module, example_input, path: str | Path, *, output_names: Sequence[str],
+                input_names: Sequence[str] = ("images",), dynamic_batch: bool = False, opset: int | None = None,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Export `module` (put in eval mode) called on `example_input` (a tensor or a tuple of
+    tensors) to `path`; returns the path.
+
+    Outputs (a tensor, a tuple or a dict; flattened in order) are named `output_names`. With
+    `dynamic_batch` the first dimension of every input and output is symbolic (``batch``).
+    The file passes `onnx.checker.check_model(full_check=True)`; `metadata` is stored in
+    `metadata_props`."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    module = module.eval()
+    input_names, output_names = list(input_names), list(output_names)
+    if len(input_names) != len(args):
+        raise ValueError(f"input_names: {len(input_names)} names for {len(args)} inputs")
+    with torch.no_grad():
+        try:
+            _export_dynamo(module, args, path, input_names, output_names, dynamic_batch, opset)
+            exporter = "dynamo"
+        except Exception as exc:  # noqa: BLE001 - any exporter failure falls back, loudly
+            reason = _first_line(exc)
+            warnings.warn(
+                f"the dynamo ONNX exporter failed ({type(exc).__name__}: {reason}); falling back to the "
+                f"legacy TorchScript exporter (opset {opset or LEGACY_OPSET}). Check parity of the result.",
+                ExportFallbackWarning, stacklevel=2)
+            try:
+                _export_legacy(module, args, path, input_names, output_names, dynamic_batch, opset)
+            except Exception as legacy_exc:  # noqa: BLE001
+                raise ExportError(f"ONNX export failed with both exporters: dynamo: {reason}; legacy: "
+                                  f"{type(legacy_exc).__name__}: {_first_line(legacy_exc)}") from legacy_exc
+            exporter = "legacy"
+    model = onnx.load(str(path))
+    _rename_outputs(model, output_names)
+    props = {METADATA_EXPORTER: exporter, **(metadata or {})}
+    set_metadata(model, props)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def _export_dynamo(module, args, path: Path, input_names, output_names, dynamic_batch, opset) -> None:
+    import torch
+
+    dynamic_shapes = None
+    if dynamic_batch:
+        # A batch of 1 would be specialised to a constant by torch.export (0/1 specialisation).
+        args = tuple(torch.cat([a, a]) if a.shape[0] == 1 else a for a in args)
+        dynamic_shapes = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in args)
+    # The exporter narrates every step through logging and prints; keep the console quiet.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # pytree deprecation chatter inside torch.export
+            program = torch.onnx.export(module, args, dynamo=True, input_names=input_names,
+                                        output_names=output_names, opset_version=opset,
+                                        dynamic_shapes=dynamic_shapes, verbose=False, external_data=False)
+    finally:
+        quiet.setLevel(level)
+    program.save(str(path))
+
+
+def _export_legacy(module, args, path: Path, input_names, output_names, dynamic_batch, opset) -> None:
+    import torch
+
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, args, str(path), dynamo=False, input_names=input_names, output_names=output_names,
+                          opset_version=opset or LEGACY_OPSET, dynamic_axes=dynamic_axes, do_constant_folding=True)
+
+
+def _rename_outputs(model: onnx.ModelProto, output_names: list[str]) -> None:
+    """Make the graph outputs carry `output_names` (exporters may not honour them for dicts)."""
+    outputs = list(model.graph.output)
+    if len(outputs) != len(output_names):
+        raise ExportError(f"the module returns {len(outputs)} outputs but {len(output_names)} output names "
+                          f"were given: {output_names}")
+    renames = {out.name: new for out, new in zip(outputs, output_names) if out.name != new}
+    if not renames:
+        return
+    for node in model.graph.node:
+        for i, name in enumerate(node.output):
+            if name in renames:
+                node.output[i] = renames[name]
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    for out in model.graph.output:
+        out.name = renames.get(out.name, out.name)
+    for info in model.graph.value_info:
+        info.name = renames.get(info.name, info.name)
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Set (replace) string entries of `metadata_props`."""
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise TypeError(f"metadata {key!r}: values must be strings, not {type(value).__name__}")
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """`metadata_props` of an ONNX file as a dict (the weights are not loaded)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def spec_from_onnx(path: str | Path):
+    """The spec an ONNX file was exported from (its ``archspec.spec`` metadata), validated."""
+    from archspec.io import validate
+
+    metadata = read_metadata(path)
+    if METADATA_SPEC not in metadata:
+        raise ValueError(f"{path}: no {METADATA_SPEC!r} metadata; the file was not exported by archspec")
+    return validate(json.loads(metadata[METADATA_SPEC]), source=f"{path}:{METADATA_SPEC}")
+
+
+def io_shapes(path: str | Path) -> dict[str, dict[str, list[int | str]]]:
+    """``{"inputs": {name: shape}, "outputs": {name: shape}}``; symbolic dims are strings."""
+    model = onnx.load(str(path), load_external_data=False)
+
+    def shape(value) -> list[int | str]:
+        dims = value.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+    initializers = {t.name for t in model.graph.initializer}
+    return {"inputs": {v.name: shape(v) for v in model.graph.input if v.name not in initializers},
+            "outputs": {v.name: shape(v) for v in model.graph.output}}
+
+
+def spec_metadata(spec, input_size: tuple[int, int]) -> dict[str, str]:
+    """The metadata every spec export carries."""
+    from archspec.io import fingerprint, to_data
+
+    return {METADATA_SPEC: json.dumps(to_data(spec), sort_keys=True), METADATA_FINGERPRINT: fingerprint(spec),
+            METADATA_TYPE: spec.type, METADATA_NAME: spec.name,
+            METADATA_INPUT_SIZE: f"{input_size[0]}x{input_size[1]}"}
+
+
+def export_spec(spec, path: str | Path, *, input_size=(224, 224), dynamic_batch: bool = False,
+                opset: int | None = None, module=None) -> Path:
+    """Export a backbone spec: the compiled module (or `module`, e.g. with trained weights) on a
+    ``1 x C x H x W`` input named ``images``, outputs named as the spec's outputs, spec JSON and
+    fingerprint in the metadata."""
+    import torch
+
+    from compiler import build, parse_input_size
+
+    size = parse_input_size(input_size)
+    module = build(spec) if module is None else module
+    example = torch.randn(1, spec.in_channels, *size, generator=torch.Generator().manual_seed(0))
+    return export_onnx(module, example, path, output_names=spec.output_names(), dynamic_batch=dynamic_batch,
+                       opset=opset, metadata=spec_metadata(spec, size))
+
+
+Exporter = Callable[..., Path]
+"""``fn(spec, path, *, input_size, dynamic_batch, opset) -> Path``."""
+
+EXPORTERS: dict[str, Exporter] = {"staged": export_spec}
+"""Spec kind -> exporter. Kinds missing here fall back to `export_spec` when the compiler can
+lower them (every backbone kind); detector kinds register their own."""
+
+
+def export(spec, path: str | Path, **options: Any) -> Path:
+    """Export any spec with the exporter registered for its kind."""
+    from compiler.lowering import LOWER_SPEC
+
+    exporter = EXPORTERS.get(spec.type)
+    if exporter is None:
+        if spec.type not in LOWER_SPEC:
+            raise ValueError(f"no ONNX exporter for spec kind {spec.type!r}")
+        exporter = export_spec
+    return exporter(spec, path, **options)
+
+
+def optimize_onnx(path: str | Path, output: str | Path | None = None) -> Path:
+    """Apply ONNX Runtime's basic graph optimizations (constant folding, Conv+BN/Add/Mul fusion,
+    redundant node elimination) offline and save the result (over `path` by default).
+
+    Only the *basic* level is saved: it keeps standard ONNX operators, so the file stays portable
+    and passes the checker. The extended/layout levels produce hardware-specific contrib
+    operators; ONNX Runtime applies them when a session is created anyway."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    output = Path(output) if output is not None else path
+    metadata = read_metadata(path)
+    tmp = output.with_name(output.name + ".opt.tmp")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(tmp))
+    tmp.unlink()
+    set_metadata(model, {**metadata, "archspec.optimized": "ort-basic"})
+    onnx.save(model, str(output))
+    onnx.checker.check_model(str(output), full_check=True)
+    return output
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "no message"

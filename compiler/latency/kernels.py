@@ -1,0 +1,234 @@
+"""A spec as a list of kernels: the units whose latency is measured once and summed.
+
+A kernel is one block instance at its input resolution (block kind and parameters, in/out
+channels, stride, dilation, whether it is its stage's first block, input H x W), a stem layer,
+a head, or for scale-permuted specs one cross-scale resampling, one merge (sum + activation)
+or one endpoint. Its key is canonical JSON text, so it is stable across runs and readable.
+
+Deriving keys never builds a graph or a module: each spec kind has a decomposer in
+`DECOMPOSERS` (spec type -> fn(spec, (H, W)) -> list of keys) working from the spec's resolved
+layers, with memoized key construction. Measuring a kernel needs its graph: `KERNEL_GRAPHS`
+maps a key's ``kind`` to a function building a one-kernel graph IR (lowered with the same
+functions the compiler uses for whole specs).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+
+from archspec.backbones import Layer
+from archspec.blocks import ConvBlock
+
+KernelKey = str
+"""Canonical JSON of a kernel: ``{"kind": ..., ...}``."""
+
+
+def halve(size: int) -> int:
+    """Spatial size after a stride-2 layer: every conv, pool and block here pads to 'same', so
+    ceil(size / 2) (checked against the graph's shape inference in the tests)."""
+    return (size + 1) // 2
+
+
+def _key(data: dict) -> KernelKey:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+# -- keys ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _block_data(block) -> str:
+    """The block's parameters without placement-given fields (channels, stride, dilation)."""
+    data = block.model_dump(mode="json", exclude={"out_channels", "stride", "dilation"})
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def layer_key(block, in_channels: int, out_channels: int, stride: int, dilation: int, first: bool,
+              height: int, width: int) -> KernelKey:
+    """Key of one block (or stem layer) at a placement and input size."""
+    return ('{"block":' + _block_data(block) + f',"dilation":{dilation},"first":{str(first).lower()},'
+            f'"hw":[{height},{width}],"in":{in_channels},"kind":"layer","out":{out_channels},"stride":{stride}}}')
+
+
+def layer_kernel(layer: Layer, height: int, width: int) -> KernelKey:
+    return layer_key(layer.block, layer.in_channels, layer.out_channels, layer.stride, layer.dilation,
+                     layer.index == 0, height, width)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def head_key(in_channels: int, num_classes: int, height: int, width: int) -> KernelKey:
+    """Key of a classifier head (global pool + linear; dropout is free at inference)."""
+    return _key({"kind": "classifier", "in": in_channels, "classes": num_classes, "hw": [height, width]})
+
+
+# -- decomposers -----------------------------------------------------------------------------
+Decomposer = Callable[[object, tuple[int, int]], list[KernelKey]]
+
+
+def staged_kernels(spec, input_size: tuple[int, int]) -> list[KernelKey]:
+    """Stem layers, blocks and the head of a staged backbone.
+
+    Walks the stem and stages the way `StagedBackbone.layers()` resolves them, without building
+    `Layer` objects (three times faster; `layers()` itself costs more than the whole prediction
+    budget). The tests check that both give the same keys for the zoo and random specs."""
+    height, width = input_size
+    keys = []
+    channels = spec.in_channels
+    for i, step in enumerate(spec.stem):
+        is_conv = step.type == "conv"
+        out = step.out_channels if is_conv else channels
+        keys.append(layer_key(step, channels, out, step.stride, step.dilation if is_conv else 1, i == 0,
+                              height, width))
+        if step.stride == 2:
+            height, width = halve(height), halve(width)
+        channels = out
+    for stage in spec.stages:
+        overrides, dilations = stage.blocks, stage.dilations
+        for b in range(stage.depth):
+            block = (overrides[b] if overrides and b < len(overrides) else None) or stage.block
+            stride = stage.stride if b == 0 else 1
+            dilation = dilations[b] if dilations and b < len(dilations) else block.dilation
+            keys.append(layer_key(block, channels, stage.out_channels, stride, dilation, b == 0, height, width))
+            if stride == 2:
+                height, width = halve(height), halve(width)
+            channels = stage.out_channels
+    if spec.head is not None:
+        keys.append(head_key(channels, spec.head.num_classes, height, width))
+    return keys
+
+
+def staged_kernels_from_layers(spec, input_size: tuple[int, int]) -> list[KernelKey]:
+    """The same keys as `staged_kernels`, derived from `spec.layers()` (the reference)."""
+    height, width = input_size
+    keys = []
+    for layer in spec.layers():
+        keys.append(layer_kernel(layer, height, width))
+        if layer.stride == 2:
+            height, width = halve(height), halve(width)
+    if spec.head is not None:
+        keys.append(head_key(spec.layers()[-1].out_channels, spec.head.num_classes, height, width))
+    return keys
+
+
+DECOMPOSERS: dict[str, Decomposer] = {"staged": staged_kernels}
+"""Spec type -> kernels of a spec at an input size."""
+
+
+MEMO_SIZE = 4096
+_memo: OrderedDict[tuple[int, tuple[int, int]], tuple[object, list[KernelKey]]] = OrderedDict()
+
+
+def kernels(spec, input_size: tuple[int, int]) -> list[KernelKey]:
+    """The kernels of `spec` at `input_size` (H, W), in execution order (with repeats).
+
+    Memoized per spec object (specs are immutable; the memo holds a reference to each spec, so
+    an id is never reused while it is cached), for callers that predict one spec repeatedly."""
+    memo_key = (id(spec), input_size)
+    hit = _memo.get(memo_key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    try:
+        decompose = DECOMPOSERS[spec.type]
+    except KeyError:
+        raise ValueError(f"no latency decomposition for spec kind {spec.type!r} "
+                         f"(known: {', '.join(sorted(DECOMPOSERS))})") from None
+    keys = decompose(spec, input_size)
+    _memo[memo_key] = (spec, keys)
+    if len(_memo) > MEMO_SIZE:
+        _memo.popitem(last=False)
+    return keys
+
+
+def clear_memo() -> None:
+    """Forget memoized decompositions (benchmarks time the cold path with it)."""
+    _memo.clear()
+
+
+# -- kernel graphs (for measuring) ---------------------------------------------------------------
+KernelGraph = Callable[[dict], tuple[object, tuple[int, int]]]
+"""fn(key data) -> (graph IR of the kernel alone, its input size)."""
+
+
+def _layer_graph(data: dict):
+    from pydantic import TypeAdapter
+
+    from compiler.graph import Graph
+    from compiler.lowering import lower_layer
+    from compiler.ops import Input
+
+    block = TypeAdapter(_AnyLayerBlock()).validate_python(data["block"])
+    stride = data["stride"]
+    layer = Layer("kernel", "kernel", block, data["in"], data["out"], stride, data["dilation"], 0,
+                  int(stride == 2), 0, 0 if data["first"] else 1)
+    graph = Graph("kernel")
+    x = graph.add("input", Input(data["in"]), block="input", block_kind="input")
+    graph.set_output("y", lower_layer(graph, layer, x))
+    return graph, tuple(data["hw"])
+
+
+@functools.lru_cache(maxsize=1)
+def _AnyLayerBlock():  # noqa: N802 - a type
+    from typing import Annotated, Union
+
+    from pydantic import Field
+
+    from archspec.blocks import Block, MaxPoolLayer
+
+    return Annotated[Union[Block, MaxPoolLayer], Field(discriminator="type")]
+
+
+def _classifier_graph(data: dict):
+    from compiler.graph import Graph
+    from compiler.lowering import BlockScope
+    from compiler.ops import GlobalAvgPool, Input, Linear
+
+    graph = Graph("kernel")
+    x = graph.add("input", Input(data["in"]), block="input", block_kind="input")
+    scope = BlockScope(graph, "head", "classifier")
+    y = scope.node("pool", GlobalAvgPool(), [x])
+    graph.set_output("y", scope.node("fc", Linear(data["in"], data["classes"]), [y]))
+    return graph, tuple(data["hw"])
+
+
+KERNEL_GRAPHS: dict[str, KernelGraph] = {"layer": _layer_graph, "classifier": _classifier_graph}
+"""Kernel kind -> builder of its one-kernel graph."""
+
+
+def kernel_graph(key: KernelKey):
+    """(graph IR, input size) of one kernel."""
+    data = json.loads(key)
+    try:
+        build = KERNEL_GRAPHS[data["kind"]]
+    except KeyError:
+        raise ValueError(f"unknown kernel kind {data.get('kind')!r} in {key}") from None
+    return build(data)
+
+
+def describe(key: KernelKey) -> str:
+    """A short human label: ``bottleneck 256->512 s2 @56x56``."""
+    data = json.loads(key)
+    h, w = data.get("hw", ("?", "?"))
+    kind = data["kind"]
+    if kind == "layer":
+        block = data["block"]
+        params = ",".join(f"{k}={v}" for k, v in sorted(block.items()) if k != "type")
+        text = f"{block['type']}({params}) {data['in']}->{data['out']} s{data['stride']}"
+        if data["dilation"] > 1:
+            text += f" d{data['dilation']}"
+        return text + ("" if data["first"] else " (repeat)") + f" @{h}x{w}"
+    fields = " ".join(f"{k}={v}" for k, v in sorted(data.items()) if k not in ("kind", "hw"))
+    return f"{kind} {fields} @{h}x{w}"
+
+
+def stem_conv_key(in_channels: int, out_channels: int, kernel: int, activation: str, height: int,
+                  width: int) -> KernelKey:
+    """Key of a plain conv + BN + activation (SpineNet endpoints)."""
+    block = _conv_block(kernel, activation)
+    return layer_key(block, in_channels, out_channels, 1, 1, True, height, width)
+
+
+@functools.lru_cache(maxsize=64)
+def _conv_block(kernel: int, activation: str) -> ConvBlock:
+    return ConvBlock(type="conv", kernel=kernel, activation=activation)

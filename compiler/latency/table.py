@@ -1,0 +1,148 @@
+"""The latency table: measured kernel latencies and end-to-end calibration runs, in SQLite.
+
+Rows are keyed by the context they were measured in: machine fingerprint hash, runtime
+(``ort``/``torch``), provider and thread count; numbers from another machine or setting are
+never used. Every insert is committed at once, so a killed `build-table` loses at most the
+kernel in flight and a rerun resumes where it stopped.
+
+Default location: ``~/.cache/archspec/latency.sqlite``; the environment variable
+``ARCHSPEC_LATENCY_TABLE`` or an explicit path overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS machines (hash TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kernels (
+    machine TEXT NOT NULL, runtime TEXT NOT NULL, provider TEXT NOT NULL, threads INTEGER NOT NULL,
+    key TEXT NOT NULL, median_ms REAL NOT NULL, p10_ms REAL, p90_ms REAL, min_ms REAL, std_ms REAL,
+    repeats INTEGER, measured_at REAL, features TEXT,
+    PRIMARY KEY (machine, runtime, provider, threads, key));
+CREATE TABLE IF NOT EXISTS calibration (
+    machine TEXT NOT NULL, runtime TEXT NOT NULL, provider TEXT NOT NULL, threads INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL, name TEXT,
+    measured_ms REAL NOT NULL, features TEXT NOT NULL, measured_at REAL,
+    PRIMARY KEY (machine, runtime, provider, threads, fingerprint, height, width));
+"""
+
+
+def default_table_path() -> Path:
+    """``$ARCHSPEC_LATENCY_TABLE`` or ``~/.cache/archspec/latency.sqlite``."""
+    env = os.environ.get("ARCHSPEC_LATENCY_TABLE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "archspec" / "latency.sqlite"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where numbers were measured: they are only comparable within one context."""
+
+    machine: str
+    runtime: str
+    provider: str
+    threads: int
+    clock: str = "wall"
+    """``wall`` or ``cpu`` (thread CPU time, single-threaded; see `compiler.runtime`)."""
+
+    def as_tuple(self) -> tuple[str, str, str, int]:
+        """The row key; CPU-time rows are kept apart under runtime ``<runtime>:cpu``."""
+        runtime = self.runtime if self.clock == "wall" else f"{self.runtime}:{self.clock}"
+        return (self.machine, runtime, self.provider, self.threads)
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """One model measured end to end, with the features the predictor uses for it."""
+
+    fingerprint: str
+    height: int
+    width: int
+    name: str
+    measured_ms: float
+    features: dict
+
+
+class LatencyTable:
+    """Persistent store of kernel latencies and calibration runs (one SQLite file)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path).expanduser() if path is not None else default_table_path()
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=30)
+        if str(self.path) != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "LatencyTable":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- machines --------------------------------------------------------------------------------
+    def add_machine(self, info: dict) -> None:
+        self._db.execute("INSERT OR REPLACE INTO machines VALUES (?, ?)", (info["hash"], json.dumps(info)))
+        self._db.commit()
+
+    def machine(self, digest: str) -> dict | None:
+        row = self._db.execute("SELECT info FROM machines WHERE hash = ?", (digest,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- kernels ---------------------------------------------------------------------------------
+    def kernels(self, context: Context) -> dict[str, float]:
+        """Every kernel key -> median ms measured in `context`."""
+        rows = self._db.execute(
+            "SELECT key, median_ms FROM kernels WHERE machine=? AND runtime=? AND provider=? AND threads=?",
+            context.as_tuple())
+        return dict(rows.fetchall())
+
+    def kernel_features(self, context: Context) -> dict[str, dict]:
+        """Every kernel key -> its static features (params, MACs, activation sizes)."""
+        rows = self._db.execute(
+            "SELECT key, features FROM kernels WHERE machine=? AND runtime=? AND provider=? AND threads=?",
+            context.as_tuple())
+        return {key: json.loads(features or "{}") for key, features in rows.fetchall()}
+
+    def put_kernel(self, context: Context, key: str, stats, features: dict | None = None) -> None:
+        """Store one kernel's statistics (a `LatencyStats`) and static features, and commit."""
+        self._db.execute("INSERT OR REPLACE INTO kernels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (*context.as_tuple(), key, stats.median_ms, stats.p10_ms, stats.p90_ms, stats.min_ms,
+                          stats.std_ms, stats.repeats, time.time(), json.dumps(features or {}, sort_keys=True)))
+        self._db.commit()
+
+    def count(self, context: Context | None = None) -> int:
+        if context is None:
+            return self._db.execute("SELECT COUNT(*) FROM kernels").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM kernels WHERE machine=? AND runtime=? AND provider=? AND "
+                                "threads=?", context.as_tuple()).fetchone()[0]
+
+    # -- calibration -----------------------------------------------------------------------------
+    def put_calibration(self, context: Context, run: CalibrationRun) -> None:
+        self._db.execute("INSERT OR REPLACE INTO calibration VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                         (*context.as_tuple(), run.fingerprint, run.height, run.width, run.name, run.measured_ms,
+                          json.dumps(run.features, sort_keys=True), time.time()))
+        self._db.commit()
+
+    def calibration(self, context: Context) -> list[CalibrationRun]:
+        rows = self._db.execute(
+            "SELECT fingerprint, height, width, name, measured_ms, features FROM calibration "
+            "WHERE machine=? AND runtime=? AND provider=? AND threads=? ORDER BY measured_at", context.as_tuple())
+        return [CalibrationRun(f, h, w, n, ms, json.loads(feat)) for f, h, w, n, ms, feat in rows.fetchall()]
+
+    def calibration_ms(self, context: Context, fingerprint: str, size: tuple[int, int]) -> float | None:
+        """The stored end-to-end latency of one calibration model, if any."""
+        row = self._db.execute("SELECT measured_ms FROM calibration WHERE machine=? AND runtime=? AND provider=? "
+                               "AND threads=? AND fingerprint=? AND height=? AND width=?",
+                               (*context.as_tuple(), fingerprint, *size)).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,195 @@
+"""Latency tables and the predictor: kernel decomposition (keys, sizes, counts), missing-kernel
+errors, the persistent table (resume, contexts), the overhead fit and the `latency` commands.
+Timing happens (tiny kernels are measured), but nothing asserts on how long things take."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import archspec
+import compiler
+from compiler.latency import (Coefficients, Context, LatencyPredictor, LatencyTable, MissingKernelError,
+                              default_table_path, describe, fit_overhead, kernel_graph, kernels)
+from compiler.latency.kernels import staged_kernels, staged_kernels_from_layers
+from compiler.latency.table import CalibrationRun
+from compiler.runtime import LatencyStats
+from tests.conftest import ZOO, zoo_ids
+
+TINY = {"type": "staged", "name": "tiny",
+        "stem": [{"type": "conv", "out_channels": 8, "stride": 2}],
+        "stages": [{"block": {"type": "basic"}, "depth": 2, "out_channels": 16, "stride": 2}]}
+
+
+def _sizes(spec) -> list[tuple[int, int]]:
+    # Odd sizes check the halving rule (ceil) for staged specs; SpineNet runs at multiples of 128.
+    return [(128, 128), (256, 384)] if spec.type == "scale_permuted" else [(97, 131), (64, 64)]
+
+
+@pytest.mark.parametrize("path", ZOO, ids=zoo_ids())
+def test_kernels_add_up_to_the_spec(path):
+    """The kernels' graphs have exactly the spec's MACs and parameters at each size: same
+    blocks, channels, strides and input resolutions as the whole model."""
+    spec = archspec.load(path)
+    for size in _sizes(spec):
+        keys = kernels(spec, size)
+        if spec.type == "staged":
+            assert keys == staged_kernels_from_layers(spec, size)
+        macs = params = 0
+        for key in keys:
+            graph, hw = kernel_graph(key)
+            counts = compiler.costs(graph, hw)
+            macs, params = macs + counts.macs, params + counts.params
+        total = compiler.costs(spec, size)
+        assert (macs, params) == (total.macs, total.params), size
+
+
+def test_kernel_keys_name_placement_and_size():
+    spec = archspec.load(ZOO[[p.stem for p in ZOO].index("resnet50")])
+    keys = kernels(spec, (224, 224))
+    assert len(keys) == 2 + 16
+    first = json.loads(keys[2])  # stage 0, block 0: 64 -> 256 at 56x56
+    assert first == {"kind": "layer", "block": first["block"], "in": 64, "out": 256, "stride": 1, "dilation": 1,
+                     "first": True, "hw": [56, 56]}
+    assert first["block"]["type"] == "bottleneck" and "dilation" not in first["block"]
+    assert json.loads(keys[-1])["hw"] == [7, 7] and json.loads(keys[-3])["hw"] == [14, 14]
+    assert len(set(keys)) == 10  # 2 stem layers, per stage one first block and one repeated block
+    assert describe(keys[2]).startswith("bottleneck(") and describe(keys[2]).endswith("64->256 s1 @56x56")
+
+
+def test_dilation_and_repeat_are_part_of_the_key():
+    spec = archspec.validate({**TINY, "stages": [{"block": {"type": "basic"}, "depth": 3, "out_channels": 16,
+                                                   "stride": 2, "dilations": [1, 2, 1]}]})
+    keys = kernels(spec, (32, 32))
+    assert len(set(keys)) == 4  # stem, first block, dilated repeat, plain repeat
+    assert staged_kernels(spec, (32, 32)) == staged_kernels_from_layers(spec, (32, 32))
+
+
+def test_missing_kernels_raise_and_are_listed(tmp_path):
+    spec = archspec.validate(TINY)
+    predictor = LatencyPredictor(LatencyTable(tmp_path / "t.sqlite"), threads=1)
+    missing = predictor.missing(spec, (32, 32))
+    assert missing == list(dict.fromkeys(kernels(spec, (32, 32))))
+    with pytest.raises(MissingKernelError) as info:
+        predictor.predict(spec, (32, 32))
+    assert isinstance(info.value, ValueError)
+    assert info.value.kernels == missing
+    assert "3 kernel(s) not in the latency table for ort/cpu/1 threads" in str(info.value)
+    assert "basic(activation=relu) 8->16 s2 @16x16" in str(info.value)
+
+
+def test_measure_missing_then_predict_then_resume(tmp_path):
+    spec = archspec.validate(TINY)
+    path = tmp_path / "t.sqlite"
+    predictor = LatencyPredictor(LatencyTable(path), threads=1)
+    seen = []
+    assert predictor.measure_missing(spec, (32, 32), progress=seen.append) == 3
+    assert seen == predictor.kernels(spec, (32, 32))  # stem, first block, repeated block: all distinct
+    assert predictor.missing(spec, (32, 32)) == []
+    total, count = predictor.kernel_sum(spec, (32, 32))
+    assert count == 3 and total > 0
+    assert not predictor.calibrated and predictor.predict(spec, (32, 32)) == pytest.approx(total)
+    # A new process resumes from the file: nothing is measured again in the same context...
+    again = LatencyPredictor(LatencyTable(path), threads=1)
+    assert again.missing(spec, (32, 32)) == [] and again.measure_missing(spec, (32, 32)) == 0
+    # ...but numbers for another thread count are never reused.
+    other = LatencyPredictor(LatencyTable(path), threads=2)
+    assert len(other.missing(spec, (32, 32))) == 3
+
+
+def _fake_stats(ms: float) -> LatencyStats:
+    return LatencyStats(ms, ms, ms, ms, 0.0, "ort", "cpu", 1, 10, 1)
+
+
+def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
+    import compiler.latency.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "RIDGE", 0.0)  # exact data: the plain least-squares solution
+    table = LatencyTable(tmp_path / "t.sqlite")
+    predictor = LatencyPredictor(table, threads=1)
+    context = predictor.context
+    true = Coefficients(constant=0.3, per_kernel=-0.02, scale=1.1, per_mparam=0.05)
+    # Eight synthetic models over ten synthetic kernels, measured exactly as the model says.
+    rng = np.random.default_rng(0)
+    keys = [json.dumps({"kind": "layer", "id": i}) for i in range(10)]
+    values = {k: float(rng.uniform(0.1, 3.0)) for k in keys}
+    features = {k: {"params": int(rng.integers(1000, 2_000_000))} for k in keys}
+    for k in keys:
+        table.put_kernel(context, k, _fake_stats(values[k]), features[k])
+    for m in range(8):
+        chosen = [keys[i] for i in rng.choice(10, size=int(rng.integers(2, 9)), replace=True)]
+        measured = true.constant + sum(true.adjust(values[k], features[k]) for k in chosen)
+        table.put_calibration(context, CalibrationRun(f"model{m}", 32, 32, f"model{m}", measured, {"kernels": chosen}))
+    fitted = LatencyPredictor(table, threads=1)
+    assert fitted.calibrated
+    for name, value in true.as_dict().items():
+        assert fitted.coefficients.as_dict()[name] == pytest.approx(value, abs=1e-9)
+    spec_keys = [keys[0], keys[3], keys[3]]
+    monkeypatch.setattr(fitted, "kernels", lambda spec, size: spec_keys)
+    expected = true.constant + sum(true.adjust(values[k], features[k]) for k in spec_keys)
+    assert fitted.predict(None, (32, 32)) == pytest.approx(expected)
+    # The ridge pulls a fit towards the plain sum (scale 1, no overhead terms).
+    rows, targets = fitted.calibration_rows()
+    ridged = fit_overhead(rows, targets, ridge=100.0)
+    assert abs(ridged.scale - 1.0) < abs(true.scale - 1.0) and abs(ridged.per_mparam) < true.per_mparam
+
+
+def test_fit_overhead_with_few_models():
+    rows = np.array([[1.0, 4.0, 10.0, 1.0], [1.0, 8.0, 20.0, 2.0], [1.0, 2.0, 3.0, 0.5]])
+    targets = rows[:, 2] + 0.5 + 0.1 * rows[:, 1]
+    fitted = fit_overhead(rows, targets)  # three models: constant + per-kernel on the plain sum
+    assert (fitted.constant, fitted.per_kernel, fitted.scale) == (pytest.approx(0.5), pytest.approx(0.1), 1.0)
+    single = fit_overhead(rows[:1], targets[:1])
+    assert single == Coefficients(constant=pytest.approx(0.9))
+
+
+def test_table_path_default_and_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("ARCHSPEC_LATENCY_TABLE", raising=False)
+    assert str(default_table_path()).endswith(".cache/archspec/latency.sqlite")
+    monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(tmp_path / "x.sqlite"))
+    assert default_table_path() == tmp_path / "x.sqlite"
+    assert LatencyTable().path == tmp_path / "x.sqlite"
+
+
+def test_unknown_spec_kind_and_runtime_are_clear_errors(tmp_path):
+    class Other:
+        type = "mystery"
+
+    with pytest.raises(ValueError, match="no latency decomposition for spec kind 'mystery'"):
+        kernels(Other(), (32, 32))
+    with pytest.raises(ValueError, match="runtime 'tvm'"):
+        LatencyPredictor(LatencyTable(tmp_path / "t.sqlite"), runtime="tvm")
+    with pytest.raises(ValueError, match="provider 'npu'"):
+        LatencyPredictor(LatencyTable(tmp_path / "t.sqlite"), provider="npu")
+
+
+def test_context_rows_are_separate(tmp_path):
+    table = LatencyTable(tmp_path / "t.sqlite")
+    a, b = Context("m1", "ort", "cpu", 1), Context("m2", "ort", "cpu", 1)
+    table.put_kernel(a, "k", _fake_stats(1.0))
+    assert table.kernels(a) == {"k": 1.0} and table.kernels(b) == {}
+    assert table.count(a) == 1 and table.count() == 1
+
+
+def test_cli_predict_fails_listing_missing_kernels_then_builds_and_predicts(tmp_path, capsys):
+    from archspec.cli import main
+
+    spec_path = tmp_path / "tiny.yaml"
+    archspec.save(archspec.validate(TINY), spec_path)
+    table = tmp_path / "t.sqlite"
+    common = ["--table", str(table), "--threads", "1", "--input-size", "32"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["latency", "predict", str(spec_path), *common])
+    assert exit_info.value.code == 2
+    assert "3 kernel(s) not in the latency table" in capsys.readouterr().err
+    main(["latency", "build-table", str(spec_path), *common])
+    out = capsys.readouterr().out
+    assert "3 kernels for ort/cpu/1 threads" in out and "(3 measured now)" in out
+    main(["latency", "build-table", str(spec_path), *common])  # resumable: nothing left to measure
+    assert "(0 measured now)" in capsys.readouterr().out
+    main(["latency", "predict", str(spec_path), *common, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["kernels"] == 3 and data["calibrated"] and data["predicted_ms"] > 0
+    assert data["threads"] == 1 and data["input_size"] == [32, 32]
