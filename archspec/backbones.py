@@ -43,6 +43,20 @@ StemLayer = Annotated[Union[StemConv, StemPool], Field(discriminator="type")]
 """A stem layer: `conv` or `max_pool`."""
 
 
+def resolve_stem(stem: list, in_channels: int) -> list[Layer]:
+    """Stem layers resolved as `Layer`s (``stem.layer0``...), shared by every backbone kind."""
+    layers: list[Layer] = []
+    channels, level = in_channels, 0
+    for i, step in enumerate(stem):
+        out = step.out_channels if isinstance(step, StemConv) else channels
+        dilation = step.dilation if isinstance(step, StemConv) else 1
+        new_level = level + (step.stride == 2)
+        layers.append(Layer(f"stem.layer{i}", f"stem[{i}]", step, channels, out, step.stride, dilation,
+                            level, new_level, None, i))
+        channels, level = out, new_level
+    return layers
+
+
 class Stage(Spec):
     """`depth` blocks at one width. The first block carries the stride; any block may be
     given its own kind and parameters through `blocks`, and its own dilation through
@@ -134,15 +148,8 @@ class StagedBackbone(Spec):
     # -- resolution ------------------------------------------------------------------------
     def layers(self) -> list[Layer]:
         """Every stem layer and block, resolved. Assumes list lengths were validated."""
-        layers: list[Layer] = []
-        channels, level = self.in_channels, 0
-        for i, step in enumerate(self.stem):
-            out = step.out_channels if isinstance(step, StemConv) else channels
-            dilation = step.dilation if isinstance(step, StemConv) else 1
-            new_level = level + (step.stride == 2)
-            layers.append(Layer(f"stem.layer{i}", f"stem[{i}]", step, channels, out, step.stride, dilation,
-                                level, new_level, None, i))
-            channels, level = out, new_level
+        layers = resolve_stem(self.stem, self.in_channels)
+        channels, level = layers[-1].out_channels, layers[-1].level_out
         for s, stage in enumerate(self.stages):
             for b in range(stage.depth):
                 override = stage.blocks[b] if stage.blocks and b < len(stage.blocks) else None

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from archspec.backbones import Layer, StemConv, StemLayer, StemPool
+from archspec.backbones import Layer, StemConv, StemLayer, StemPool, resolve_stem
 from archspec.blocks import (MAX_CHANNELS, Activation, BasicBlock, BottleneckBlock, InvertedResidualBlock,
                              Placement, Spec)
 from archspec.errors import Issue, SpecError
@@ -146,16 +146,7 @@ class ScalePermutedBackbone(Spec):
 
     def stem_layers(self) -> list[Layer]:
         """The stem's layers, resolved as in a staged backbone (``stem.layer0``...)."""
-        layers: list[Layer] = []
-        channels, level = self.in_channels, 0
-        for i, step in enumerate(self.stem):
-            out = step.out_channels if isinstance(step, StemConv) else channels
-            dilation = step.dilation if isinstance(step, StemConv) else 1
-            new_level = level + (step.stride == 2)
-            layers.append(Layer(f"stem.layer{i}", f"stem[{i}]", step, channels, out, step.stride, dilation,
-                                level, new_level, None, i))
-            channels, level = out, new_level
-        return layers
+        return resolve_stem(self.stem, self.in_channels)
 
     def stem_channels(self) -> int:
         """Channels after the stem layers."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import math
 
-import networkx as nx
 
 from compiler.fastcosts import layer_graph
 from compiler.ops import Conv

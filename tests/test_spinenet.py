@@ -19,6 +19,7 @@ from archspec import SpecError
 from archspec.scale_permuted import PERMUTED_BLOCK_TYPES, permute_levels, rewire, with_block
 from compiler.hooks import module_macs, module_params
 from tests.conftest import ROOT
+from tests.test_fuzz import _paths, check_outcome
 
 BACKBONES = ROOT / "examples" / "backbones"
 VARIANTS = ["spinenet49s", "spinenet49", "spinenet96", "spinenet143", "spinenet190"]
@@ -331,23 +332,6 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.integers()
 documents = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["type", "level", "parents", "block"]), inner,
                                                  max_size=3)), max_leaves=8)
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
-        yield from _paths(value, prefix + (key,))
-
-
-def check_outcome(doc) -> None:
-    """A valid spec lowers and costs cleanly; anything else is a SpecError with paths and messages."""
-    try:
-        spec = archspec.validate(doc)
-    except SpecError as err:
-        assert err.issues and all(isinstance(i.path, str) and i.message for i in err.issues)
-        return
-    compiler.costs(spec, (64, 64))
 
 
 @st.composite

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -56,7 +57,7 @@ def cli() -> None:
     """
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit (2 for invalid input)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
