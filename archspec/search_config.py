@@ -97,7 +97,20 @@ class DetnasEvolution(Spec):
     """Probability that a gene is redrawn in a mutation."""
 
 
-AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution], Field(discriminator="type")]
+class AgingEvolution(Spec):
+    """Regularized (aging) evolution (Real et al. 2019): sample `sample_size` members of the
+    population, mutate the best; the oldest member dies when a child joins."""
+
+    type: Literal["aging_evolution"]
+    """Strategy kind tag."""
+    population: Annotated[int, Field(ge=1, le=100000)] = 64
+    """Population size."""
+    sample_size: Annotated[int, Field(ge=1, le=100000)] = 16
+    """Tournament size."""
+
+
+AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution, AgingEvolution],
+                        Field(discriminator="type")]
 
 
 class Budgets(Spec):

@@ -135,11 +135,41 @@ class DetnasEvolutionStrategy(Strategy):
         self.generation += 1
 
 
+class AgingEvolutionStrategy(Strategy):
+    """Regularized evolution: tournament of `sample_size` from the population, mutate the
+    winner once; feasible children join and the oldest member leaves."""
+
+    def __init__(self, space, seed: int, population: int = 64, sample_size: int = 16):
+        super().__init__(space, seed)
+        self.size = population
+        self.sample_size = sample_size
+        self.population: list[tuple[float, Genotype]] = []  # oldest first
+
+    def propose(self) -> Proposal:
+        if not self.population:
+            return Proposal(self.space.base)
+        contenders = self.rng.sample(self.population, min(self.sample_size, len(self.population)))
+        parent = max(contenders, key=lambda item: item[0])[1]
+        try:
+            return Proposal(self.space.mutate(parent, self.rng, 1))
+        except Rejected as exc:
+            return Proposal(None, str(exc))
+
+    def feedback(self, genotype, score) -> None:
+        if score is None:
+            return
+        self.population.append((score, genotype))
+        if len(self.population) > self.size:
+            self.population.pop(0)
+
+
 def make_strategy(config, space, seed: int, admit=None) -> Strategy:
     if config.type == "maedet_evolution":
         return MaedetEvolutionStrategy(space, seed, config.population, config.mutations_per_child)
     if config.type == "random":
         return RandomWalkStrategy(space, seed, config.max_mutations)
+    if config.type == "aging_evolution":
+        return AgingEvolutionStrategy(space, seed, config.population, config.sample_size)
     if config.type == "detnas_evolution":
         return DetnasEvolutionStrategy(space, seed, config, admit)
     raise ValueError(f"unknown strategy {config.type!r}")

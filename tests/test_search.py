@@ -267,3 +267,15 @@ def test_detnas_evolution_admits_only_candidates_within_budget(tmp_path):
         trials = list(csv.DictReader(handle))
     assert len(trials) == 200 and all(float(t["flops"]) <= 5.7e8 for t in trials if t["flops"])
     assert all(t["status"] == "feasible" for t in trials)  # inadmissible genotypes never reach a trial
+
+
+@pytest.mark.parametrize("strategy", ["{type: aging_evolution, population: 16, sample_size: 4}",
+                                      "{type: random, max_mutations: 4}"])
+def test_other_strategies_are_deterministic_and_respect_budgets(tmp_path, strategy):
+    config = write_config(tmp_path, trials=150)
+    config.write_text(config.read_text().replace("{type: maedet_evolution, population: 32}", strategy))
+    first = run_search(config, tmp_path / "a", progress=False)
+    run_search(config, tmp_path / "b", progress=False)
+    assert rows(tmp_path / "a" / "trials.csv") == rows(tmp_path / "b" / "trials.csv")
+    assert first.feasible > 0
+    assert compiler.costs(archspec.load(tmp_path / "a" / "best.yaml"), 480).flops <= 37.6e9
