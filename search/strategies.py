@@ -7,6 +7,7 @@ resume: it replays the stored trials through a fresh strategy instead of picklin
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 
@@ -59,9 +60,9 @@ class MaedetEvolutionStrategy(Strategy):
     def feedback(self, genotype, score) -> None:
         if score is None or genotype in self._members:
             return
-        self.population.append((score, genotype))
+        # Kept sorted by descending score; among equal scores the earlier member stays first.
+        bisect.insort(self.population, (score, genotype), key=lambda item: -item[0])
         self._members.add(genotype)
-        self.population.sort(key=lambda item: -item[0])
         for _, dropped in self.population[self.size:]:
             self._members.discard(dropped)
         del self.population[self.size:]
