@@ -81,26 +81,22 @@ class LatencyPredictor:
         """The kernel keys of `spec` at `input_size`, in order."""
         return spec_kernels(spec, _size(input_size))
 
-    def kernel_sum(self, spec, input_size=(224, 224)) -> tuple[float, int]:
-        """(sum of the measured kernel latencies in ms, number of kernels); `MissingKernelError`
-        if any is absent."""
+    def _lookup_sum(self, table: dict, spec, input_size) -> tuple[float, int]:
+        """(sum of `table` over the spec's kernels, number of kernels); `MissingKernelError`
+        naming every absent kernel."""
         keys = self.kernels(spec, input_size)
-        ms = self._ms
         try:
-            total = sum([ms[k] for k in keys])
+            return sum([table[k] for k in keys]), len(keys)
         except KeyError:
             raise MissingKernelError(self.missing(spec, input_size), self.context) from None
-        return total, len(keys)
+
+    def kernel_sum(self, spec, input_size=(224, 224)) -> tuple[float, int]:
+        """(sum of the measured kernel latencies in ms, number of kernels)."""
+        return self._lookup_sum(self._ms, spec, input_size)
 
     def predict(self, spec, input_size=(224, 224)) -> float:
         """Predicted latency (ms) of one batch-1 forward pass at `input_size`."""
-        keys = self.kernels(spec, input_size)
-        adjusted = self._adjusted
-        try:
-            total = sum([adjusted[k] for k in keys])
-        except KeyError:
-            raise MissingKernelError(self.missing(spec, input_size), self.context) from None
-        return self.coefficients.constant + total
+        return self.coefficients.constant + self._lookup_sum(self._adjusted, spec, input_size)[0]
 
     def missing(self, spec, input_size=(224, 224)) -> list[KernelKey]:
         """Unique kernel keys of `spec` the table lacks, in first-use order."""
