@@ -15,13 +15,17 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from archspec.backbones import StagedBackbone
+from archspec.detector import Detector
 from archspec.scale_permuted import ScalePermutedBackbone
 from archspec.errors import Issue, SpecError, format_path
 
-AnySpec = Annotated[Union[StagedBackbone, ScalePermutedBackbone], Field(discriminator="type")]
+AnySpec = Annotated[Union[StagedBackbone, ScalePermutedBackbone, Detector], Field(discriminator="type")]
 """Every kind of top-level document, chosen by its `type` tag."""
 
-SPEC_TYPES = ("staged", "scale_permuted")
+SPEC_TYPES = ("staged", "scale_permuted", "detector")
+
+INCLUDE_FIELDS = {"detector": ("backbone",)}
+"""Fields of a document kind that may name another spec file instead of holding it inline."""
 
 _adapter: TypeAdapter | None = None
 
@@ -36,11 +40,16 @@ def _spec_adapter() -> TypeAdapter:
     return _adapter
 
 
-def validate(data: Any, *, source: str | None = None) -> StagedBackbone | ScalePermutedBackbone:
-    """A validated spec from plain data (a dict as parsed from YAML/JSON)."""
+def validate(data: Any, *, source: str | None = None, base_dir: str | Path | None = None):
+    """A validated spec from plain data (a dict as parsed from YAML/JSON). Included files
+    (a detector's ``backbone: path.yaml``) are read relative to `base_dir` (default: the
+    directory of `source`, else the current directory)."""
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
         raise SpecError("", f"a spec document must be a mapping with a 'type' field, not {kind}", source=source)
+    if base_dir is None:
+        base_dir = Path(source).parent if source and Path(source).exists() else Path.cwd()
+    data = _resolve_includes(data, Path(base_dir), source)
     try:
         return _spec_adapter().validate_python(data)
     except ValidationError as exc:
@@ -51,22 +60,52 @@ def validate(data: Any, *, source: str | None = None) -> StagedBackbone | ScaleP
         raise SpecError("", "the document is nested too deeply", source=source) from None
 
 
-def loads(text: str, *, format: str = "yaml", source: str | None = None):
+def loads(text: str, *, format: str = "yaml", source: str | None = None, base_dir: str | Path | None = None):
     """Parse and validate a YAML (default) or JSON document."""
-    return validate(parse_text(text, format=format, source=source), source=source)
+    return validate(parse_text(text, format=format, source=source), source=source, base_dir=base_dir)
+
+
+def _resolve_includes(data: dict, base_dir: Path, source: str | None) -> dict:
+    """Replace file references in include fields by the validated specs they name (as data)."""
+    fields = INCLUDE_FIELDS.get(data.get("type"), ())
+    if not any(isinstance(data.get(field), str) for field in fields):
+        return data
+    data = dict(data)
+    for field in fields:
+        reference = data.get(field)
+        if not isinstance(reference, str):
+            continue
+        path = base_dir / reference
+        try:
+            included = parse_text(_read(path), format=_format_of(path), source=str(path))
+            if not isinstance(included, dict) or included.get("type") not in _BACKBONE_TYPES:
+                kind = included.get("type") if isinstance(included, dict) else type(included).__name__
+                raise SpecError("", f"is a {kind!r} document, not a backbone spec")
+            included = validate(included, source=str(path))
+        except SpecError as exc:
+            issue = exc.issues[0]
+            where = f"{reference}: {issue.path}: " if issue.path else f"{reference}: "
+            raise SpecError(field, where + issue.message, source=source) from None
+        data[field] = to_data(included)
+    return data
+
+
+_BACKBONE_TYPES = ("staged", "scale_permuted")
 
 
 def load(path: str | Path):
     """A validated spec from a ``.yaml``/``.yml``/``.json`` file."""
     path = Path(path)
-    source = str(path)
+    return loads(_read(path), format=_format_of(path), source=str(path))
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError("", "no such file", source=source) from None
+        raise SpecError("", "no such file", source=str(path)) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError("", f"cannot read the file ({type(exc).__name__})", source=source) from None
-    return loads(text, format=_format_of(path), source=source)
+        raise SpecError("", f"cannot read the file ({type(exc).__name__})", source=str(path)) from None
 
 
 def parse_text(text: str, *, format: str = "yaml", source: str | None = None) -> Any:

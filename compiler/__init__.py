@@ -38,16 +38,26 @@ def build(spec_or_graph) -> "CompiledModule":
     return build_graph_module(_graph(spec_or_graph))
 
 
-def costs(spec_or_graph, input_size: tuple[int, int] | int = (224, 224)) -> Costs:
-    """Analytic params, MACs, FLOPs and activation count at `input_size` (batch 1)."""
-    return graph_costs(_graph(spec_or_graph), parse_input_size(input_size))
+def costs(spec_or_graph, input_size: tuple[int, int] | int | None = None) -> Costs:
+    """Analytic params, MACs, FLOPs and activation count at `input_size` (batch 1; default
+    224x224 for backbones, a detector's own input size for detectors)."""
+    if getattr(spec_or_graph, "type", None) == "detector":
+        from compiler.detector import plan_detector
+
+        return plan_detector(_at_size(spec_or_graph, input_size)).costs()
+    return graph_costs(_graph(spec_or_graph), parse_input_size(input_size or DEFAULT_INPUT_SIZE))
 
 
-def summarize(spec, input_size: tuple[int, int] | int = (224, 224)) -> dict:
-    """Name, fingerprint, costs and per-output channels/stride/shape/receptive field."""
+def summarize(spec, input_size: tuple[int, int] | int | None = None) -> dict:
+    """Name, fingerprint, costs and per-output channels/stride/shape/receptive field
+    (default size as for `costs`)."""
     from archspec import fingerprint
 
-    size = parse_input_size(input_size)
+    if spec.type == "detector":
+        from compiler.detector import summarize_detector
+
+        return summarize_detector(_at_size(spec, input_size))
+    size = parse_input_size(input_size or DEFAULT_INPUT_SIZE)
     graph = _graph(spec)
     shapes = graph.shapes(size)
     counts = graph_costs(graph, size, shapes)
@@ -59,6 +69,18 @@ def summarize(spec, input_size: tuple[int, int] | int = (224, 224)) -> dict:
                          "shape": list(shapes[node].as_tuple()), "receptive_field": fields[name]}
     return {"name": spec.name, "type": spec.type, "fingerprint": fingerprint(spec), **counts.as_dict(),
             "outputs": outputs, "receptive_field": fields}
+
+
+DEFAULT_INPUT_SIZE = (224, 224)
+"""Where backbones are measured unless told otherwise (ImageNet's resolution)."""
+
+
+def _at_size(detector, input_size):
+    """The detector spec at another input size (itself when `input_size` is None)."""
+    if input_size is None:
+        return detector
+    height, width = parse_input_size(input_size)
+    return detector.model_copy(update={"input_size": (height, width)})
 
 
 def parse_input_size(size) -> tuple[int, int]:

@@ -214,9 +214,13 @@ def export_spec(spec, path: str | Path, *, input_size=(224, 224), dynamic_batch:
 Exporter = Callable[..., Path]
 """``fn(spec, path, *, input_size, dynamic_batch, opset) -> Path``."""
 
-EXPORTERS: dict[str, Exporter] = {"staged": export_spec}
-"""Spec kind -> exporter. Kinds missing here fall back to `export_spec` when the compiler can
-lower them (every backbone kind); detector kinds register their own."""
+EXPORTERS: dict[str, Exporter | str] = {
+    "staged": export_spec,
+    "detector": "detection.export:export_detector_spec",
+}
+"""Spec kind -> exporter, or ``"module:function"`` naming one that is imported on first use
+(detectors live in the `detection` package, which builds on this one). Kinds missing here fall
+back to `export_spec` when the compiler can lower them (every backbone kind)."""
 
 
 def export(spec, path: str | Path, **options: Any) -> Path:
@@ -224,6 +228,11 @@ def export(spec, path: str | Path, **options: Any) -> Path:
     from compiler.lowering import LOWER_SPEC
 
     exporter = EXPORTERS.get(spec.type)
+    if isinstance(exporter, str):
+        import importlib
+
+        module_name, attribute = exporter.split(":")
+        exporter = getattr(importlib.import_module(module_name), attribute)
     if exporter is None:
         if spec.type not in LOWER_SPEC:
             raise ValueError(f"no ONNX exporter for spec kind {spec.type!r}")

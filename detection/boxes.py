@@ -9,6 +9,8 @@ strictly greater than the threshold.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -80,3 +82,29 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                                                            iou_threshold)]
             for label in torch.unique(labels).tolist()]
     return torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long, device=boxes.device)
+
+
+BOX_DELTA_CLAMP = math.log(1000.0 / 16)
+"""Largest log-scale change a decoded box may apply (detectron2's clamp), so that an untrained
+head cannot overflow `exp`."""
+
+
+def encode_deltas(anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """R-CNN box deltas (dx, dy, dw, dh) taking `anchors` (N, 4) to `boxes` (N, 4)."""
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    centers_x, centers_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    target_w, target_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    target_x, target_y = boxes[:, 0] + 0.5 * target_w, boxes[:, 1] + 0.5 * target_h
+    return torch.stack([(target_x - centers_x) / widths, (target_y - centers_y) / heights,
+                        torch.log(target_w / widths), torch.log(target_h / heights)], dim=-1)
+
+
+def decode_deltas(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """Inverse of `encode_deltas`; `deltas` may have leading batch dimensions (..., N, 4)."""
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    centers_x, centers_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+    x = deltas[..., 0] * widths + centers_x
+    y = deltas[..., 1] * heights + centers_y
+    half_w = 0.5 * torch.exp(deltas[..., 2].clamp(max=BOX_DELTA_CLAMP)) * widths
+    half_h = 0.5 * torch.exp(deltas[..., 3].clamp(max=BOX_DELTA_CLAMP)) * heights
+    return torch.stack([x - half_w, y - half_h, x + half_w, y + half_h], dim=-1)

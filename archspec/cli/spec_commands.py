@@ -12,8 +12,8 @@ from archspec.errors import SpecError
 from archspec.io import json_schema, load
 
 input_size_option = click.option(
-    "--input-size", default="224", show_default=True, metavar="H[xW]",
-    help="Input image size for shapes and costs.")
+    "--input-size", default=None, metavar="H[xW]",
+    help="Input image size for shapes and costs [default: 224 for backbones, a detector's own input_size].")
 
 
 @click.command()
@@ -42,7 +42,7 @@ def summary(files: tuple[Path, ...], input_size: str, as_json: bool) -> None:
     receptive field. MACs count convolutions and linear layers only."""
     from compiler import parse_input_size, summarize
 
-    size = parse_input_size(input_size)
+    size = parse_input_size(input_size) if input_size else None
     summaries = [_summarize_onnx(path) if path.suffix.lower() == ".onnx" else
                  summarize(load(path), size) | {"file": str(path)} for path in files]
     if as_json:
@@ -75,10 +75,12 @@ def _print_one(info: dict) -> None:
                   f"FLOPs {info['flops'] / 1e9:.3f} G (2 x MACs)   activations {info['activation_bytes'] / 2**20:.1f} MiB")
     table = Table("output", "channels", "stride", "shape (C, H, W)", "receptive field")
     for name, out in info["outputs"].items():
-        rf = out["receptive_field"]
+        rf = out.get("receptive_field", "-")
         table.add_row(name, str(out["channels"]), str(out["stride"]), "x".join(map(str, out["shape"])),
                       "global" if rf is None else str(rf))
     console.print(table)
+    for part, counts in info.get("parts", {}).items():
+        console.print(f"  {part}: params {counts['params']:,}   MACs {counts['macs'] / 1e9:.3f} G")
     for role, values in info.get("onnx", {}).items():
         shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in values.items())
         console.print(f"  ONNX {role}: {shapes}")
@@ -93,7 +95,7 @@ def _print_table(summaries: list[dict]) -> None:
                   title=f"{len(summaries)} specs at {h}x{w} (MACs: conv + linear multiply-adds; FLOPs = 2 x MACs)")
     for info in summaries:
         outs = " ".join(f"{n}:{o['channels']}/{o['stride']}" for n, o in info["outputs"].items())
-        last_rf = list(info["receptive_field"].values())[-1]
+        last_rf = list(info.get("receptive_field", {}).values() or ["-"])[-1]
         table.add_row(info["name"], info["type"], f"{info['params']:,}", f"{info['macs'] / 1e9:.3f}", outs,
                       "global" if last_rf is None else str(last_rf))
     Console(width=160).print(table)
