@@ -36,9 +36,10 @@ class LossParts:
         return total + self.centerness if self.centerness is not None else total
 
     def as_dict(self) -> dict[str, float]:
-        out = {"loss": float(self.total), "cls": float(self.classification), "box": float(self.box)}
+        out = {"loss": float(self.total.detach()), "cls": float(self.classification.detach()),
+               "box": float(self.box.detach())}
         if self.centerness is not None:
-            out["ctr"] = float(self.centerness)
+            out["ctr"] = float(self.centerness.detach())
         return out
 
 

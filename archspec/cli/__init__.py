@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("archspec.cli.deploy_commands:export", "Export a spec to ONNX (checked, with the spec in its metadata)."),
     "bench": ("archspec.cli.deploy_commands:bench", "Measure latency on ONNX Runtime and/or torch eager."),
     "latency": ("archspec.cli.deploy_commands:latency", "Latency tables and predictions (build-table, predict)."),
+    "data": ("archspec.cli.detection_commands:data", "Datasets (synth: a synthetic COCO-format set)."),
+    "train": ("archspec.cli.detection_commands:train", "Train a detector spec on COCO-format data (resumable)."),
+    "eval": ("archspec.cli.detection_commands:evaluate", "COCO AP of a training run's checkpoint."),
+    "detect": ("archspec.cli.detection_commands:detect", "Run an exported detector on images (ONNX Runtime)."),
 }
 """Command name -> ("module:attribute", one-line help)."""
 

@@ -24,27 +24,52 @@ def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
 @click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The .onnx file to write.")
-@click.option("--input-size", default="224", show_default=True, metavar="H[xW]", help="Input image size.")
-@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic.")
+@click.option("--input-size", default=None, metavar="H[xW]",
+              help="Input image size [default: 224; a detector's own input_size].")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic (always on for detectors).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="Detector checkpoint (RUN/best.pt) whose weights to export; random weights otherwise.")
 @click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset (default: the exporter's).")
 @click.option("--optimize", is_flag=True,
               help="Save ONNX Runtime's basic graph optimizations (constant folding, Conv+BN fusion) in the file.")
-def export(spec_file: Path, output: Path, input_size: str, dynamic_batch: bool, opset: int | None,
-           optimize: bool) -> None:
+def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch: bool, weights: Path | None,
+           opset: int | None, optimize: bool) -> None:
     """Export a spec to ONNX (dynamo exporter, checked with the ONNX checker's full check).
 
     Outputs are named as the spec's outputs; the spec JSON and its fingerprint are stored in the
-    file's metadata, so `archspec summary model.onnx` can show what it is."""
+    file's metadata, so `archspec summary model.onnx` can show what it is. Detectors export the
+    whole pipeline: images -> boxes, scores, labels (decoding and NMS inside the graph), with a
+    dynamic batch."""
     from compiler.export import export as export_any
     from compiler.export import io_shapes, optimize_onnx
 
     spec = load(spec_file)
-    path = export_any(spec, output, input_size=_size(input_size), dynamic_batch=dynamic_batch, opset=opset)
+    options = {}
+    if spec.type == "detector":
+        options["module"] = _detector_with_weights(spec, weights)
+        size = None if input_size is None else _size(input_size)
+    elif weights is not None:
+        raise click.UsageError("--weights is for detector specs (a training run's checkpoint)")
+    else:
+        size = _size(input_size)
+        options["dynamic_batch"] = dynamic_batch
+    path = export_any(spec, output, input_size=size, opset=opset, **options)
     if optimize:
         optimize_onnx(path)
     shapes = io_shapes(path)
     outs = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes["outputs"].items())
     click.echo(f"wrote {path} ({spec.name}; outputs: {outs}{'; optimized' if optimize else ''})")
+
+
+def _detector_with_weights(spec, weights: Path | None):
+    from detection.model import build_detector
+
+    model = build_detector(spec)
+    if weights is not None:
+        from detection.checkpoint import load_weights
+
+        load_weights(model, weights)
+    return model
 
 
 @click.command()

@@ -1,0 +1,119 @@
+"""`archspec data synth | train | eval | detect`: detectors from data to deployment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from archspec.io import load
+
+DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
+
+
+@click.group()
+def data() -> None:
+    """Datasets in COCO format."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--train", "num_train", type=click.IntRange(0, 100000), default=256, show_default=True,
+              help="Training images.")
+@click.option("--val", "num_val", type=click.IntRange(0, 100000), default=64, show_default=True,
+              help="Validation images.")
+@click.option("--size", type=click.IntRange(32, 2048), default=128, show_default=True, help="Image side (pixels).")
+@click.option("--classes", type=click.IntRange(1, 6), default=3, show_default=True, help="Shape kinds (classes).")
+@click.option("--max-objects", type=click.IntRange(1, 50), default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_objects: int, seed: int) -> None:
+    """Write a small synthetic COCO-format dataset of coloured shapes (train and val splits)."""
+    from detection.synthetic import synthesize
+
+    summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
+                         max_objects=max_objects, seed=seed)
+    for split in ("train", "val"):
+        info = summary[split]
+        click.echo(f"{split}: {info['images']} images, {info['annotations']} boxes -> {info['annotation_file']}")
+    click.echo(f"classes: {', '.join(summary['classes'])}")
+
+
+@click.command()
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="COCO-format folder (annotations/instances_{train,val}.json and the image folders).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--epochs", type=click.IntRange(1, 10000), default=12, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Peak AdamW learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=DEVICE_CHOICES, default="cpu", show_default=True,
+              help="cuda trains with mixed precision.")
+@click.option("--eval-every", type=click.IntRange(1, 10000), default=1, show_default=True)
+@click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool) -> None:
+    """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
+    to --out. Kill it at any time and rerun with --resume to continue."""
+    from detection.train import TrainOptions
+    from detection.train import train as run_training
+
+    spec = _detector(spec_file)
+    options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
+                           eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
+    result = run_training(spec, data_dir, out, options, resume=resume)
+    best = result.best or {}
+    click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
+               f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
+
+
+@click.command(name="eval")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="COCO-format folder; its val split is evaluated.")
+@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file in RUN.")
+@click.option("--device", type=DEVICE_CHOICES, default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: bool) -> None:
+    """COCO box AP of a run's checkpoint on the val split (pycocotools COCOeval)."""
+    from detection.train import evaluate_run
+
+    metrics = evaluate_run(run, data_dir, checkpoint=checkpoint, device=device)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(f"{metrics['checkpoint']} (epoch {metrics['epoch']}) on {data_dir}:")
+    if metrics["message"]:
+        click.echo(metrics["message"])
+    click.echo(metrics["table"] or "\n".join(f"{name}: 0.000" for name in ("AP", "AP50", "AP75")))
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the drawn images and detections.json.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider (an error if unavailable).")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Draw boxes scoring at least this (detections.json keeps all).")
+def detect(model: Path, images: tuple[Path, ...], out: Path, provider: str, min_score: float) -> None:
+    """Run an exported detector (.onnx from `archspec export`) on images in ONNX Runtime."""
+    from detection.deploy import OnnxDetector, write_outputs
+
+    detector = OnnxDetector(model, provider=provider)
+    found = detector.detect_files(images)
+    path = write_outputs(found, out, min_score)
+    total = sum(len(item.labels) for item in found)
+    click.echo(f"{len(found)} images, {total} detections -> {path}")
+
+
+def _detector(path: Path):
+    spec = load(path)
+    if spec.type != "detector":
+        raise click.UsageError(f"{path} is a {spec.type!r} spec; training needs a detector spec "
+                               "(see examples/detectors/)")
+    return spec

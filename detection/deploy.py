@@ -1,0 +1,113 @@
+"""Running an exported detector in ONNX Runtime on image files.
+
+    detector = OnnxDetector("det.onnx", provider="cpu")
+    found = detector.detect_files(["a.jpg", "b.png"])        # per image: boxes in its own pixels
+    write_outputs(found, "out/")                               # drawn images + detections.json
+
+The ONNX file carries its spec (metadata), so the input size and the class names come from it.
+Images are letterboxed exactly as in training (`detection.coco.letterbox`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detection.coco import letterbox, read_image
+
+PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+
+
+@dataclass
+class ImageDetections:
+    path: Path
+    size: tuple[int, int]
+    """(height, width) of the original image."""
+    boxes: list[list[float]]
+    """x1, y1, x2, y2 in the original image's pixels."""
+    scores: list[float]
+    labels: list[int]
+    names: list[str]
+
+    def as_dict(self) -> dict:
+        return {"image": str(self.path), "height": self.size[0], "width": self.size[1],
+                "detections": [{"box": [round(v, 2) for v in box], "score": round(score, 4), "label": label,
+                                "class": name}
+                               for box, score, label, name in zip(self.boxes, self.scores, self.labels, self.names)]}
+
+
+class OnnxDetector:
+    """An exported detector (images -> boxes, scores, labels) in an ORT session."""
+
+    def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int | None = None):
+        from compiler.export import spec_from_onnx
+        from compiler.runtime import create_session
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such file")
+        self.spec = spec_from_onnx(self.path)
+        if self.spec.type != "detector":
+            raise ValueError(f"{self.path}: exported from a {self.spec.type!r} spec, not a detector")
+        self.session = create_session(self.path, provider=provider, threads=threads)
+        self.class_names = self.spec.class_names or [str(i) for i in range(self.spec.num_classes)]
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, 3, H, W) float32 letterboxed images -> boxes, scores, labels (padded rows: label -1)."""
+        boxes, scores, labels = self.session.run(["boxes", "scores", "labels"], {"images": images})
+        return boxes, scores, labels
+
+    def detect_files(self, paths, batch_size: int = 8) -> list[ImageDetections]:
+        out = []
+        paths = [Path(p) for p in paths]
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            pictures = [read_image(p) for p in chunk]
+            prepared = [letterbox(p, self.spec.image_size) for p in pictures]
+            batch = np.stack([tensor.numpy() for tensor, _ in prepared]).astype(np.float32)
+            boxes, scores, labels = self.run(batch)
+            for i, (path, picture) in enumerate(zip(chunk, pictures)):
+                keep = labels[i] >= 0
+                scale = prepared[i][1].scale
+                found = (boxes[i][keep] / scale).tolist()
+                kept_labels = [int(v) for v in labels[i][keep]]
+                out.append(ImageDetections(path, (picture.height, picture.width), found,
+                                           [float(s) for s in scores[i][keep]], kept_labels,
+                                           [self.class_names[v] for v in kept_labels]))
+        return out
+
+
+def draw(detections: ImageDetections, path: str | Path, min_score: float = 0.0) -> Path:
+    """The image with its boxes and labels drawn, saved to `path`."""
+    from PIL import ImageDraw
+
+    picture = read_image(detections.path)
+    pen = ImageDraw.Draw(picture)
+    for box, score, label, name in zip(detections.boxes, detections.scores, detections.labels, detections.names):
+        if score < min_score:
+            continue
+        colour = PALETTE[label % len(PALETTE)]
+        pen.rectangle(box, outline=colour, width=2)
+        pen.text((box[0] + 2, max(0, box[1] - 11)), f"{name} {score:.2f}", fill=colour)
+    picture.save(path)
+    return Path(path)
+
+
+def write_outputs(found: list[ImageDetections], out_dir: str | Path, min_score: float = 0.0) -> Path:
+    """Drawn images (``<stem>.png``) and ``detections.json`` in `out_dir`; returns the JSON path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for item in found:
+        stem = item.path.stem
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        draw(item, out / f"{stem}.png", min_score)
+    path = out / "detections.json"
+    path.write_text(json.dumps([item.as_dict() for item in found], indent=2) + "\n", encoding="utf-8")
+    return path

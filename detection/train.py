@@ -1,0 +1,277 @@
+"""Training and evaluation of detectors on COCO-format data.
+
+    result = train(spec, "data/synth", "runs/fcos_tiny", epochs=12)
+    metrics = evaluate_run("runs/fcos_tiny", "data/synth")
+
+A run folder holds ``spec.yaml`` (the detector), ``last.pt`` (written after every epoch),
+``best.pt`` (the epoch with the best validation AP) and ``history.jsonl`` (one line per epoch).
+Training is seeded: the model's initialisation comes from `seed`, and each epoch's shuffling
+and flips from (`seed`, epoch), so a run resumed from ``last.pt`` after a kill continues exactly
+as the uninterrupted run would have. Mixed precision is used on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from archspec.io import canonical_json, fingerprint, save
+from detection.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detection.losses import detection_loss
+from detection.model import Detector, build_detector
+from detection.postprocess import select_detections
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 12
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate (after a linear warm-up; cosine decay to 1% of it)."""
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 1
+    """Evaluate (and maybe update best.pt) every this many epochs, and after the last."""
+    max_steps_per_epoch: int | None = None
+    """Cut epochs short (tests and smoke runs)."""
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    epochs: int
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    seconds: float = 0.0
+
+
+def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train `spec` on ``data_dir``'s train split, evaluating on its val split."""
+    from detection.coco import make_loader, open_split
+
+    out = Path(out)
+    device = _device(options.device)
+    torch.manual_seed(options.seed)
+    model = build_detector(spec).to(device)
+    train_set = open_split(data_dir, "train", spec, train=True, seed=options.seed)
+    val_set = open_split(data_dir, "val", spec, train=False, seed=options.seed)
+    _check_classes(spec, train_set)
+    steps_per_epoch = _steps(len(train_set), options)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    total_steps = max(1, steps_per_epoch * options.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(options.warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    history, best, start = [], None, 0
+    if resume:
+        start, history, best = _resume(out, spec, model, optimizer, scheduler, scaler, device)
+    else:
+        _prepare_run(out)
+        save(spec, out / "spec.yaml")
+    began = time.perf_counter()
+    for epoch in range(start, options.epochs):
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, options.batch_size, shuffle=True, seed=options.seed + epoch)
+        losses = _train_epoch(model, loader, optimizer, scheduler, scaler, device, options, epoch, progress)
+        record = {"epoch": epoch + 1, **losses, "lr": scheduler.get_last_lr()[0]}
+        if (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs:
+            metrics = evaluate(model, val_set, device=device, batch_size=options.batch_size)
+            record.update({key: metrics[key] for key in ("AP", "AP50", "AP75")})
+            if best is None or (metrics["AP"], metrics["AP50"]) > (best["AP"], best["AP50"]):
+                best = dict(record)
+                save_checkpoint(_state(spec, model, optimizer, scheduler, scaler, epoch + 1, history + [record], best),
+                                out / "best.pt")
+        history.append(record)
+        save_checkpoint(_state(spec, model, optimizer, scheduler, scaler, epoch + 1, history, best), out / "last.pt")
+        with open(out / "history.jsonl", "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+        if progress:
+            _print_record(record)
+    return TrainResult(out, options.epochs, history, best, time.perf_counter() - began)
+
+
+def _prepare_run(out: Path) -> None:
+    if (out / "last.pt").exists():
+        raise CheckpointError(f"{out}: holds a run already (last.pt); pass --resume to continue it or choose "
+                              "another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "history.jsonl").write_text("", encoding="utf-8")
+
+
+def _resume(out: Path, spec, model, optimizer, scheduler, scaler, device):
+    path = out / "last.pt"
+    if not path.exists():
+        if (out / "best.pt").exists():
+            raise CheckpointError(f"{path}: missing (best.pt exists); refusing to start over in a used run folder")
+        _prepare_run(out)
+        save(spec, out / "spec.yaml")
+        return 0, [], None
+    state = load_checkpoint(path, map_location=device)
+    if state.get("fingerprint") != fingerprint(spec):
+        raise CheckpointError(f"{path}: was trained from another spec (fingerprint {state.get('fingerprint')}, "
+                              f"this one is {fingerprint(spec)})")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    history = list(state["history"])
+    # keep history.jsonl consistent with the checkpoint (an epoch may have been logged after it)
+    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    return int(state["epoch"]), history, state.get("best")
+
+
+def _state(spec, model, optimizer, scheduler, scaler, epoch: int, history: list, best) -> dict:
+    return {"spec": canonical_json_with_name(spec), "fingerprint": fingerprint(spec), "epoch": epoch,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "history": history, "best": best}
+
+
+def canonical_json_with_name(spec) -> str:
+    """The spec as JSON, name included (the fingerprint leaves names out)."""
+    data = json.loads(canonical_json(spec))
+    data["name"] = spec.name
+    return json.dumps(data, sort_keys=True)
+
+
+def _train_epoch(model: Detector, loader, optimizer, scheduler, scaler, device, options: TrainOptions,
+                 epoch: int, progress: bool) -> dict:
+    model.train()
+    totals: dict[str, float] = {}
+    steps = _steps(len(loader.dataset), options)
+    bar = _progress(progress, steps, f"epoch {epoch + 1}/{options.epochs}")
+    for step, (images, targets) in enumerate(loader):
+        if step >= steps:
+            break
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            dense = model(images)
+        parts = detection_loss(model, _float(dense), targets)
+        loss = parts.total
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch + 1} step {step + 1}: the loss is {float(loss)}; lower the "
+                                     "learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        for key, value in parts.as_dict().items():
+            totals[key] = totals.get(key, 0.0) + value
+        if bar:
+            bar.update(1, f"loss {parts.as_dict()['loss']:.3f}")
+    if bar:
+        bar.close()
+    count = max(1, min(steps, len(loader)))
+    return {key: value / count for key, value in totals.items()}
+
+
+def _float(dense):
+    return type(dense)(*(None if t is None else t.float() for t in dense))
+
+
+def evaluate(model: Detector, dataset, *, device="cpu", batch_size: int = 8) -> dict:
+    """COCO box metrics of `model` on `dataset` (a `detection.coco.CocoDetection`)."""
+    from detection.coco import make_loader
+    from detection.coco import coco_evaluate, to_coco_results
+
+    device = _device(device) if isinstance(device, str) else device
+    model.eval()
+    post = model.spec.postprocess
+    results = []
+    with torch.no_grad():
+        for images, targets in make_loader(dataset, batch_size, shuffle=False, seed=0):
+            boxes, scores = model.candidates(model(images.to(device)))
+            boxes, scores, labels = select_detections(boxes.cpu(), scores.cpu(), score_threshold=post.score_threshold,
+                                                      iou_threshold=post.iou_threshold,
+                                                      max_detections=post.max_detections)
+            for i, target in enumerate(targets):
+                keep = labels[i] >= 0
+                results += to_coco_results(dataset, target, boxes[i][keep], scores[i][keep], labels[i][keep])
+    return coco_evaluate(dataset.coco, results)
+
+
+def evaluate_run(run: str | Path, data_dir: str | Path, *, checkpoint: str = "best.pt", device: str = "cpu",
+                 batch_size: int = 8) -> dict:
+    """Evaluate a run folder's checkpoint on ``data_dir``'s val split."""
+    from detection.checkpoint import spec_of
+    from detection.coco import open_split
+
+    path = Path(run) / checkpoint
+    if checkpoint == "best.pt" and not path.exists() and (Path(run) / "last.pt").exists():
+        path = Path(run) / "last.pt"
+    state = load_checkpoint(path)
+    spec = spec_of(state, str(path))
+    model = build_detector(spec)
+    model.load_state_dict(state["model"])
+    model = model.to(_device(device))
+    dataset = open_split(data_dir, "val", spec, train=False)
+    metrics = evaluate(model, dataset, device=device, batch_size=batch_size)
+    return {**metrics, "checkpoint": str(path), "epoch": state["epoch"]}
+
+
+def _check_classes(spec, dataset) -> None:
+    found = len(dataset.label_to_category_id)
+    if found > spec.num_classes:
+        raise ValueError(f"the data has {found} categories but the detector's num_classes is {spec.num_classes}")
+
+
+def _steps(samples: int, options: TrainOptions) -> int:
+    steps = max(1, math.ceil(samples / options.batch_size))
+    return min(steps, options.max_steps_per_epoch) if options.max_steps_per_epoch else steps
+
+
+def _schedule(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to this torch build")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"--device {name!r}: expected cpu or cuda")
+    return torch.device(name)
+
+
+class _Bar:
+    def __init__(self, total: int, title: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                                 TimeRemainingColumn(), transient=True)
+        self.task = self.progress.add_task("", total=total)
+        self.progress.start()
+
+    def update(self, steps: int, text: str) -> None:
+        self.progress.update(self.task, advance=steps, description=text)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress(enabled: bool, total: int, title: str) -> _Bar | None:
+    return _Bar(total, title) if enabled else None
+
+
+def _print_record(record: dict) -> None:
+    from rich.console import Console
+
+    parts = [f"epoch {record['epoch']}", f"loss {record['loss']:.4f}"]
+    if "AP" in record:
+        parts += [f"AP {record['AP']:.3f}", f"AP50 {record['AP50']:.3f}"]
+    Console(stderr=True).print("  ".join(parts))

@@ -1,0 +1,258 @@
+"""Detector specs, analytic costs, heads, losses, post-processing and the NMS tail of the ONNX graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import archspec
+from archspec.errors import SpecError
+from compiler import costs, summarize
+from compiler.hooks import module_macs, module_params
+from detection.boxes import box_iou, decode_deltas, encode_deltas
+from detection.export import _postprocess_nodes
+from detection.losses import assign_locations, centerness_targets, detection_loss, match_anchors
+from detection.model import build_detector, cell_anchors
+from detection.postprocess import select_detections
+
+from tests.conftest import ROOT
+
+DETECTORS = sorted((ROOT / "examples" / "detectors").glob("*.yaml"))
+
+TINY = """
+type: detector
+backbone: {path}
+neck: {{type: fpn, in_features: [C3, C4, C5], max_level: 5, channels: 32, extra_from: output}}
+head: {{type: {head}, convs: 1}}
+num_classes: 3
+input_size: 96
+"""
+
+
+def tiny(head: str = "fcos", **updates):
+    spec = archspec.loads(TINY.format(path=ROOT / "examples/backbones/resnet18.yaml", head=head))
+    return spec.model_copy(update=updates) if updates else spec
+
+
+# -- specs -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", DETECTORS, ids=[p.stem for p in DETECTORS])
+def test_shipped_detectors_validate(path):
+    spec = archspec.load(path)
+    assert spec.type == "detector" and spec.backbone.type in ("staged", "scale_permuted")
+    assert spec.num_classes == (3 if path.stem == "fcos_tiny" else 80)
+
+
+def test_detector_round_trips_and_fingerprint_ignores_the_name():
+    spec = archspec.load(ROOT / "examples/detectors/retinanet_r50_fpn.yaml")
+    again = archspec.loads(archspec.dumps(spec))
+    assert again == spec
+    renamed = archspec.loads(archspec.dumps(spec).replace("name: retinanet_r50_fpn", "name: other"))
+    assert archspec.fingerprint(renamed) == archspec.fingerprint(spec)
+
+
+@pytest.mark.parametrize("change, path, words", [
+    ("neck: {type: fpn, in_features: [C3, C9]}", "neck.in_features[1]", "no output 'C9'"),
+    ("neck: {type: fpn, in_features: [C3, C5]}", "neck.in_features", "not consecutive"),
+    ("neck: {type: fpn, min_level: 4}", "neck.min_level", "shallowest input"),
+    ("neck: {type: fpn, max_level: 4}", "neck.max_level", "below the deepest input"),
+    ("neck: {type: none}", "neck", "C6, C7"),
+    ("class_names: [a, b]", "class_names", "2 names for 80 classes"),
+    ("head: {type: fcos, channels: 48}", "head.channels", "multiple of 32"),
+    ("head: {type: retinanet, negative_iou: 0.6}", "head.negative_iou", "above positive_iou"),
+    ("head: {type: yolo}", "head.type", "unknown kind 'yolo'"),
+    ("num_classes: 0", "num_classes", "greater than or equal to 1"),
+])
+def test_detector_errors_name_the_field(change, path, words):
+    key = change.split(":")[0]
+    lines = [line for line in (ROOT / "examples/detectors/retinanet_r50_fpn.yaml").read_text().splitlines()
+             if not line.startswith(key + ":")]
+    text = "\n".join(lines + [change])
+    with pytest.raises(SpecError) as info:
+        archspec.loads(text, base_dir=ROOT / "examples/detectors")
+    assert info.value.path == path, str(info.value)
+    assert words in str(info.value)
+
+
+def test_backbone_file_errors_name_the_backbone_field(tmp_path):
+    (tmp_path / "det.yaml").write_text("type: detector\nbackbone: missing.yaml\nhead: {type: fcos}\nnum_classes: 2\n")
+    with pytest.raises(SpecError) as info:
+        archspec.load(tmp_path / "det.yaml")
+    assert info.value.path == "backbone" and "missing.yaml: no such file" in str(info.value)
+    (tmp_path / "bad.yaml").write_text("type: staged\nstages: []\n")
+    (tmp_path / "det.yaml").write_text("type: detector\nbackbone: bad.yaml\nhead: {type: fcos}\nnum_classes: 2\n")
+    with pytest.raises(SpecError) as info:
+        archspec.load(tmp_path / "det.yaml")
+    assert info.value.path == "backbone" and "bad.yaml: stem: required field is missing" in str(info.value)
+    (tmp_path / "det.yaml").write_text("type: detector\nbackbone: det.yaml\nhead: {type: fcos}\nnum_classes: 2\n")
+    with pytest.raises(SpecError, match="not a backbone spec"):
+        archspec.load(tmp_path / "det.yaml")
+
+
+def test_spinenet_neck_none_needs_equal_widths():
+    spec = archspec.load(ROOT / "examples/detectors/retinanet_spinenet49.yaml")
+    assert [s.channels for s in __import__("compiler.detector", fromlist=["x"]).plan_detector(spec).levels.values()] \
+        == [256] * 5
+
+
+# -- analytic costs ----------------------------------------------------------------------------
+PINNED = {  # params, MACs at the spec's own input size (MACs: conv multiply-adds; FLOPs = 2 x MACs)
+    "retinanet_r50_fpn": (37_968_692, 95_348_556_800),
+    "retinanet_spinenet49": (28_294_708, 83_337_036_800),
+    "retinanet_spinenet49s": (11_141_555, 29_806_281_975),
+    "fcos_r50_fpn": (32_297_370, 127_868_887_808),
+    "fcos_tiny": (11_497_675, 659_333_120),
+}
+
+
+@pytest.mark.parametrize("path", DETECTORS, ids=[p.stem for p in DETECTORS])
+def test_pinned_detector_costs(path):
+    spec = archspec.load(path)
+    counts = costs(spec)
+    assert (counts.params, counts.macs) == PINNED[spec.name]
+
+
+def test_spinenet49_retinanet_params_near_the_paper():
+    params = costs(archspec.load(ROOT / "examples/detectors/retinanet_spinenet49.yaml")).params
+    assert abs(params / 28.5e6 - 1) < 0.01  # SpineNet paper, Table 3: 28.5M at 640
+
+
+@pytest.mark.parametrize("name", ["retinanet_r50_fpn", "retinanet_spinenet49s", "fcos_r50_fpn", "fcos_tiny"])
+def test_analytic_costs_equal_the_module(name):
+    """Shared head: params once, MACs once per level, exactly what numel and forward hooks count."""
+    spec = archspec.load(ROOT / "examples/detectors" / f"{name}.yaml")
+    spec = spec.model_copy(update={"input_size": (160, 224)})
+    model = build_detector(spec).eval()
+    counts = costs(spec)
+    assert module_params(model) == counts.params
+    assert module_macs(model, torch.zeros(1, 3, 160, 224)) == counts.macs
+
+
+def test_summary_reports_parts_and_levels():
+    info = summarize(archspec.load(ROOT / "examples/detectors/fcos_tiny.yaml"))
+    assert info["input_size"] == [128, 128]
+    assert info["outputs"]["P3"]["shape"] == [64, 16, 16] and info["outputs"]["P5"]["stride"] == 32
+    parts = info["parts"]
+    assert parts["backbone"]["params"] == 11_176_512  # ResNet-18 without its classifier
+    assert sum(p["params"] for p in parts.values()) == info["params"]
+    assert sum(p["macs"] for p in parts.values()) == info["macs"]
+
+
+# -- model and priors --------------------------------------------------------------------------
+def test_dense_outputs_and_priors_line_up():
+    spec = tiny("retinanet")
+    model = build_detector(spec).eval()
+    dense = model(torch.zeros(2, 3, 96, 96))
+    anchors = 9 * (12 * 12 + 6 * 6 + 3 * 3)
+    assert dense.class_logits.shape == (2, anchors, 3) and dense.box_regression.shape == (2, anchors, 4)
+    assert model.priors.shape == (anchors, 4)
+    # first anchors: cell (0, 0) of P3, scales outer, ratios inner; side 4 strides = 32 px
+    first = model.priors[:9]
+    assert torch.allclose(first[1], torch.tensor([4 - 16, 4 - 16, 4 + 16, 4 + 16.0]))
+    assert torch.allclose((first[:, 2:] + first[:, :2]) / 2, torch.full((9, 2), 4.0))
+    assert torch.allclose(cell_anchors(spec.head.anchors, 8)[0], torch.tensor([-22.627417, -11.313708,
+                                                                               22.627417, 11.313708]))
+    # untrained classifier: sigmoid(bias) = prior_prob everywhere
+    assert torch.allclose(torch.sigmoid(dense.class_logits), torch.full_like(dense.class_logits, 0.01), atol=2e-3)
+
+
+def test_box_deltas_round_trip():
+    anchors = torch.tensor([[0, 0, 10, 20], [5, 5, 50, 25.0]])
+    boxes = torch.tensor([[1, 2, 12, 18], [0, 10, 40, 40.0]])
+    assert torch.allclose(decode_deltas(anchors, encode_deltas(anchors, boxes)), boxes, atol=1e-5)
+
+
+# -- targets and losses ------------------------------------------------------------------------
+def test_anchor_matching_thresholds_and_low_quality_matches():
+    anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 12], [0, 0, 20, 20], [50, 50, 60, 60.0]])
+    boxes = torch.tensor([[0, 0, 10, 10], [52, 52, 70, 70.0]])
+    matched = match_anchors(anchors, boxes, positive_iou=0.5, negative_iou=0.4)
+    iou = box_iou(boxes, anchors)
+    assert matched[0] == 0 and matched[1] == 0  # IoU 1.0 and 0.83
+    assert iou[0, 2] < 0.4 and matched[2] == -1  # IoU 0.25: negative
+    assert iou[1, 3] < 0.4 and matched[3] == 1  # the box's best anchor, kept although below 0.4
+
+
+def test_fcos_assignment_ranges_centre_sampling_and_smallest_box():
+    points = torch.tensor([[20.0, 20.0], [100.0, 100.0], [24.0, 20.0]])
+    strides = torch.tensor([8.0, 8.0, 16.0])
+    ranges = torch.tensor([[0, 64.0], [0, 64.0], [64, float("inf")]])
+    boxes = torch.tensor([[0, 0, 40, 40.0], [10, 10, 30, 30.0]])
+    matched = assign_locations(points, strides, ranges, boxes, radius=1.5)
+    assert matched.tolist() == [1, -1, -1]  # both contain point 0: the smaller wins; point 2 is out of range
+    assert float(centerness_targets(points[:1], boxes[1:])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("head", ["fcos", "retinanet"])
+def test_loss_goes_down_when_fitting_one_batch(head):
+    torch.manual_seed(0)
+    spec = tiny(head)
+    model = build_detector(spec)
+    images = torch.randn(2, 3, 96, 96)
+    targets = [{"boxes": torch.tensor([[10, 12, 50, 60.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[30, 30, 90, 80.0], [5, 5, 25, 20.0]]), "labels": torch.tensor([0, 2])}]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        parts = detection_loss(model, model(images), targets)
+        optimizer.zero_grad()
+        parts.total.backward()
+        optimizer.step()
+        losses.append(float(parts.total.detach()))
+    assert parts.positives > 0
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_loss_with_an_image_without_boxes_is_finite():
+    model = build_detector(tiny("retinanet"))
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    parts = detection_loss(model, model(torch.randn(1, 3, 96, 96)), empty)
+    assert parts.positives == 0 and torch.isfinite(parts.total.detach()) and float(parts.box.detach()) == 0.0
+    parts.total.backward()
+
+
+# -- post-processing: PyTorch reference == the ONNX tail ---------------------------------------
+def _tail_session(classes: int, count: int, post) -> ort.InferenceSession:
+    limit = min(post.max_detections, classes * count)
+    nodes, constants = _postprocess_nodes(count, limit, post)
+    graph = helper.make_graph(nodes, "tail", [
+        helper.make_tensor_value_info("candidate_boxes", TensorProto.FLOAT, ["batch", count, 4]),
+        helper.make_tensor_value_info("candidate_scores", TensorProto.FLOAT, ["batch", classes, count]),
+    ], [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", limit, 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", limit]),
+        helper.make_tensor_value_info("labels", TensorProto.INT64, ["batch", limit])], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_select_detections_matches_onnx_nms_tail(seed):
+    generator = torch.Generator().manual_seed(seed)
+    batch, classes, count = 3, 4, 60
+    corners = torch.rand(batch, count, 2, generator=generator) * 80
+    boxes = torch.cat([corners, corners + 5 + torch.rand(batch, count, 2, generator=generator) * 30], dim=-1)
+    scores = torch.rand(batch, classes, count, generator=generator)
+    post = archspec.detector.Postprocess(score_threshold=0.3, iou_threshold=0.45, max_detections=25)
+    session = _tail_session(classes, count, post)
+    got = session.run(None, {"candidate_boxes": boxes.numpy(), "candidate_scores": scores.numpy()})
+    want = select_detections(boxes, scores, score_threshold=0.3, iou_threshold=0.45, max_detections=25)
+    assert np.array_equal(got[2], want[2].numpy())
+    assert np.allclose(got[1], want[1].numpy()) and np.allclose(got[0], want[0].numpy())
+    valid = want[2] >= 0
+    assert valid.any() and (want[1][valid] > 0.3).all() and (want[1][~valid] == 0).all()
+    # per image and class, no two kept boxes overlap above the NMS threshold
+    for image in range(batch):
+        for label in range(classes):
+            kept = want[0][image][want[2][image] == label]
+            overlap = box_iou(kept, kept) - torch.eye(len(kept))
+            assert (overlap <= 0.45 + 1e-6).all()
+
+
+def test_select_detections_with_nothing_above_threshold():
+    boxes, scores, labels = select_detections(torch.rand(2, 5, 4), torch.full((2, 3, 5), 0.01), score_threshold=0.05,
+                                              iou_threshold=0.5, max_detections=4)
+    assert boxes.shape == (2, 4, 4) and (labels == -1).all() and (scores == 0).all()
