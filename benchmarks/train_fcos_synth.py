@@ -1,7 +1,7 @@
 """Train the tiny FCOS (examples/detectors/fcos_tiny.yaml: zoo ResNet-18 + FPN + FCOS) on the
 synthetic shapes set on this machine's CPU, and print mAP@0.5 and the time it took.
 
-    .venv/bin/python benchmarks/train_fcos_synth.py [--epochs 40] [--threads 2] [--out runs/bench_fcos]
+    .venv/bin/python benchmarks/train_fcos_synth.py [--epochs 24] [--threads 2] [--out runs/bench_fcos]
 
 The acceptance target of issue 7 is mAP@0.5 >= 0.5 within 15 minutes on 2 CPU cores. Evaluation
 is COCOeval (pycocotools) on the 64-image validation split, with the post-processing of the
@@ -29,12 +29,12 @@ from detection.train import TrainOptions, train  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_fcos")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

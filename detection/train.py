@@ -4,7 +4,7 @@
     metrics = evaluate_run("runs/fcos_tiny", "data/synth")
 
 A run folder holds ``spec.yaml`` (the detector), ``last.pt`` (written after every epoch),
-``best.pt`` (the epoch with the best validation AP) and ``history.jsonl`` (one line per epoch).
+``best.pt`` (weights only, of the epoch with the best validation AP) and ``history.jsonl`` (one line per epoch).
 Training is seeded: the model's initialisation comes from `seed`, and each epoch's shuffling
 and flips from (`seed`, epoch), so a run resumed from ``last.pt`` after a kill continues exactly
 as the uninterrupted run would have. Mixed precision is used on CUDA.
@@ -87,8 +87,7 @@ def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = T
             record.update({key: metrics[key] for key in ("AP", "AP50", "AP75")})
             if best is None or (metrics["AP"], metrics["AP50"]) > (best["AP"], best["AP50"]):
                 best = dict(record)
-                save_checkpoint(_state(spec, model, optimizer, scheduler, scaler, epoch + 1, history + [record], best),
-                                out / "best.pt")
+                save_checkpoint(_weights_state(spec, model, epoch + 1, history + [record], best), out / "best.pt")
         history.append(record)
         save_checkpoint(_state(spec, model, optimizer, scheduler, scaler, epoch + 1, history, best), out / "last.pt")
         with open(out / "history.jsonl", "a", encoding="utf-8") as log:
@@ -133,6 +132,12 @@ def _state(spec, model, optimizer, scheduler, scaler, epoch: int, history: list,
     return {"spec": canonical_json_with_name(spec), "fingerprint": fingerprint(spec), "epoch": epoch,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "history": history, "best": best}
+
+
+def _weights_state(spec, model, epoch: int, history: list, best) -> dict:
+    """What deployment needs (best.pt): no optimizer state, a third of the size."""
+    return {"spec": canonical_json_with_name(spec), "fingerprint": fingerprint(spec), "epoch": epoch,
+            "model": model.state_dict(), "history": history, "best": best}
 
 
 def canonical_json_with_name(spec) -> str:
