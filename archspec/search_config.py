@@ -53,7 +53,45 @@ class DetnasSpace(Spec):
     """Block specs a layer may use (default: shufflenet 3x3, 5x5, 7x7, xception)."""
 
 
-AnySpace = Annotated[Union[MaedetSpace, DetnasSpace], Field(discriminator="type")]
+CRNAS_RESNET_DEPTHS = [list(range(1, 11)), list(range(1, 11)), [2, 3, 5, 6, 9, 11, 14, 17, 20, 23],
+                       [2, 3, 4, 6, 7, 9, 11, 13, 15, 17]]
+"""CR-NAS's allowed block counts per stage for the ResNet series (papers.md 4.1)."""
+
+
+class CrnasSpace(Spec):
+    """CR-NAS's computation reallocation (papers.md 4.1): the number of blocks per stage, with
+    their total fixed (so FLOPs stay about constant), and the dilation of every block's spatial
+    convolution (which changes neither params nor FLOPs)."""
+
+    type: Literal["crnas"]
+    """Space kind tag."""
+    depth_choices: list[list[Annotated[int, Field(ge=1, le=256)]]] = Field(
+        default_factory=lambda: [list(c) for c in CRNAS_RESNET_DEPTHS], min_length=1)
+    """Allowed block counts of each stage (default: the paper's ResNet-series table)."""
+    total_blocks: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """Blocks over all stages (default: the base's total, e.g. 16 for ResNet-50)."""
+    dilations: list[Annotated[int, Field(ge=1, le=32)]] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    """Dilation choices of every block (the paper: 1, 2, 3)."""
+
+
+class SpinenetSpace(Spec):
+    """SpineNet's search space (papers.md 1): over a scale-permuted base, the levels of the
+    intermediate blocks are permuted (and, separately, those of the output blocks), each block's
+    two parents are rewired to any earlier blocks, and block kinds switch between bottleneck
+    and basic ("block adjustment")."""
+
+    type: Literal["spinenet"]
+    """Space kind tag."""
+    kinds: list[Literal["bottleneck", "basic"]] = Field(default_factory=lambda: ["bottleneck", "basic"], min_length=1)
+    """Block kinds a block may take."""
+    permute_outputs: bool = True
+    """Whether output blocks also permute their levels among themselves."""
+
+
+AnySpace = Annotated[Union[MaedetSpace, DetnasSpace, CrnasSpace, SpinenetSpace], Field(discriminator="type")]
+
+SPACE_BASE_TYPES = {"maedet": "staged", "detnas": "staged", "crnas": "staged", "spinenet": "scale_permuted"}
+"""The base spec kind each space edits."""
 
 
 class MaedetEvolution(Spec):
@@ -109,7 +147,20 @@ class AgingEvolution(Spec):
     """Tournament size."""
 
 
-AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution, AgingEvolution],
+class CrnasTwoStep(Spec):
+    """CR-NAS's two steps (papers.md 4.1): score every allowed stage allocation (dilations as in
+    the base) and keep the best; then choose dilations block by block, greedily, keeping the
+    `top_k` best partial choices (blocks not yet chosen keep dilation 1). Stops by itself."""
+
+    type: Literal["crnas_two_step"]
+    """Strategy kind tag."""
+    top_k: Annotated[int, Field(ge=1, le=100)] = 3
+    """Partial architectures kept after each block's choice (the paper: 3)."""
+    max_allocations: Annotated[int, Field(ge=1, le=100000)] = 1000
+    """Allocations scored in step one; a seeded sample when more are allowed."""
+
+
+AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution, AgingEvolution, CrnasTwoStep],
                         Field(discriminator="type")]
 
 
@@ -136,6 +187,19 @@ class Budgets(Spec):
     """Input size for latency (default: `input_size`); smaller keeps kernel tables small."""
 
 
+class ReceptiveFieldTarget(Spec):
+    """The receptive-field term of the `maedet_rf` score (a training-free stand-in for CR-NAS's
+    supernet AP): CR-NAS reallocates computation so that each FPN level's receptive field fits
+    the objects assigned to it. The term is ``-weight * sum_k |log2(RF_k / (ratio * anchor_k))|``
+    over C3..C5, with RF_k the theoretical receptive field of output C<k> (pixels, dilation
+    included) and anchor_k = 4 * 2**k the RetinaNet anchor side at level k."""
+
+    ratio: Annotated[float, Field(gt=0, le=100)] = 6.0
+    """Wanted receptive field in anchor sides (theoretical RFs are several times the effective ones)."""
+    weight: Annotated[float, Field(ge=0, le=1e6)] = 50.0
+    """Score points per octave of mismatch, per level."""
+
+
 class SearchConfig(Spec):
     """A search: base spec, space, strategy, budgets, score."""
 
@@ -153,8 +217,14 @@ class SearchConfig(Spec):
     """How candidates are proposed."""
     budgets: Budgets = Budgets()
     """Limits every feasible candidate respects."""
-    score: Literal["maedet"] = "maedet"
-    """Objective (higher is better): MAE-DET's analytic multi-scale entropy."""
+    score: Literal["maedet", "maedet_rf"] = "maedet"
+    """Objective (higher is better): MAE-DET's analytic multi-scale entropy (`maedet`), or that
+    plus the receptive-field term of `receptive_field` (`maedet_rf`, dilation-sensitive, for CR-NAS)."""
+    receptive_field: ReceptiveFieldTarget = Field(default_factory=ReceptiveFieldTarget)
+    """Targets of the `maedet_rf` score."""
+    batch: Annotated[int, Field(ge=1, le=4096)] = 1
+    """Candidates proposed before their feedback is given; a batch is evaluated in parallel with
+    ``--workers``. Results depend on `batch`, never on the number of workers."""
     trials: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
     """Candidates to propose (``--max-trials`` overrides)."""
     seed: int = 0
@@ -191,7 +261,8 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
             base = validate(config.base)
         except SpecError as exc:
             raise exc.with_prefix("base").with_source(str(path)) from None
-    if base.type != "staged":
-        raise SpecError("base", f"the {config.space.type} space edits staged backbones, not {base.type!r}",
+    wanted = SPACE_BASE_TYPES[config.space.type]
+    if base.type != wanted:
+        raise SpecError("base", f"the {config.space.type} space edits {wanted} backbones, not {base.type!r}",
                         source=str(path))
     return config, base

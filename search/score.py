@@ -60,9 +60,12 @@ def block_log_gain(block, in_channels: int, out_channels: int, stride: int, dila
 
 
 def level_scores(spec) -> dict[int, float]:
-    """Analytic entropy score of every level reached: cumulative log-gain + log(channels)."""
+    """Analytic entropy score of every level reached: cumulative log-gain + log(channels).
+    Scale-permuted backbones are scored on their whole graph (`graph_level_scores`)."""
+    if spec.type == "scale_permuted":
+        return graph_level_scores(spec)
     if spec.type != "staged":
-        raise ScoreError(f"the MAE-DET score is defined for staged backbones, not {spec.type!r}")
+        raise ScoreError(f"the MAE-DET score is defined for backbones, not {spec.type!r}")
     total = 0.0
     scores: dict[int, float] = {}
     for layer in spec.layers():
@@ -70,6 +73,54 @@ def level_scores(spec) -> dict[int, float]:
                                 layer.index == 0)
         scores[layer.level_out] = total + math.log(layer.out_channels)
     return scores
+
+
+def graph_level_scores(spec) -> dict[int, float]:
+    """The analytic score on a backbone's whole lowered graph: the log-gain of the main path
+    (the path through the most convolutions, gates excluded) into each output, plus
+    log(channels). For staged backbones this equals `level_scores`; for scale-permuted ones the
+    main path runs through resampling convolutions and whichever parent carries more convolutions."""
+    from compiler.lowering import lower
+
+    graph = lower(spec)
+    best: dict[str, tuple[int, float]] = {}
+    for info in graph.nodes():
+        if info.op.arity == 0:
+            best[info.name] = (0, 0.0)
+            continue
+        inputs = info.inputs[:1] if info.op.kind == "mul" else info.inputs
+        convs, gain = max(best[p] for p in inputs)
+        if isinstance(info.op, Conv):
+            convs, gain = convs + 1, gain + 0.5 * math.log(info.op.in_channels // info.op.groups * info.op.kernel ** 2)
+        best[info.name] = (convs, gain)
+    scores = {}
+    for name, node in graph.outputs.items():
+        if name.startswith("C") and name[1:].isdigit():
+            scores[int(name[1:])] = best[node][1] + math.log(graph.nx.nodes[node]["channels"])
+    return scores
+
+
+def receptive_field_term(spec, target) -> float:
+    """`-weight * sum over C3..C5 of |log2(RF / (ratio * 4 * 2**k))|` (see `ReceptiveFieldTarget`)."""
+    from compiler.costs import receptive_fields
+    from compiler.lowering import lower
+
+    fields = receptive_fields(lower(spec))
+    total = 0.0
+    for level in LEVEL_WEIGHTS:
+        field = fields.get(f"C{level}")
+        if field is None:
+            raise ScoreError(f"C{level}: no output (or a global receptive field) to compare with its anchors")
+        total += abs(math.log2(field / (target.ratio * 4 * 2 ** level)))
+    return -target.weight * total
+
+
+def config_score(spec, config) -> float:
+    """The objective a search config asks for (higher is better)."""
+    score = maedet_score(spec)
+    if config.score == "maedet_rf":
+        score += receptive_field_term(spec, config.receptive_field)
+    return score
 
 
 def combine(scores: dict[int, float]) -> float:

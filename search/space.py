@@ -223,7 +223,207 @@ def _block_spec(data: dict, path: str):
         raise SpecError(path, exc.errors(include_url=False)[0]["msg"]) from None
 
 
-SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace}
+class CrnasSearchSpace:
+    """CR-NAS's space over a staged base: genotype = (blocks per stage..., dilation of every
+    block in order...). The total block count is fixed, so the genotype length is too; moving a
+    block between stages shifts the stage boundaries over the dilation genes."""
+
+    def __init__(self, config, base):
+        self.config = config
+        self.base_data = archspec.to_data(base)
+        self.stage_count = len(base.stages)
+        if len(config.depth_choices) != self.stage_count:
+            raise SpecError("space.depth_choices", f"{len(config.depth_choices)} choice lists for "
+                                                   f"{self.stage_count} stages of the base")
+        self.total = config.total_blocks or sum(stage.depth for stage in base.stages)
+        self.allocations = self._allocations()
+        if not self.allocations:
+            raise SpecError("space.depth_choices", f"no allocation of the choices sums to {self.total} blocks")
+        self.base = self.encode(base)
+
+    def _allocations(self) -> list[tuple[int, ...]]:
+        """Every allowed allocation (depth per stage) with the fixed total, in lexical order."""
+        found: list[tuple[int, ...]] = [()]
+        for i, choices in enumerate(self.config.depth_choices):
+            rest_min = sum(min(c) for c in self.config.depth_choices[i + 1:])
+            found = [prefix + (d,) for prefix in found for d in sorted(set(choices))
+                     if sum(prefix) + d + rest_min <= self.total]
+        return [a for a in found if sum(a) == self.total]
+
+    def encode(self, spec) -> Genotype:
+        depths = tuple(stage.depth for stage in spec.stages)
+        dilations = tuple(layer.dilation for layer in spec.layers() if layer.stage is not None)
+        if sum(depths) != self.total:
+            # a base off the fixed total starts from the nearest allowed allocation, dilation 1
+            depths = min(self.allocations, key=lambda a: sum(abs(x - y) for x, y in zip(a, depths)))
+            dilations = (1,) * self.total
+        return depths + dilations
+
+    def split(self, genotype: Genotype) -> tuple[Genotype, Genotype]:
+        return genotype[:self.stage_count], genotype[self.stage_count:]
+
+    def decode(self, genotype: Genotype):
+        depths, dilations = self.split(genotype)
+        data = _copy(self.base_data)
+        at = 0
+        for stage, depth in zip(data["stages"], depths):
+            stage["depth"] = depth
+            stage["dilations"] = list(dilations[at:at + depth])
+            stage.pop("blocks", None)
+            at += depth
+        try:
+            return archspec.validate(data)
+        except SpecError as exc:
+            raise Rejected(f"invalid spec: {exc}") from None
+
+    def check(self, genotype: Genotype) -> None:
+        if len(genotype) != self.stage_count + self.total:
+            raise Rejected(f"genotype of length {len(genotype)}; expected {self.stage_count} depths and "
+                           f"{self.total} dilations")
+        depths, dilations = self.split(genotype)
+        for i, depth in enumerate(depths):
+            if depth not in self.config.depth_choices[i]:
+                raise Rejected(f"stage {i}: {depth} blocks is not a choice {self.config.depth_choices[i]}")
+        if sum(depths) != self.total:
+            raise Rejected(f"{sum(depths)} blocks; the total is fixed at {self.total}")
+        for i, dilation in enumerate(dilations):
+            if dilation not in self.config.dilations:
+                raise Rejected(f"block {i}: dilation {dilation} is not a choice {self.config.dilations}")
+
+    def with_allocation(self, genotype: Genotype, depths: tuple[int, ...]) -> Genotype:
+        return tuple(depths) + self.split(genotype)[1]
+
+    def with_dilation(self, genotype: Genotype, block: int, dilation: int) -> Genotype:
+        genes = list(genotype)
+        genes[self.stage_count + block] = dilation
+        return tuple(genes)
+
+    def random(self, rng: random.Random) -> Genotype:
+        return rng.choice(self.allocations) + tuple(rng.choice(self.config.dilations) for _ in range(self.total))
+
+    def mutate(self, genotype: Genotype, rng: random.Random, times: int = 1) -> Genotype:
+        """Each mutation moves one block between stages (total kept) or redraws one dilation;
+        a move off the allowed counts is `Rejected`."""
+        for _ in range(times):
+            depths, _ = self.split(genotype)
+            if rng.random() < 0.5:
+                source, target = rng.sample(range(self.stage_count), 2) if self.stage_count > 1 else (0, 0)
+                moved = list(depths)
+                moved[source] -= 1
+                moved[target] += 1
+                if moved[source] not in self.config.depth_choices[source] or \
+                        moved[target] not in self.config.depth_choices[target]:
+                    raise Rejected(f"moving a block from stage {source} to stage {target} gives counts "
+                                   f"{moved[source]} and {moved[target]}, not both allowed")
+                genotype = self.with_allocation(genotype, tuple(moved))
+            else:
+                genotype = self.with_dilation(genotype, rng.randrange(self.total), rng.choice(self.config.dilations))
+        self.check(genotype)
+        return genotype
+
+    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
+        """Allocation from one parent, each dilation from either."""
+        depths = self.split(a if rng.random() < 0.5 else b)[0]
+        dilations = tuple(x if rng.random() < 0.5 else y for x, y in zip(self.split(a)[1], self.split(b)[1]))
+        return depths + dilations
+
+
+class SpinenetSearchSpace:
+    """SpineNet's space over a scale-permuted base: genotype = (level, first parent, second
+    parent, kind index) for every block in order. Intermediate blocks permute their levels among
+    themselves, output blocks among themselves (so the multiset of levels stays that of the
+    base), parents are any two distinct earlier blocks, kinds come from the space's list."""
+
+    GENES = 4
+
+    def __init__(self, config, base):
+        self.config = config
+        self.base_data = archspec.to_data(base)
+        self.stem_blocks = len(base.stem_blocks)
+        self.outputs = tuple(block.output for block in base.blocks)
+        self.kinds = list(config.kinds)
+        for i, block in enumerate(base.blocks):
+            if block.block.type not in self.kinds:
+                raise SpecError(f"base.blocks[{i}].block.type", f"{block.block.type!r} is not among the space's kinds "
+                                                                f"{self.kinds}")
+            if len(block.parents) != 2:
+                raise SpecError(f"base.blocks[{i}].parents", "the spinenet space rewires exactly two parents per block")
+        self.levels = {flag: sorted(b.level for b in base.blocks if b.output == flag) for flag in (True, False)}
+        self.base = self.encode(base)
+
+    def encode(self, spec) -> Genotype:
+        genes: list[int] = []
+        for block in spec.blocks:
+            genes += [block.level, block.parents[0], block.parents[1], self.kinds.index(block.block.type)]
+        return tuple(genes)
+
+    def blocks(self, genotype: Genotype) -> list[tuple[int, int, int, int]]:
+        return [tuple(genotype[i:i + self.GENES]) for i in range(0, len(genotype), self.GENES)]
+
+    def decode(self, genotype: Genotype):
+        data = _copy(self.base_data)
+        for block, (level, first, second, kind) in zip(data["blocks"], self.blocks(genotype)):
+            block["level"], block["parents"] = level, [first, second]
+            if block["block"].get("type") != self.kinds[kind]:
+                block["block"] = {"type": self.kinds[kind]}
+        try:
+            return archspec.validate(data)
+        except SpecError as exc:
+            raise Rejected(f"invalid spec: {exc}") from None
+
+    def check(self, genotype: Genotype) -> None:
+        if len(genotype) != self.GENES * len(self.outputs):
+            raise Rejected(f"genotype of length {len(genotype)} for {len(self.outputs)} blocks")
+        blocks = self.blocks(genotype)
+        for flag in (True, False):
+            levels = sorted(b[0] for b, output in zip(blocks, self.outputs) if output == flag)
+            if levels != self.levels[flag]:
+                role = "output" if flag else "intermediate"
+                raise Rejected(f"{role} block levels {levels} are not a permutation of the base's {self.levels[flag]}")
+        for i, (_, first, second, kind) in enumerate(blocks):
+            index = self.stem_blocks + i
+            if not (0 <= first < index and 0 <= second < index) or first == second:
+                raise Rejected(f"block {index}: parents {first}, {second} must be two distinct earlier blocks")
+            if not 0 <= kind < len(self.kinds):
+                raise Rejected(f"block {index}: kind index {kind} outside 0..{len(self.kinds) - 1}")
+
+    def random(self, rng: random.Random) -> Genotype:
+        levels = {flag: rng.sample(self.levels[flag], len(self.levels[flag])) for flag in (True, False)}
+        genes: list[int] = []
+        for i, output in enumerate(self.outputs):
+            index = self.stem_blocks + i
+            first, second = rng.sample(range(index), 2)
+            genes += [levels[output].pop(), first, second, rng.randrange(len(self.kinds))]
+        return tuple(genes)
+
+    def mutate(self, genotype: Genotype, rng: random.Random, times: int = 1) -> Genotype:
+        """Each mutation swaps the levels of two blocks of the same role, rewires one parent, or
+        changes one block's kind. The result is checked; a spec that does not validate (e.g. a
+        block whose output nothing uses) is `Rejected` when decoded."""
+        blocks = [list(b) for b in self.blocks(genotype)]
+        for _ in range(times):
+            move = rng.choice(("permute", "rewire", "kind") if len(self.kinds) > 1 else ("permute", "rewire"))
+            if move == "permute":
+                pool = [i for i, o in enumerate(self.outputs)
+                        if o == (rng.random() < 0.5 and self.config.permute_outputs)]
+                a, b = rng.sample(pool, 2)
+                blocks[a][0], blocks[b][0] = blocks[b][0], blocks[a][0]
+            elif move == "rewire":
+                i = rng.randrange(len(blocks))
+                slot = 1 + rng.randrange(2)
+                other = blocks[i][3 - slot]
+                choices = [p for p in range(self.stem_blocks + i) if p != other]
+                blocks[i][slot] = rng.choice(choices)
+            else:
+                i = rng.randrange(len(blocks))
+                blocks[i][3] = rng.randrange(len(self.kinds))
+        child = tuple(g for block in blocks for g in block)
+        self.check(child)
+        return child
+
+
+SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace, "crnas": CrnasSearchSpace,
+          "spinenet": SpinenetSearchSpace}
 """Space kind -> implementation."""
 
 

@@ -20,6 +20,8 @@ class Proposal:
 
     genotype: Genotype | None
     reason: str | None = None
+    wait: bool = False
+    """Nothing to propose until outstanding feedback arrives (not a trial)."""
 
 
 class Strategy:
@@ -34,6 +36,11 @@ class Strategy:
 
     def feedback(self, genotype: Genotype | None, score: float | None) -> None:
         """`score` is None for candidates that were rejected or infeasible."""
+
+    @property
+    def done(self) -> bool:
+        """True when the strategy has nothing more to propose (the run stops early)."""
+        return False
 
 
 class MaedetEvolutionStrategy(Strategy):
@@ -164,6 +171,71 @@ class AgingEvolutionStrategy(Strategy):
             self.population.pop(0)
 
 
+class CrnasTwoStepStrategy(Strategy):
+    """CR-NAS's search (papers.md 4.1). Step one scores stage allocations (all allowed ones, or
+    a seeded sample of `max_allocations`) with the base's dilations and keeps the best. Step two
+    walks the blocks in order; for each block it extends every kept partial architecture with
+    every dilation choice and keeps the `top_k` best (later blocks stay at dilation 1).
+
+    Proposals come in rounds; a round is finished when every proposal of it got feedback, so
+    a batch of proposals may be outstanding at once."""
+
+    def __init__(self, space, seed: int, top_k: int = 3, max_allocations: int = 1000):
+        super().__init__(space, seed)
+        if not hasattr(space, "allocations"):
+            raise ValueError("the crnas_two_step strategy needs a crnas space")
+        self.top_k = top_k
+        allocations = list(space.allocations)
+        if len(allocations) > max_allocations:
+            allocations = sorted(self.rng.sample(allocations, max_allocations))
+        dilations = space.split(space.base)[1]
+        self.pending: list[Genotype] = [tuple(a) + dilations for a in allocations]
+        self.waiting: dict[Genotype, int] = {}
+        self.scores: dict[Genotype, float] = {}
+        self.round: list[Genotype] = list(self.pending)
+        self.block = -1  # -1: the allocation step; then the block whose dilation is chosen
+        self.beam: list[Genotype] = []
+
+    def propose(self) -> Proposal:
+        if not self.pending:
+            if self.done:
+                return Proposal(None, "the crnas two-step search has finished")
+            return Proposal(None, "waiting for this round's feedback", wait=True)
+        genotype = self.pending.pop(0)
+        self.waiting[genotype] = self.waiting.get(genotype, 0) + 1
+        return Proposal(genotype)
+
+    def feedback(self, genotype, score) -> None:
+        if genotype is None or genotype not in self.waiting:
+            return
+        self.waiting[genotype] -= 1
+        if not self.waiting[genotype]:
+            del self.waiting[genotype]
+        self.scores[genotype] = float("-inf") if score is None else score
+        if not self.pending and not self.waiting:
+            self._next_round()
+
+    def _next_round(self) -> None:
+        ranked = sorted(dict.fromkeys(self.round), key=lambda g: (-self.scores[g], g))
+        self.beam = ranked[:1] if self.block < 0 else ranked[:self.top_k]
+        self.block += 1
+        if self.block >= self.space.total:
+            self.round = []
+            return
+        if self.block == 0:  # dilations are chosen from scratch: every block starts at 1
+            self.beam = [self.space.split(g)[0] + (1,) * self.space.total for g in self.beam]
+        self.round = [self.space.with_dilation(g, self.block, d) for g in self.beam for d in self.space.config.dilations]
+        self.pending = list(dict.fromkeys(self.round))
+
+    @property
+    def done(self) -> bool:
+        return self.block >= self.space.total
+
+    @property
+    def best(self) -> Genotype | None:
+        return self.beam[0] if self.beam else None
+
+
 def make_strategy(config, space, seed: int, admit=None) -> Strategy:
     if config.type == "maedet_evolution":
         return MaedetEvolutionStrategy(space, seed, config.population, config.mutations_per_child)
@@ -173,4 +245,6 @@ def make_strategy(config, space, seed: int, admit=None) -> Strategy:
         return AgingEvolutionStrategy(space, seed, config.population, config.sample_size)
     if config.type == "detnas_evolution":
         return DetnasEvolutionStrategy(space, seed, config, admit)
+    if config.type == "crnas_two_step":
+        return CrnasTwoStepStrategy(space, seed, config.top_k, config.max_allocations)
     raise ValueError(f"unknown strategy {config.type!r}")
