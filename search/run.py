@@ -17,7 +17,7 @@ import archspec
 from archspec.errors import SpecError
 from archspec.search_config import load_search_config
 from search.budgets import BudgetChecker
-from search.score import maedet_score
+from search.score import config_score
 from search.space import Rejected, make_space
 from search.store import Trial, TrialStore
 from search.strategies import make_strategy
@@ -35,9 +35,10 @@ class RunResult:
 class Evaluator:
     """Turns a genotype into a stored trial. Plain functions of the spec do the work."""
 
-    def __init__(self, space, checker: BudgetChecker):
+    def __init__(self, space, checker: BudgetChecker, score=None):
         self.space = space
         self.checker = checker
+        self.score = score or (lambda spec: config_score(spec, _MAEDET))
         self.seen: dict[tuple, Trial] = {}
 
     def __call__(self, trial_id: int, genotype, reason: str | None) -> Trial:
@@ -59,7 +60,7 @@ class Evaluator:
             trial = Trial(trial_id, genotype, fingerprint, "infeasible", broken, metrics, None,
                           time.perf_counter() - start)
         else:
-            score = maedet_score(spec)
+            score = self.score(spec)
             trial = Trial(trial_id, genotype, fingerprint, "feasible", None, metrics | {"score": score}, score,
                           time.perf_counter() - start)
         self.seen[genotype] = trial
@@ -91,7 +92,7 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
             return False
 
     strategy = make_strategy(config.strategy, space, seed, admit)
-    evaluator = Evaluator(space, checker)
+    evaluator = Evaluator(space, checker, lambda spec: config_score(spec, config))
     done = _replay(store.trials(), strategy, evaluator)
     try:
         _loop(store, strategy, evaluator, len(done), total, progress)
@@ -126,6 +127,8 @@ def _loop(store: TrialStore, strategy, evaluator: Evaluator, start: int, total: 
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("search", total=total, completed=start, status="")
         for trial_id in range(start, total):
+            if strategy.done:
+                break
             proposal = strategy.propose()
             trial = evaluator(trial_id, proposal.genotype, proposal.reason)
             store.add(trial)
@@ -138,6 +141,13 @@ def _loop(store: TrialStore, strategy, evaluator: Evaluator, start: int, total: 
                 bar.update(task, completed=trial_id + 1,
                            status=f"best {shown}  feasible {counts['feasible']}  infeasible {counts['infeasible']}"
                                   f"  rejected {counts['rejected']}  duplicates {counts['duplicate']}")
+
+
+class _MaedetOnly:
+    score = "maedet"
+
+
+_MAEDET = _MaedetOnly()
 
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:
