@@ -229,5 +229,8 @@ def lower(spec) -> Graph:
     try:
         lower_spec = LOWER_SPEC[spec.type]
     except KeyError:
+        if spec.type == "detector":
+            raise ValueError("a detector is not lowered as one graph: its backbone is (`spec.backbone`); the neck "
+                             "and head are planned by compiler.detector.plan_detector") from None
         raise TypeError(f"no lowering for spec kind {spec.type!r}") from None
     return lower_spec(spec)

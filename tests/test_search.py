@@ -217,8 +217,13 @@ def test_score_command_prints_json():
     info = json.loads(result.stdout)
     assert info["score"] == pytest.approx(1731.907, abs=1e-3) and set(info["levels"]) >= {"C3", "C4", "C5"}
     bad = subprocess.run([sys.executable, "-m", "archspec.cli", "score",
-                          str(ROOT / "examples/backbones/spinenet49.yaml")], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "staged backbones" in bad.stderr
+                          str(ROOT / "examples/detectors/fcos_tiny.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "defined for backbones, not 'detector'" in bad.stderr
+    spine = subprocess.run([sys.executable, "-m", "archspec.cli", "score", "--json", "--scorer", "maedet-rf",
+                            str(ROOT / "examples/backbones/spinenet49.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert spine.returncode == 0, spine.stderr
+    info = json.loads(spine.stdout)
+    assert info["score"] == pytest.approx(1357.663 - 292.67, abs=0.01) and info["receptive_field_term"] < 0
 
 
 def detnas_space():

@@ -100,22 +100,24 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
         raise FileNotFoundError(f"{model}: no such file")
     spec = _spec_of(model, is_onnx, needed=runtime != "ort")
     size = _bench_size(model, is_onnx, input_size)
+    if spec is not None and spec.type == "detector":
+        if input_size is not None and size != spec.image_size:
+            raise click.UsageError(f"--input-size: a detector runs at its spec's input_size "
+                                   f"{spec.image_size[0]}x{spec.image_size[1]}")
+        size = spec.image_size
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         if runtime in ("ort", "both"):
             onnx_path = model
             if not is_onnx or (input_size is not None and _static_size(model) not in (None, size)):
-                from compiler.export import export_spec
-
-                onnx_path = export_spec(spec, Path(tmp) / "model.onnx", input_size=size, dynamic_batch=batch > 1)
-            channels = spec.in_channels if spec is not None else _input_channels(onnx_path)
+                onnx_path = _export_for_bench(spec, Path(tmp) / "model.onnx", size, batch)
+            channels = _in_channels(spec) if spec is not None else _input_channels(onnx_path)
             results["ort"] = measure_onnx(onnx_path, (batch, channels, *size), provider=provider, threads=threads,
                                           warmup=warmup, repeat=repeat, clock=clock)
         if runtime in ("torch", "both"):
-            from compiler import build
             from compiler.runtime import measure_torch
 
-            results["torch"] = measure_torch(build(spec), (batch, spec.in_channels, *size), threads=threads,
+            results["torch"] = measure_torch(_torch_module(spec), (batch, _in_channels(spec), *size), threads=threads,
                                              warmup=warmup, repeat=repeat, clock=clock)
     ratio = results["ort"].median_ms / results["torch"].median_ms if len(results) == 2 else None
     if as_json:
@@ -126,6 +128,40 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
         click.echo(json.dumps(data, indent=2))
         return
     _print_bench(model, size, batch, results, ratio)
+
+
+def _in_channels(spec) -> int:
+    return spec.backbone.in_channels if spec.type == "detector" else spec.in_channels
+
+
+def _export_for_bench(spec, path: Path, size, batch: int) -> Path:
+    from compiler.export import export, export_spec
+
+    if spec.type == "detector":
+        return export(spec, path)
+    return export_spec(spec, path, input_size=size, dynamic_batch=batch > 1)
+
+
+def _torch_module(spec):
+    """What torch eager runs: the backbone, or a detector end to end (network, decoding, NMS)."""
+    if spec.type != "detector":
+        from compiler import build
+
+        return build(spec)
+    import torch
+
+    from detection.model import build_detector
+    from detection.postprocess import detect
+
+    class EndToEnd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.detector = build_detector(spec)
+
+        def forward(self, images):
+            return detect(self.detector, images)
+
+    return EndToEnd()
 
 
 def _spec_of(model: Path, is_onnx: bool, needed: bool):

@@ -28,25 +28,32 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--scorer", type=click.Choice(["maedet", "maedet-forward"]), default="maedet", show_default=True)
+@click.option("--scorer", type=click.Choice(["maedet", "maedet-rf", "maedet-forward"]), default="maedet",
+              show_default=True, help="maedet-rf adds the receptive-field term (default targets; see the search "
+                                      "config's receptive_field).")
 @click.option("--input-size", default="224", show_default=True, help="Input size (the forward form only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the forward form.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool) -> None:
     """A spec's training-free MAE-DET score (C3:C4:C5 = 1:1:6; higher is better)."""
     from archspec import load
+    from archspec.search_config import ReceptiveFieldTarget
     from compiler import parse_input_size
-    from search.score import combine, level_scores, maedet_forward_score
+    from search.score import combine, level_scores, maedet_forward_score, receptive_field_term
 
     spec = load(file)
-    if scorer == "maedet":
+    extra = {}
+    if scorer in ("maedet", "maedet-rf"):
         levels = level_scores(spec)
         value = combine(levels)
+        if scorer == "maedet-rf":
+            extra["receptive_field_term"] = receptive_field_term(spec, ReceptiveFieldTarget())
+            value += extra["receptive_field_term"]
     else:
         levels = None
         value = maedet_forward_score(spec, parse_input_size(input_size), seed=seed)
     if as_json:
-        info = {"name": spec.name, "scorer": scorer, "score": value}
+        info = {"name": spec.name, "scorer": scorer, "score": value, **extra}
         if levels is not None:
             info["levels"] = {f"C{k}": v for k, v in levels.items()}
         click.echo(json.dumps(info, indent=2))

@@ -119,11 +119,13 @@ def schema(output: Path | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (required for png; text formats print to stdout otherwise).")
 def graph(file: Path, fmt: str, output: Path | None) -> None:
-    """Render the block graph of a spec, one row per feature level."""
+    """Render the block graph of a spec, one row per feature level (a detector's backbone for
+    detector specs)."""
     from compiler import lower
     from compiler import render
 
-    ir = lower(load(file))
+    spec = load(file)
+    ir = lower(spec.backbone if spec.type == "detector" else spec)
     if fmt == "png":
         if output is None:
             raise click.UsageError("--format png needs -o FILE.png")
