@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,9 @@ class CocoDetection(torch.utils.data.Dataset):
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
         image = read_image(self.image_dir / info["file_name"])
+        if (image.width, image.height) != (info["width"], info["height"]):
+            raise DataError(f"{self.image_dir / info['file_name']}: the image is {image.width}x{image.height} but "
+                            f"{self.annotation_file.name} says {info['width']}x{info['height']} (image {image_id})")
         tensor, box = letterbox(image, self.image_size)
         boxes, labels = self._targets(image_id)
         boxes = boxes * box.scale
@@ -136,8 +140,8 @@ class CocoDetection(torch.utils.data.Dataset):
             raise DataError(f"{where}: category_id {ann.get('category_id')} is not among the categories "
                             f"{sorted(self.category_to_label)}")
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise DataError(f"{where}: bbox must be [x, y, width, height], not {bbox!r}")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
+            raise DataError(f"{where}: bbox must be four finite numbers [x, y, width, height], not {bbox!r}")
         x, y, width, height = bbox
         info = self.coco.imgs[ann["image_id"]]
         if width <= 0 or height <= 0:
@@ -145,6 +149,10 @@ class CocoDetection(torch.utils.data.Dataset):
         if (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + width > info["width"] + BOX_TOLERANCE
                 or y + height > info["height"] + BOX_TOLERANCE):
             raise DataError(f"{where}: bbox {bbox} lies outside the {info['width']}x{info['height']} image")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_coco(path: str | Path):
@@ -166,6 +174,9 @@ def load_coco(path: str | Path):
     for i, image in enumerate(data["images"]):
         if not all(k in image for k in ("id", "file_name", "width", "height")):
             raise DataError(f"{path}: images[{i}] needs id, file_name, width and height")
+        for key in ("width", "height"):
+            if not (isinstance(image[key], int) and not isinstance(image[key], bool) and image[key] > 0):
+                raise DataError(f"{path}: image {image['id']}: {key} must be a positive integer, not {image[key]!r}")
     for i, ann in enumerate(data["annotations"]):
         if not all(k in ann for k in ("id", "image_id", "category_id", "bbox")):
             raise DataError(f"{path}: annotations[{i}] needs id, image_id, category_id and bbox")
@@ -234,6 +245,13 @@ def coco_evaluate(coco_gt, results: list[dict]) -> dict:
         return {**zeros, "table": "", "message": "the image set is empty: nothing to evaluate (AP 0)"}
     if not results:
         return {**zeros, "table": "", "message": "no detections: every AP is 0"}
+    unknown = sorted({row["image_id"] for row in results} - set(coco_gt.getImgIds()))
+    if unknown:
+        raise ValueError(f"detections for image ids not in the ground truth: {unknown[:5]}"
+                         f"{' ...' if len(unknown) > 5 else ''}")
+    if not coco_gt.getAnnIds():
+        return {**zeros, "table": "", "message": "the ground truth has no boxes: every AP is 0"}
+    results = [dict(row) for row in results]  # loadRes adds keys to the rows it is given
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         detections = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, detections, "bbox")

@@ -86,5 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    except OSError as exc:  # e.g. an output path under a file, a read-only folder
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
     except KeyboardInterrupt:
         fail("interrupted", 130)
