@@ -429,3 +429,25 @@ SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace, "crnas": Crn
 
 def make_space(config, base):
     return SPACES[config.type](config, base)
+
+
+def sample_specs(config_path, count: int = 64, seed: int = 0) -> list:
+    """The base of a search config and `count` distinct valid candidates near it (each the base
+    mutated 1..4 times, seeded): what `archspec latency build-table CONFIG.yaml` measures, so a
+    search finds most kernels already in its latency table."""
+    from archspec.search_config import load_search_config
+
+    config, base = load_search_config(config_path)
+    space = make_space(config.space, base)
+    rng = random.Random(f"sample:{seed}")
+    found = {space.base: space.decode(space.base)}
+    for _ in range(count * 20):
+        if len(found) > count:
+            break
+        try:
+            genotype = space.mutate(space.base, rng, rng.randint(1, 4))
+            if genotype not in found:
+                found[genotype] = space.decode(genotype)
+        except Rejected:
+            continue
+    return list(found.values())

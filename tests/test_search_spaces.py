@@ -191,3 +191,15 @@ def test_crnas_and_spinenet_searches_end_to_end(tmp_path):
     strategy = make_strategy(load_search_config(SEARCHES / "crnas_resnet50.yaml")[0].strategy,
                              _space("crnas_resnet50")[1], 0)
     assert isinstance(strategy, CrnasTwoStepStrategy)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_latency_table_builder_samples_search_configs(name):
+    """`archspec latency build-table CONFIG.yaml` measures the kernels of the base and of valid
+    candidates near it."""
+    from archspec.cli.deploy_commands import _specs_from
+
+    specs = _specs_from((SEARCHES / f"{name}.yaml",))
+    _, space = _space(name)
+    assert specs[0] == space.decode(space.base)
+    assert len(specs) == 65 and len({archspec.fingerprint(s) for s in specs}) == 65

@@ -269,7 +269,13 @@ def _specs_from(paths: tuple[Path, ...]) -> list:
     return specs
 
 
-SPACE_SAMPLERS: dict[str, object] = {}
+def _sample_search(data: dict, source: str) -> list:
+    from search.space import sample_specs
+
+    return sample_specs(Path(source))
+
+
+SPACE_SAMPLERS: dict[str, object] = {"search": _sample_search}
 """Search-space document type -> fn(data, source) -> list of specs whose kernels to measure."""
 
 
