@@ -67,7 +67,8 @@ def loads(text: str, *, format: str = "yaml", source: str | None = None, base_di
 
 def _resolve_includes(data: dict, base_dir: Path, source: str | None) -> dict:
     """Replace file references in include fields by the validated specs they name (as data)."""
-    fields = INCLUDE_FIELDS.get(data.get("type"), ())
+    kind = data.get("type")
+    fields = INCLUDE_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
     if not any(isinstance(data.get(field), str) for field in fields):
         return data
     data = dict(data)
