@@ -147,7 +147,20 @@ class StagedBackbone(Spec):
 
     # -- resolution ------------------------------------------------------------------------
     def layers(self) -> list[Layer]:
-        """Every stem layer and block, resolved. Assumes list lengths were validated."""
+        """Every stem layer and block, resolved. Assumes list lengths were validated.
+
+        Validation, costs and scores all walk this list; a search asks for it several times
+        per candidate, so the last few results are kept, keyed by the (immutable) instance."""
+        cached = _LAYER_CACHE.get(id(self))
+        if cached is not None and cached[0] is self:
+            return list(cached[1])
+        layers = self._resolve_layers()
+        _LAYER_CACHE[id(self)] = (self, tuple(layers))
+        if len(_LAYER_CACHE) > _LAYER_CACHE_SIZE:
+            del _LAYER_CACHE[next(iter(_LAYER_CACHE))]
+        return layers
+
+    def _resolve_layers(self) -> list[Layer]:
         layers = resolve_stem(self.stem, self.in_channels)
         channels, level = layers[-1].out_channels, layers[-1].level_out
         for s, stage in enumerate(self.stages):
@@ -213,6 +226,12 @@ class StagedBackbone(Spec):
         if not names:
             issues.append(Issue("outputs", "the backbone has no outputs"))
         return issues
+
+
+_LAYER_CACHE: dict[int, tuple["StagedBackbone", tuple[Layer, ...]]] = {}
+"""id(spec) -> (spec, its layers). Holding the spec keeps its id from being reused while cached;
+a dict is not a `functools.lru_cache` because pydantic models hash and compare slowly."""
+_LAYER_CACHE_SIZE = 16
 
 
 def _output_order(name: str) -> tuple[int, str]:
