@@ -1,11 +1,19 @@
 """Budgets, checked in order of cost: parameters and FLOPs (analytic, microseconds), then
-latency (a table lookup, or a kernel measurement the first time a kernel is seen)."""
+latency (a table lookup, or a kernel measurement the first time a kernel is seen).
+
+The latency check is split in two so evaluation can run in worker processes: a worker derives
+the spec's kernel keys (`latency_kernels`, a pure function of the spec) and the run's parent
+process turns keys into a latency (`latency`), measuring missing kernels itself. The parent is
+then the only writer of OUT/latency.sqlite, and it measures in trial order, as a serial run does.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from compiler.fastcosts import fast_costs
+from compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
+from compiler.latency.kernels import kernels
 
 
 class BudgetChecker:
@@ -22,25 +30,17 @@ class BudgetChecker:
 
     def predictor(self):
         if self._predictor is None:
-            from compiler.latency import LatencyPredictor, LatencyTable
-
             table = LatencyTable(self.latency_table) if self.latency_table else LatencyTable()
-            self._predictor = LatencyPredictor(table, runtime=self.budgets.latency_runtime,
-                                               provider=self.budgets.latency_provider)
+            self._predictor = KeyPredictor(table, runtime=self.budgets.latency_runtime,
+                                           provider=self.budgets.latency_provider)
         return self._predictor
 
     def cheap_ok(self, spec) -> bool:
         """Whether the analytic budgets (params, FLOPs) hold: what strategies may pre-screen with."""
-        b = self.budgets
-        counts = fast_costs(spec, self.input_size)
-        for name, value in (("params", counts.params), ("flops", counts.flops)):
-            high, low = getattr(b, f"max_{name}"), getattr(b, f"min_{name}")
-            if (high is not None and value > high) or (low is not None and value < low):
-                return False
-        return True
+        return self.analytic(spec)[1] is None
 
-    def evaluate(self, spec) -> tuple[dict, str | None]:
-        """(metrics, None) when feasible, else (metrics so far, which budget broke and how)."""
+    def analytic(self, spec) -> tuple[dict, str | None]:
+        """(params/MACs/FLOPs metrics, the first params/FLOPs budget broken or None)."""
         b = self.budgets
         counts = fast_costs(spec, self.input_size)
         metrics = {"params": counts.params, "macs": counts.macs, "flops": counts.flops}
@@ -50,12 +50,43 @@ class BudgetChecker:
                 return metrics, f"max_{name}: {value:.4g} > {high:.4g}"
             if low is not None and value < low:
                 return metrics, f"min_{name}: {value:.4g} < {low:.4g}"
-        if b.max_latency_ms is not None:
-            predictor = self.predictor()
-            if predictor.missing(spec, self.latency_size):
-                predictor.measure_missing(spec, self.latency_size)
-            latency = predictor.predict(spec, self.latency_size)
-            metrics["latency_ms"] = latency
-            if latency > b.max_latency_ms:
-                return metrics, f"max_latency_ms: {latency:.3g} > {b.max_latency_ms:.3g}"
         return metrics, None
+
+    def latency_kernels(self, spec) -> tuple[str, ...] | None:
+        """The spec's latency kernel keys at the latency input size; None without a latency budget."""
+        if self.budgets.max_latency_ms is None:
+            return None
+        return tuple(kernels(spec, self.latency_size))
+
+    def latency(self, keys) -> float:
+        """Predicted latency (ms) of a spec from its kernel keys, measuring the kernels the table
+        lacks first (each is committed to the table as soon as it is measured)."""
+        predictor = self.predictor()
+        predictor.measure_keys(keys)
+        return predictor.predict_keys(keys)
+
+    def latency_broken(self, latency: float) -> str | None:
+        high = self.budgets.max_latency_ms
+        return f"max_latency_ms: {latency:.3g} > {high:.3g}" if high is not None and latency > high else None
+
+    def evaluate(self, spec) -> tuple[dict, str | None]:
+        """(metrics, None) when feasible, else (metrics so far, which budget broke and how)."""
+        metrics, broken = self.analytic(spec)
+        keys = self.latency_kernels(spec)
+        if broken or keys is None:
+            return metrics, broken
+        metrics["latency_ms"] = self.latency(keys)
+        return metrics, self.latency_broken(metrics["latency_ms"])
+
+
+class KeyPredictor(LatencyPredictor):
+    """A predictor that works from kernel keys, so the process holding the table never needs
+    the spec (evaluation workers send keys)."""
+
+    def predict_keys(self, keys) -> float:
+        # The same sum, in the same order, as LatencyPredictor.predict: equal to the last bit.
+        try:
+            return self.coefficients.constant + sum([self._adjusted[k] for k in keys])
+        except KeyError:
+            missing = [k for k in dict.fromkeys(keys) if k not in self._adjusted]
+            raise MissingKernelError(missing, self.context) from None

@@ -1,8 +1,24 @@
-"""The search run: propose -> decode (validate) -> budgets -> score -> store, with resume.
+"""The search run: propose -> evaluate (validate, budgets, score) -> judge -> store, with resume.
+
+The run proceeds in rounds: the strategy proposes a round of candidates, an executor evaluates
+them (in this process, or in a pool with ``--workers N``: search/executor.py), and the trials
+are judged, stored and fed back to the strategy in trial-id order. Completion order never
+matters, so a run's trials are the same for any number of workers.
+
+How big is a round? By default, as big as the strategy can propose without changing what a
+serial propose/feedback loop would propose (`proposes_ahead`): a whole DetNAS generation, a
+whole CR-NAS round, any number of random-walk candidates -- but one candidate for the two
+evolutions (MAE-DET's and aging), whose every proposal depends on the previous feedback. With
+``--batch N`` a round is N proposals whatever the strategy (the evolutions then draw N children
+from the same population before any joins it): results then depend on N, never on the workers.
 
 Resuming replays the stored trials through a fresh strategy (same seed): every proposal must
 equal the stored genotype, and the stored outcome is fed back instead of re-evaluating. The
-run then continues exactly as an uninterrupted one would.
+run then continues exactly as an uninterrupted one would. The store commits in batches
+(search/store.py), so a killed run may lose its last fraction of a second of trials; those
+are proposed and evaluated again, which gives the same trials since evaluation is a pure
+function of the genotype (the latency table commits each kernel as it is measured, so the
+re-evaluation reads the same kernel times).
 """
 
 from __future__ import annotations
@@ -10,17 +26,40 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import archspec
 from archspec.errors import SpecError
 from archspec.search_config import load_search_config
 from search.budgets import BudgetChecker
-from search.score import config_score
+from search.evaluators import Outcome
+from search.executor import Executor, make_executor
+from search.score import ScoreError
 from search.space import Rejected, make_space
 from search.store import Trial, TrialStore
-from search.strategies import make_strategy
+from search.strategies import (CrnasTwoStepStrategy, DetnasEvolutionStrategy, Proposal, RandomWalkStrategy,
+                               make_strategy)
+
+ROUND_LIMIT = 256
+"""Most proposals per round when the strategy sets the round (no --batch); it never changes results."""
+PROGRESS_SECONDS = 0.2
+"""Shortest time between progress-bar updates."""
+
+
+@dataclass
+class Timings:
+    """Where a run's time went, in seconds (benchmarks/search.py reports the shares)."""
+
+    propose: float = 0.0
+    """strategy.propose: mutations and the space's rules (DetNAS: its params/FLOPs pre-screen)."""
+    evaluate: float = 0.0
+    """Executor time: validate/decode, analytic costs and budgets, score, latency kernel keys."""
+    latency: float = 0.0
+    """Latency predictions from kernel keys, and measuring kernels the table lacks."""
+    outputs: float = 0.0
+    """trials.csv, pareto.csv/.png, best.yaml, report.txt."""
 
 
 @dataclass
@@ -30,57 +69,30 @@ class RunResult:
     feasible: int
     best_score: float | None
     best_spec: object | None
-
-
-class Evaluator:
-    """Turns a genotype into a stored trial. Plain functions of the spec do the work."""
-
-    def __init__(self, space, checker: BudgetChecker, score=None):
-        self.space = space
-        self.checker = checker
-        self.score = score or (lambda spec: config_score(spec, _MAEDET))
-        self.seen: dict[tuple, Trial] = {}
-
-    def __call__(self, trial_id: int, genotype, reason: str | None) -> Trial:
-        start = time.perf_counter()
-        if genotype is None:
-            return Trial(trial_id, None, None, "rejected", reason, {}, None, 0.0)
-        if genotype in self.seen:
-            first = self.seen[genotype]
-            return Trial(trial_id, genotype, first.fingerprint, "duplicate", f"same as trial {first.id}",
-                         first.metrics, first.score, 0.0)
-        try:
-            self.space.check(genotype)
-            spec = self.space.decode(genotype)
-        except Rejected as exc:
-            return Trial(trial_id, genotype, None, "rejected", str(exc), {}, None, time.perf_counter() - start)
-        metrics, broken = self.checker.evaluate(spec)
-        fingerprint = archspec.fingerprint(spec)
-        if broken:
-            trial = Trial(trial_id, genotype, fingerprint, "infeasible", broken, metrics, None,
-                          time.perf_counter() - start)
-        else:
-            score = self.score(spec)
-            trial = Trial(trial_id, genotype, fingerprint, "feasible", None, metrics | {"score": score}, score,
-                          time.perf_counter() - start)
-        self.seen[genotype] = trial
-        return trial
+    timings: Timings = field(default_factory=Timings)
 
 
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
-               max_trials: int | None = None, progress: bool = True) -> RunResult:
+               max_trials: int | None = None, progress: bool = True, workers: int = 1,
+               batch: int | None = None) -> RunResult:
     config, base = load_search_config(config_path)
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
+    if batch is not None and batch < 1:
+        raise ValueError(f"--batch must be at least 1, not {batch}")
     out = Path(out)
     db_path = out / "trials.sqlite"
     if db_path.exists() and not resume:
         raise ValueError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     store = TrialStore(db_path)
-    identity = json.dumps({"config": archspec.canonical_json(config), "seed": seed})
+    # --batch changes what is proposed, --workers never does: only the batch is part of the identity.
+    identity = json.dumps({"config": archspec.canonical_json(config), "seed": seed} |
+                          ({"batch": batch} if batch is not None else {}))
     if store.meta("identity") not in (None, identity):
-        raise ValueError(f"{out} holds a search with another config or seed; it cannot be resumed with this one")
+        store.close()
+        raise ValueError(f"{out} holds a search with another config or seed (or --batch); it cannot be resumed "
+                         f"with this one")
     store.set_meta("identity", identity)
     space = make_space(config.space, base)
     checker = BudgetChecker(config.budgets, out / "latency.sqlite")
@@ -92,62 +104,159 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
             return False
 
     strategy = make_strategy(config.strategy, space, seed, admit)
-    evaluator = Evaluator(space, checker, lambda spec: config_score(spec, config))
-    done = _replay(store.trials(), strategy, evaluator)
+    if workers > 1 and batch is None and type(strategy) not in AHEAD:
+        warnings.warn(f"the {config.strategy.type} strategy proposes from the previous candidate's feedback, so "
+                      f"--workers {workers} still evaluates one candidate at a time; --batch N evaluates N at once "
+                      f"(and changes the search: results depend on N)", stacklevel=2)
+    timings = Timings()
+    executor = make_executor(workers, config, base, space)
     try:
-        _loop(store, strategy, evaluator, len(done), total, progress)
+        run = _Run(store, strategy, executor, checker, timings, store.trials())
+        run.loop(total, batch, progress)
     finally:
-        trials = store.trials()
+        executor.close()
         store.close()
-    return write_outputs(out, trials, space)
+    start = time.perf_counter()
+    result = write_outputs(out, run.trials, space)
+    timings.outputs = time.perf_counter() - start
+    result.timings = timings
+    return result
 
 
-def _replay(trials: list[Trial], strategy, evaluator: Evaluator) -> list[Trial]:
-    for trial in trials:
+# -- rounds --------------------------------------------------------------------------------------
+AHEAD = {
+    RandomWalkStrategy: lambda s: True,
+    DetnasEvolutionStrategy: lambda s: bool(s.queue),
+    CrnasTwoStepStrategy: lambda s: bool(s.pending),
+}
+"""Strategy class -> whether its next proposal is independent of feedback still outstanding (the
+random walk ignores feedback; DetNAS pops its current generation; CR-NAS its current round).
+Strategies not listed need feedback after every proposal. (This belongs on the strategies as a
+method; it is kept here, next to its only user, until they grow one.)"""
+
+
+def proposes_ahead(strategy) -> bool:
+    check = AHEAD.get(type(strategy))
+    return check is not None and check(strategy)
+
+
+def propose_round(strategy, limit: int, batch: int | None) -> list[Proposal]:
+    """Up to `limit` proposals to evaluate together (see the module docstring)."""
+    proposals: list[Proposal] = []
+    while len(proposals) < limit and not strategy.done:
+        if proposals and batch is None and not proposes_ahead(strategy):
+            break
         proposal = strategy.propose()
-        if proposal.genotype != trial.genotype:
-            raise ValueError(f"trial {trial.id}: the stored genotype differs from the replayed proposal; "
-                             f"the store was written by another version or config")
-        if trial.status in ("feasible", "infeasible"):
-            evaluator.seen[trial.genotype] = trial
-        strategy.feedback(trial.genotype, trial.score)
-    return trials
+        if proposal.wait:
+            if not proposals:
+                raise RuntimeError(f"{type(strategy).__name__} waits for feedback, but none is outstanding")
+            break
+        proposals.append(proposal)
+    return proposals
 
 
-def _loop(store: TrialStore, strategy, evaluator: Evaluator, start: int, total: int, progress: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    counts = {"feasible": 0, "infeasible": 0, "rejected": 0, "duplicate": 0}
-    best = None
-    for trial in store.trials():
-        counts[trial.status] += 1
-        best = trial.score if trial.score is not None and (best is None or trial.score > best) else best
-    columns = [TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}")]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("search", total=total, completed=start, status="")
-        for trial_id in range(start, total):
-            if strategy.done:
-                break
-            proposal = strategy.propose()
-            trial = evaluator(trial_id, proposal.genotype, proposal.reason)
-            store.add(trial)
-            strategy.feedback(trial.genotype, trial.score)
-            counts[trial.status] += 1
-            if trial.score is not None and (best is None or trial.score > best):
-                best = trial.score
-            if trial_id % 20 == 0 or trial_id == total - 1:
-                shown = "-" if best is None else f"{best:.2f}"
-                bar.update(task, completed=trial_id + 1,
-                           status=f"best {shown}  feasible {counts['feasible']}  infeasible {counts['infeasible']}"
-                                  f"  rejected {counts['rejected']}  duplicates {counts['duplicate']}")
+def judge(trial_id: int, genotype, outcome: Outcome, checker: BudgetChecker, timings: Timings) -> Trial:
+    """The trial of an evaluated genotype: the latency budget is checked here, in the parent
+    process, which alone measures missing kernels into the latency table."""
+    if outcome.status != "passed":
+        return Trial(trial_id, genotype, outcome.fingerprint, outcome.status, outcome.reason, outcome.metrics, None,
+                     outcome.seconds)
+    metrics, seconds = outcome.metrics, outcome.seconds
+    if outcome.kernels is not None:
+        start = time.perf_counter()
+        latency = checker.latency(outcome.kernels)
+        elapsed = time.perf_counter() - start
+        timings.latency += elapsed
+        seconds += elapsed
+        metrics = metrics | {"latency_ms": latency}
+        broken = checker.latency_broken(latency)
+        if broken:
+            return Trial(trial_id, genotype, outcome.fingerprint, "infeasible", broken, metrics, None, seconds)
+    if outcome.score_error is not None:
+        raise ScoreError(outcome.score_error)
+    return Trial(trial_id, genotype, outcome.fingerprint, "feasible", None, metrics | {"score": outcome.score},
+                 outcome.score, seconds)
 
 
-class _MaedetOnly:
-    score = "maedet"
+class _Run:
+    """The state of one run between rounds: every trial so far, and what the progress bar shows."""
 
+    def __init__(self, store: TrialStore, strategy, executor: Executor, checker: BudgetChecker, timings: Timings,
+                 stored: list[Trial]):
+        self.store, self.strategy, self.executor, self.checker, self.timings = store, strategy, executor, checker, timings
+        self.stored = stored
+        self.trials: list[Trial] = []
+        self.seen: dict[tuple, Trial] = {}
+        self.counts = {"feasible": 0, "infeasible": 0, "rejected": 0, "duplicate": 0}
+        self.best: float | None = None
 
-_MAEDET = _MaedetOnly()
+    def loop(self, total: int, batch: int | None, progress: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = [TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[status]}")]
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("search", total=total, completed=0, status="")
+            shown = 0.0
+            while len(self.trials) < total:
+                start = time.perf_counter()
+                proposals = propose_round(self.strategy, min(batch or ROUND_LIMIT, total - len(self.trials)), batch)
+                self.timings.propose += time.perf_counter() - start
+                if not proposals:
+                    break
+                self.round(proposals)
+                if time.perf_counter() - shown >= PROGRESS_SECONDS:
+                    self.show(bar, task)
+                    shown = time.perf_counter()
+            self.show(bar, task)
+
+    def round(self, proposals: list[Proposal]) -> None:
+        first = len(self.trials)
+        jobs, queued = [], set()
+        for trial_id, proposal in enumerate(proposals, first):
+            genotype = proposal.genotype
+            if trial_id < len(self.stored):
+                if self.stored[trial_id].genotype != genotype:
+                    raise ValueError(f"trial {trial_id}: the stored genotype differs from the replayed proposal; "
+                                     f"the store was written by another version or config")
+            elif genotype is not None and genotype not in self.seen and genotype not in queued:
+                jobs.append((trial_id, genotype))
+                queued.add(genotype)
+        start = time.perf_counter()
+        outcomes = dict(zip((genotype for _, genotype in jobs), self.executor.evaluate(jobs)))
+        self.timings.evaluate += time.perf_counter() - start
+        for trial_id, proposal in enumerate(proposals, first):
+            trial = self.trial(trial_id, proposal, outcomes)
+            if trial.status in ("feasible", "infeasible"):
+                self.seen[trial.genotype] = trial
+            self.trials.append(trial)
+            self.counts[trial.status] += 1
+            if trial.score is not None and (self.best is None or trial.score > self.best):
+                self.best = trial.score
+            self.strategy.feedback(trial.genotype, trial.score)
+
+    def trial(self, trial_id: int, proposal: Proposal, outcomes: dict) -> Trial:
+        if trial_id < len(self.stored):
+            return self.stored[trial_id]
+        genotype = proposal.genotype
+        if genotype is None:
+            trial = Trial(trial_id, None, None, "rejected", proposal.reason, {}, None, 0.0)
+        elif genotype in self.seen:
+            first = self.seen[genotype]
+            trial = Trial(trial_id, genotype, first.fingerprint, "duplicate", f"same as trial {first.id}",
+                          first.metrics, first.score, 0.0)
+        else:
+            trial = judge(trial_id, genotype, outcomes[genotype], self.checker, self.timings)
+        # A slow trial (kernels measured) is committed at once; the rest in the store's batches.
+        self.store.add(trial, flush=trial.seconds >= self.store.flush_seconds)
+        return trial
+
+    def show(self, bar, task) -> None:
+        c = self.counts
+        best = "-" if self.best is None else f"{self.best:.2f}"
+        bar.update(task, completed=len(self.trials),
+                   status=f"best {best}  feasible {c['feasible']}  infeasible {c['infeasible']}  "
+                          f"rejected {c['rejected']}  duplicates {c['duplicate']}")
 
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:

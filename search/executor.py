@@ -1,0 +1,105 @@
+"""Executors: where evaluations run. The run loop hands one a round of jobs (trial id, genotype)
+and gets the outcomes back in job order; it never sees completion order, so results do not
+depend on which executor ran them (search/run.py feeds them back in trial-id order).
+
+* `SerialExecutor`: in this process (``--workers 1``).
+* `PoolExecutor`: a local process pool (``--workers N``). Each worker builds its evaluator once,
+  in the pool's initializer (space, budget checker, score caches warm up per worker), and a
+  round is split into one chunk per worker and a few more, so a round costs a handful of
+  messages, not one per candidate. Workers are spawned, not forked: the parent has threads
+  (the progress bar) and a SQLite connection open, neither of which survives a fork safely.
+
+A distributed engine (Ray, Dask, a job queue) plugs in as another `Executor`: start each remote
+worker with `init_worker(config, base)` (the config and base can travel as canonical JSON,
+`archspec.canonical_json`, and be re-validated there instead of pickled), send it jobs with
+`evaluate_jobs`, and return outcomes in job order. Whatever it is, it must not write the run's
+stores: trials and the latency table are written by the parent alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Protocol
+
+from search.evaluators import Evaluator, Outcome, make_evaluator
+from search.space import Genotype
+
+Job = tuple[int, Genotype]
+"""(trial id, genotype). The id is for evaluators that log or key work per trial; an outcome
+must not depend on it."""
+
+
+class Executor(Protocol):
+    workers: int
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """The outcomes of `jobs`, in the order of `jobs`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SerialExecutor:
+    """Evaluates in the calling process."""
+
+    workers = 1
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
+        return [self.evaluator.evaluate(genotype) for _, genotype in jobs]
+
+    def close(self) -> None:
+        pass
+
+
+class PoolExecutor:
+    """Evaluates in `workers` spawned processes, each with its own evaluator."""
+
+    CHUNKS_PER_WORKER = 2
+    """Chunks per worker and round: a little slack for uneven chunks, few messages."""
+
+    def __init__(self, workers: int, config, base):
+        if workers < 2:
+            raise ValueError(f"a pool needs at least 2 workers, not {workers}; use SerialExecutor")
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=init_worker, initargs=(config, base))
+
+    def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
+        if not jobs:
+            return []
+        size = -(-len(jobs) // (self.workers * self.CHUNKS_PER_WORKER))
+        chunks = [list(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+        return [outcome for chunk in self.pool.map(evaluate_jobs, chunks) for outcome in chunk]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(workers: int, config, base, space=None) -> Executor:
+    """`SerialExecutor` for one worker, `PoolExecutor` for more."""
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    if workers == 1:
+        return SerialExecutor(make_evaluator(config, base, space))
+    return PoolExecutor(workers, config, base)
+
+
+# -- the worker side ---------------------------------------------------------------------------
+_evaluator: Evaluator | None = None
+
+
+def init_worker(config, base) -> None:
+    """Build this process's evaluator (once per worker process)."""
+    global _evaluator
+    _evaluator = make_evaluator(config, base)
+
+
+def evaluate_jobs(jobs: Sequence[Job]) -> list[Outcome]:
+    if _evaluator is None:
+        raise RuntimeError("evaluate_jobs called in a process without init_worker")
+    return [_evaluator.evaluate(genotype) for _, genotype in jobs]
