@@ -14,13 +14,27 @@ import click
 @click.option("--resume", is_flag=True, help="Continue the search stored in --out.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--max-trials", type=int, default=None, help="Override the config's number of trials.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Evaluate candidates in this many processes. Never changes the results.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Propose this many candidates before any feedback (default: as many as the strategy can "
+                   "without changing its results; 1 for the evolutions). Changes the search: results depend on "
+                   "it. Lets --workers help the evolutions.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, quiet: bool) -> None:
+def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, workers: int,
+           batch: int | None, quiet: bool) -> None:
     """Run a search; every trial goes to OUT/trials.sqlite, results to best.yaml, trials.csv,
-    pareto.csv, pareto.png and report.txt. Kill it any time and rerun with --resume."""
+    pareto.csv, pareto.png and report.txt. Kill it any time and rerun with --resume (with the
+    same --batch; --workers may change)."""
+    import warnings
+
     from search.run import run_search
 
-    result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet)
+    with warnings.catch_warnings():
+        # A run's warnings (e.g. --workers that cannot help) as one line, not with a source line.
+        warnings.showwarning = lambda message, *_, **__: click.echo(f"warning: {message}", err=True)
+        result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet,
+                            workers=workers, batch=batch)
     click.echo((out / "report.txt").read_text(), nl=False)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
