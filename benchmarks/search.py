@@ -1,20 +1,38 @@
 """Search throughput: MAE-DET's paper-scale evolution on a 2-core CPU.
 
-    python benchmarks/search.py [--trials 100000] [--population 256]
+    python benchmarks/search.py [--trials 100000] [--population 256] [--workers 1] [--batch N]
+                                [--latency-table PATH | --no-latency] [--profile FILE]
 
-Runs examples/search/maedet_r50_budget.yaml's space and strategy (population 256, FLOPs budget of
-ResNet-50 at 480x480, layers budget 91, analytic multi-scale entropy score) for `--trials`
-iterations without the latency budget (the latency predictor is benchmarked in
-benchmarks/latency_predictor.py), and prints candidates per second, where the time goes
-(evaluation = analytic costs + budgets + score; the rest = propose/mutate, validation and the
-trial store), and the wall time. Then it measures the score's two forms on a few dozen
-candidates and prints their rank correlation.
+Runs examples/search/maedet_r50_budget.yaml as it is: its space and strategy (population 256,
+2 mutations per child), FLOPs budget of ResNet-50 at 480x480, layers budget 91, the latency
+budget (120 ms at 224x224 through the kernel-table predictor) and the analytic multi-scale
+entropy score, for `--trials` iterations. It prints candidates per second and where the time
+went, from the run's own accounting (`RunResult.timings`):
+
+* strategy: `propose` -- mutation and the space's rules;
+* evaluation: the executor -- validate/decode, analytic costs, params/FLOPs budgets, score,
+  latency kernel keys (with --workers N, the parent's wait for the pool);
+* latency: predictions from kernel keys, and kernels measured because the table lacked them;
+* overhead: everything else between calling `run_search` and its return -- the run loop,
+  duplicate checks, strategy feedback, the trial store, the progress bar, loading the config,
+  writing trials.csv, pareto.csv/.png, best.yaml and report.txt.
+
+Kernel measurement: a fresh table lacks every kernel, and measuring one on ONNX Runtime takes a
+few hundred ms (a paper-scale run meets tens of thousands), so without --latency-table the run
+measures kernels with a stand-in (a made-up latency from the key's sizes, microseconds) and says
+how many it measured; every key derivation, lookup, prediction and table write is real. With --latency-table (a table built by `archspec latency build-table`,
+copied into the run directory first) kernels the table lacks are measured for real.
+
+Then it measures the score's two forms on a few dozen candidates and prints their rank
+correlation.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -25,49 +43,83 @@ ROOT = Path(__file__).resolve().parent.parent
 # `search` package: look in the project root instead.
 sys.path[0] = str(ROOT)
 
-import search.run as run_module  # noqa: E402
-from archspec.search_config import load_search_config
-from search.run import run_search
-from search.score import maedet_forward_score, maedet_score
-from search.space import MaedetSearchSpace, Rejected
+import compiler.latency.predictor as predictor_module  # noqa: E402
+from archspec.search_config import load_search_config  # noqa: E402
+from search.run import run_search  # noqa: E402
+from search.score import maedet_forward_score, maedet_score  # noqa: E402
+from search.space import MaedetSearchSpace, Rejected  # noqa: E402
+
+def stand_in_measure(counter: list):
+    """A `measure_kernel` replacement: a made-up latency from the kernel key's sizes, computed
+    in microseconds (no graph, no runtime). Its values mean nothing; the predictor's lookups,
+    sums and table writes around it are the real ones."""
+    import json
+
+    from compiler.runtime import LatencyStats
+
+    def measure(key, context, **_):
+        data = json.loads(key)
+        height, width = data.get("hw", (1, 1))
+        work = data.get("in", 1) * data.get("out", data.get("classes", 1)) * height * width
+        ms = 0.01 + work / 1e8 / data.get("stride", 1) ** 2
+        counter[0] += 1
+        stats = LatencyStats(ms, ms, ms, ms, 0.0, context.runtime, context.provider, context.threads, 1, 0)
+        return stats, {"params": 0, "macs": work}
+
+    return measure
 
 
-def timed_evaluator(totals: dict):
-    original = run_module.Evaluator.__call__
-
-    def wrapped(self, *args):
-        start = time.perf_counter()
-        try:
-            return original(self, *args)
-        finally:
-            totals["evaluate"] += time.perf_counter() - start
-
-    return original, wrapped
-
-
-def paper_scale(trials: int, population: int) -> None:
-    config_text = (ROOT / "examples/search/maedet_r50_budget.yaml").read_text()
+def paper_scale(args) -> None:
+    text = (ROOT / "examples/search/maedet_r50_budget.yaml").read_text()
+    text = text.replace("base: maedet_r50_base.yaml", f"base: {ROOT}/examples/search/maedet_r50_base.yaml")
+    text = text.replace("population: 256", f"population: {args.population}")
+    if args.no_latency:
+        text = text.replace("  max_latency_ms: 120\n", "")
+    measured = [0]
+    original = predictor_module.measure_kernel
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "search.yaml"
-        config.write_text(config_text.replace("base: maedet_r50_base.yaml", f"base: {ROOT}/examples/search/maedet_r50_base.yaml")
-                          .replace("  max_latency_ms: 120\n", "").replace("population: 256", f"population: {population}"))
-        totals = {"evaluate": 0.0}
-        original, wrapped = timed_evaluator(totals)
-        run_module.Evaluator.__call__ = wrapped
+        config, out = Path(tmp) / "search.yaml", Path(tmp) / "run"
+        config.write_text(text)
+        if args.latency_table:
+            out.mkdir()
+            shutil.copy(args.latency_table, out / "latency.sqlite")
+        else:
+            predictor_module.measure_kernel = stand_in_measure(measured)
+        profile = cProfile.Profile() if args.profile else None
         try:
             start = time.perf_counter()
-            result = run_search(config, Path(tmp) / "run", max_trials=trials, progress=False)
+            if profile:
+                profile.enable()
+            result = run_search(config, out, max_trials=args.trials, progress=False, workers=args.workers,
+                                batch=args.batch)
+            if profile:
+                profile.disable()
             wall = time.perf_counter() - start
         finally:
-            run_module.Evaluator.__call__ = original
-        report = (Path(tmp) / "run" / "report.txt").read_text()
-    print(f"MAE-DET evolution, population {population}, {trials:,} trials at 480x480 (no latency budget):")
-    print(f"  wall time {wall:.1f} s, {trials / wall:,.0f} candidates/s")
-    print(f"  evaluation (validate+decode, analytic costs, budgets, score): {totals['evaluate']:.1f} s "
-          f"({totals['evaluate'] / wall:.1%}); outside evaluation (propose/mutate, store, outputs): "
-          f"{wall - totals['evaluate']:.1f} s ({1 - totals['evaluate'] / wall:.1%})")
+            predictor_module.measure_kernel = original
+        if profile:
+            profile.dump_stats(args.profile)
+        report = (out / "report.txt").read_text()
+    t = result.timings
+    overhead = wall - t.propose - t.evaluate - t.latency
+    if args.no_latency:
+        latency = "no latency budget"
+    elif args.latency_table:
+        latency = "latency budget 120 ms at 224x224, measured table"
+    else:
+        latency = f"latency budget 120 ms at 224x224, {measured[0]:,} kernels measured by the stand-in"
+    batch = f", batch {args.batch}" if args.batch else ""
+    print(f"MAE-DET evolution, population {args.population}, {result.trials:,} trials at 480x480 ({latency}), "
+          f"workers {args.workers}{batch}:")
+    print(f"  wall time {wall:.1f} s, {result.trials / wall:,.0f} candidates/s")
+    rows = [("strategy (propose: mutation, the space's rules)", t.propose),
+            ("evaluation (validate/decode, costs, params/FLOPs budgets, score, kernel keys)", t.evaluate),
+            ("latency (predictor lookups, kernel measurements)", t.latency),
+            ("overhead (run loop, store, progress, config, outputs)", overhead),
+            ("  of which outputs (trials.csv, pareto.csv/.png, best.yaml)", t.outputs)]
+    for name, seconds in rows:
+        print(f"  {name:<82} {seconds:7.2f} s  {seconds / wall:6.1%}")
     print("  " + report.replace("\n", "\n  ").rstrip())
-    print(f"  best score {result.best_score:.2f}")
 
 
 def rank_agreement(count: int) -> None:
@@ -101,10 +153,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=100_000)
     parser.add_argument("--population", type=int, default=256)
-    parser.add_argument("--candidates", type=int, default=36)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=None, help="proposals per round (changes the search)")
+    latency = parser.add_mutually_exclusive_group()
+    latency.add_argument("--latency-table", type=Path, help="a latency table to start from (copied)")
+    latency.add_argument("--no-latency", action="store_true", help="drop the latency budget")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the run to this file")
+    parser.add_argument("--candidates", type=int, default=36, help="candidates for the score-form comparison "
+                                                                   "(0: skip it)")
     args = parser.parse_args()
-    paper_scale(args.trials, args.population)
-    rank_agreement(args.candidates)
+    paper_scale(args)
+    if args.candidates > 1:
+        rank_agreement(args.candidates)
 
 
 if __name__ == "__main__":

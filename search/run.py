@@ -201,17 +201,49 @@ class _Run:
             while len(self.trials) < total:
                 start = time.perf_counter()
                 proposals = propose_round(self.strategy, min(batch or ROUND_LIMIT, total - len(self.trials)), batch)
-                self.timings.propose += time.perf_counter() - start
+                now = time.perf_counter()
+                self.timings.propose += now - start
                 if not proposals:
                     break
                 self.round(proposals)
-                if time.perf_counter() - shown >= PROGRESS_SECONDS:
+                if now - shown >= PROGRESS_SECONDS:  # a bar update costs more than a candidate
                     self.show(bar, task)
-                    shown = time.perf_counter()
+                    shown = now
             self.show(bar, task)
 
     def round(self, proposals: list[Proposal]) -> None:
+        """Evaluate a round, then judge, store and feed back its trials in trial-id order.
+        (The hot loop of a paper-scale run: one pass, locals, no per-trial helper calls.)"""
         first = len(self.trials)
+        outcomes = self.evaluate(proposals, first)
+        stored, seen, counts, store, feedback = self.stored, self.seen, self.counts, self.store, self.strategy.feedback
+        for trial_id, proposal in enumerate(proposals, first):
+            genotype = proposal.genotype
+            if trial_id < len(stored):
+                trial = stored[trial_id]
+            else:
+                if genotype is None:
+                    trial = Trial(trial_id, None, None, "rejected", proposal.reason, {}, None, 0.0)
+                elif genotype in seen:
+                    twin = seen[genotype]
+                    trial = Trial(trial_id, genotype, twin.fingerprint, "duplicate", f"same as trial {twin.id}",
+                                  twin.metrics, twin.score, 0.0)
+                else:
+                    trial = judge(trial_id, genotype, outcomes[genotype], self.checker, self.timings)
+                # A slow trial (kernels measured) is committed at once; the rest in the store's batches.
+                store.add(trial, flush=trial.seconds >= store.flush_seconds)
+            status, score = trial.status, trial.score
+            if status == "feasible" or status == "infeasible":
+                seen[genotype] = trial
+            self.trials.append(trial)
+            counts[status] += 1
+            if score is not None and (self.best is None or score > self.best):
+                self.best = score
+            feedback(genotype, score)
+
+    def evaluate(self, proposals: list[Proposal], first: int) -> dict:
+        """Genotype -> outcome for the round's proposals that need evaluating: not stored (a
+        stored trial must match its replayed proposal), not seen, each genotype once."""
         jobs, queued = [], set()
         for trial_id, proposal in enumerate(proposals, first):
             genotype = proposal.genotype
@@ -222,34 +254,12 @@ class _Run:
             elif genotype is not None and genotype not in self.seen and genotype not in queued:
                 jobs.append((trial_id, genotype))
                 queued.add(genotype)
+        if not jobs:
+            return {}
         start = time.perf_counter()
-        outcomes = dict(zip((genotype for _, genotype in jobs), self.executor.evaluate(jobs)))
+        outcomes = self.executor.evaluate(jobs)
         self.timings.evaluate += time.perf_counter() - start
-        for trial_id, proposal in enumerate(proposals, first):
-            trial = self.trial(trial_id, proposal, outcomes)
-            if trial.status in ("feasible", "infeasible"):
-                self.seen[trial.genotype] = trial
-            self.trials.append(trial)
-            self.counts[trial.status] += 1
-            if trial.score is not None and (self.best is None or trial.score > self.best):
-                self.best = trial.score
-            self.strategy.feedback(trial.genotype, trial.score)
-
-    def trial(self, trial_id: int, proposal: Proposal, outcomes: dict) -> Trial:
-        if trial_id < len(self.stored):
-            return self.stored[trial_id]
-        genotype = proposal.genotype
-        if genotype is None:
-            trial = Trial(trial_id, None, None, "rejected", proposal.reason, {}, None, 0.0)
-        elif genotype in self.seen:
-            first = self.seen[genotype]
-            trial = Trial(trial_id, genotype, first.fingerprint, "duplicate", f"same as trial {first.id}",
-                          first.metrics, first.score, 0.0)
-        else:
-            trial = judge(trial_id, genotype, outcomes[genotype], self.checker, self.timings)
-        # A slow trial (kernels measured) is committed at once; the rest in the store's batches.
-        self.store.add(trial, flush=trial.seconds >= self.store.flush_seconds)
-        return trial
+        return {genotype: outcome for (_, genotype), outcome in zip(jobs, outcomes)}
 
     def show(self, bar, task) -> None:
         c = self.counts
@@ -275,10 +285,9 @@ def write_outputs(out: Path, trials: list[Trial], space) -> RunResult:
     with open(out / "trials.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "status", "reason", "fingerprint", "genotype", *metric_names, "seconds"])
-        for t in trials:
-            writer.writerow([t.id, t.status, t.reason or "", t.fingerprint or "",
-                             " ".join(map(str, t.genotype or ())), *[t.metrics.get(m, "") for m in metric_names],
-                             f"{t.seconds:.6f}"])
+        writer.writerows((t.id, t.status, t.reason or "", t.fingerprint or "",
+                          " ".join(map(str, t.genotype)) if t.genotype else "",
+                          *[t.metrics.get(m, "") for m in metric_names], f"{t.seconds:.6f}") for t in trials)
     front = pareto_front(trials)
     with open(out / "pareto.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -308,21 +317,22 @@ def write_outputs(out: Path, trials: list[Trial], space) -> RunResult:
 
 
 def _plot(path: Path, feasible: list[Trial], front: list[Trial]) -> None:
-    import matplotlib
+    # The Figure API, not pyplot (no global figure state), and markers drawn as one line
+    # artist, not a scatter collection: four times faster for a paper-scale run's 70,000 points.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([t.metrics["flops"] / 1e9 for t in feasible], [t.score for t in feasible], s=6, alpha=0.4,
-               label="feasible")
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([t.metrics["flops"] / 1e9 for t in feasible], [t.score for t in feasible], ".", markersize=2.5,
+            alpha=0.4, label="feasible")
     ax.plot([t.metrics["flops"] / 1e9 for t in front], [t.score for t in front], "r.-", label="Pareto front")
     ax.set_xlabel("GFLOPs (2 x MACs)")
     ax.set_ylabel("MAE-DET score")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 __all__ = ["RunResult", "run_search", "pareto_front", "SpecError"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,8 +30,10 @@ CREATE TABLE IF NOT EXISTS trials (
 """
 
 
-@dataclass(frozen=True)
-class Trial:
+class Trial(NamedTuple):
+    """One trial as stored. A named tuple, not a dataclass: a paper-scale run makes 100,000 of
+    them in its loop, and a tuple is built in a third of the time."""
+
     id: int
     genotype: tuple[int, ...] | None
     fingerprint: str | None
@@ -67,7 +69,7 @@ class TrialStore:
 
     def add(self, trial: Trial, *, flush: bool = False) -> None:
         """Queue a trial; commit the queue when it is old or long enough, or when `flush`."""
-        genotype = "[" + ",".join(map(str, trial.genotype)) + "]" if trial.genotype else None
+        genotype = str(list(trial.genotype)) if trial.genotype else None  # = json.dumps for a list of ints
         if not self._pending:
             self._oldest = time.monotonic()
         self._pending.append((trial.id, genotype, trial.fingerprint, trial.status, trial.reason,
