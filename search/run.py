@@ -74,7 +74,11 @@ class RunResult:
 
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
                max_trials: int | None = None, progress: bool = True, workers: int = 1,
-               batch: int | None = None) -> RunResult:
+               batch: int | None = None, executor: Executor | None = None) -> RunResult:
+    """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
+    executor (never the results); `batch` sets the proposals per round (see the module
+    docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
+    one); the caller closes it."""
     config, base = load_search_config(config_path)
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
@@ -104,17 +108,20 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
             return False
 
     strategy = make_strategy(config.strategy, space, seed, admit)
+    workers = executor.workers if executor is not None else workers
     if workers > 1 and batch is None and type(strategy) not in AHEAD:
         warnings.warn(f"the {config.strategy.type} strategy proposes from the previous candidate's feedback, so "
                       f"--workers {workers} still evaluates one candidate at a time; --batch N evaluates N at once "
                       f"(and changes the search: results depend on N)", stacklevel=2)
     timings = Timings()
-    executor = make_executor(workers, config, base, space)
+    owned = executor is None
+    executor = make_executor(workers, config, base, space) if owned else executor
     try:
         run = _Run(store, strategy, executor, checker, timings, store.trials())
         run.loop(total, batch, progress)
     finally:
-        executor.close()
+        if owned:
+            executor.close()
         store.close()
     start = time.perf_counter()
     result = write_outputs(out, run.trials, space)
@@ -140,8 +147,9 @@ def proposes_ahead(strategy) -> bool:
     return check is not None and check(strategy)
 
 
-def propose_round(strategy, limit: int, batch: int | None) -> list[Proposal]:
-    """Up to `limit` proposals to evaluate together (see the module docstring)."""
+def propose_round(strategy, remaining: int, batch: int | None) -> list[Proposal]:
+    """The proposals to evaluate together next, at most `remaining` (see the module docstring)."""
+    limit = min(remaining, batch or ROUND_LIMIT)
     proposals: list[Proposal] = []
     while len(proposals) < limit and not strategy.done:
         if proposals and batch is None and not proposes_ahead(strategy):
@@ -200,7 +208,7 @@ class _Run:
             shown = 0.0
             while len(self.trials) < total:
                 start = time.perf_counter()
-                proposals = propose_round(self.strategy, min(batch or ROUND_LIMIT, total - len(self.trials)), batch)
+                proposals = propose_round(self.strategy, total - len(self.trials), batch)
                 now = time.perf_counter()
                 self.timings.propose += now - start
                 if not proposals:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
 import random
 import signal
@@ -18,6 +20,7 @@ import compiler
 from archspec.search_config import MaedetSpace, load_search_config
 from compiler.fastcosts import fast_costs
 from search.run import run_search
+from search.store import TrialStore
 from search.score import maedet_forward_score, maedet_score
 from search.space import MaedetSearchSpace, Rejected
 from tests.conftest import ROOT, ZOO
@@ -174,10 +177,15 @@ def test_same_seed_same_result_and_other_seed_differs(tmp_path):
     assert (tmp_path / "a" / "best.yaml").read_text() == (tmp_path / "b" / "best.yaml").read_text()
 
 
-def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--workers", "2", "--batch", "16"]], ids=["serial", "pool"])
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, options):
+    # The store commits in batches, so the kill usually loses a tail of finished trials, which
+    # the resumed run evaluates again; the result must not show it.
     config = write_config(tmp_path, trials=4000)
-    run_search(config, tmp_path / "whole", progress=False)
-    command = [sys.executable, "-m", "archspec.cli", "search", str(config), "--out", str(tmp_path / "killed"), "--quiet"]
+    batch = int(options[options.index("--batch") + 1]) if "--batch" in options else None
+    run_search(config, tmp_path / "whole", progress=False, batch=batch)
+    command = [sys.executable, "-m", "archspec.cli", "search", str(config), "--out", str(tmp_path / "killed"), "--quiet",
+               *options]
     process = subprocess.Popen(command, cwd=ROOT)
     db = tmp_path / "killed" / "trials.sqlite"
     deadline = time.time() + 60
@@ -212,7 +220,6 @@ def test_resume_refuses_another_seed(tmp_path):
 def test_score_command_prints_json():
     result = subprocess.run([sys.executable, "-m", "archspec.cli", "score", str(ROOT / "examples/backbones/maedet_s.yaml"),
                              "--json"], capture_output=True, text=True, cwd=ROOT, check=True)
-    import json
 
     info = json.loads(result.stdout)
     assert info["score"] == pytest.approx(1731.907, abs=1e-3) and set(info["levels"]) >= {"C3", "C4", "C5"}
@@ -284,3 +291,150 @@ def test_other_strategies_are_deterministic_and_respect_budgets(tmp_path, strate
     assert rows(tmp_path / "a" / "trials.csv") == rows(tmp_path / "b" / "trials.csv")
     assert first.feasible > 0
     assert compiler.costs(archspec.load(tmp_path / "a" / "best.yaml"), 480).flops <= 37.6e9
+
+
+# -- run infrastructure: executors, workers, batches, batched commits -------------------------------
+def test_two_workers_give_the_same_trials_and_best_as_one(tmp_path):
+    config = write_config(tmp_path, trials=240)
+    for batch in (None, 16):
+        one = run_search(config, tmp_path / f"one{batch}", progress=False, batch=batch)
+        if batch is None:  # the evolution needs feedback after every candidate: the pool cannot help
+            with pytest.warns(UserWarning, match="--batch N evaluates N at once"):
+                two = run_search(config, tmp_path / f"two{batch}", progress=False, workers=2)
+        else:
+            two = run_search(config, tmp_path / f"two{batch}", progress=False, workers=2, batch=batch)
+        assert rows(tmp_path / f"one{batch}" / "trials.csv") == rows(tmp_path / f"two{batch}" / "trials.csv")
+        assert (tmp_path / f"one{batch}" / "best.yaml").read_text() == (tmp_path / f"two{batch}" / "best.yaml").read_text()
+        assert one.best_score == two.best_score
+    # --batch changes the search (children drawn from the same population), --workers never does
+    assert rows(tmp_path / "oneNone" / "trials.csv") != rows(tmp_path / "one16" / "trials.csv")
+
+
+def fake_kernel_measurement(calls):
+    """A deterministic stand-in for measuring a kernel on ONNX Runtime (seconds, and noisy)."""
+    from compiler.runtime import LatencyStats
+
+    def measure(key, context, **_):
+        calls.append(key)
+        data = json.loads(key)
+        ms = data["in"] * data["out"] / 1e6  # the base: 3.4 ms
+        return LatencyStats(ms, ms, ms, ms, 0.0, context.runtime, context.provider, context.threads, 1, 0), {}
+
+    return measure
+
+
+def test_workers_leave_the_latency_table_to_the_parent(tmp_path, monkeypatch):
+    # Kernels are measured in the parent only (the stand-in is patched there alone: a worker
+    # measuring would run ONNX Runtime and give other numbers), once each, in trial order.
+    import compiler.latency.predictor as predictor
+
+    calls = []
+    monkeypatch.setattr(predictor, "measure_kernel", fake_kernel_measurement(calls))
+    config = write_config(tmp_path, trials=150, max_latency_ms=3.6, latency_input_size=64)
+    run_search(config, tmp_path / "one", progress=False, batch=8)
+    serial_calls = list(calls)
+    run_search(config, tmp_path / "two", progress=False, batch=8, workers=2)
+    assert calls[len(serial_calls):] == serial_calls and len(set(serial_calls)) == len(serial_calls)
+    assert rows(tmp_path / "one" / "trials.csv") == rows(tmp_path / "two" / "trials.csv")
+    with open(tmp_path / "two" / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert any(t["reason"].startswith("max_latency_ms") for t in trials)
+    assert all(float(t["latency_ms"]) <= 3.6 for t in trials if t["status"] == "feasible")
+    table = sqlite3.connect(tmp_path / "two" / "latency.sqlite")
+    assert table.execute("SELECT COUNT(*) FROM kernels").fetchone()[0] == len(serial_calls)
+
+
+def test_a_lost_uncommitted_tail_is_evaluated_again_to_the_same_trials(tmp_path):
+    # What a kill between two commits leaves: the last trials missing from the store.
+    config = write_config(tmp_path, trials=300)
+    run_search(config, tmp_path / "whole", progress=False)
+    run_search(config, tmp_path / "cut", progress=False)
+    db = sqlite3.connect(tmp_path / "cut" / "trials.sqlite")
+    with db:
+        db.execute("DELETE FROM trials WHERE id >= 180")
+    db.close()
+    (tmp_path / "cut" / "trials.csv").unlink()
+    run_search(config, tmp_path / "cut", resume=True, progress=False)
+    assert rows(tmp_path / "cut" / "trials.csv") == rows(tmp_path / "whole" / "trials.csv")
+
+
+def test_the_store_commits_in_batches_and_on_close(tmp_path):
+    from search.store import Trial
+
+    store = TrialStore(tmp_path / "t.sqlite", flush_seconds=3600, flush_size=3)
+    reader = sqlite3.connect(tmp_path / "t.sqlite")
+    count = lambda: reader.execute("SELECT COUNT(*) FROM trials").fetchone()[0]  # noqa: E731
+    trial = Trial(0, (1, 2), "f", "feasible", None, {"params": 1, "score": 2.5}, 2.5, 0.1)
+    store.add(trial)
+    store.add(trial._replace(id=1))
+    assert count() == 0  # queued, not committed: a kill now loses them
+    store.add(trial._replace(id=2))
+    assert count() == 3
+    store.add(trial._replace(id=3), flush=True)
+    store.add(trial._replace(id=4))
+    store.close()
+    assert count() == 5
+    assert TrialStore(tmp_path / "t.sqlite").trials()[4] == trial._replace(id=4)
+
+
+class ReversedExecutor:
+    """Evaluates a round's jobs last to first (as a pool whose later jobs finish first would)
+    and returns them in job order, as the Executor protocol asks."""
+
+    workers = 1
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.rounds = []
+
+    def evaluate(self, jobs):
+        self.rounds.append([trial_id for trial_id, _ in jobs])
+        return list(reversed(self.inner.evaluate(list(reversed(jobs)))))
+
+    def close(self):
+        pass
+
+
+def test_the_executor_interface_with_the_serial_executor(tmp_path):
+    from search.evaluators import make_evaluator
+    from search.executor import SerialExecutor
+
+    config_path = write_config(tmp_path, trials=120)
+    config, base = load_search_config(config_path)
+    evaluator = make_evaluator(config, base)
+    space = MaedetSearchSpace(config.space, base)
+    rng = random.Random(0)
+    genotypes = [space.base, (0,) * 21] + [space.mutate(space.base, rng, 3) for _ in range(5)]
+    executor = SerialExecutor(evaluator)
+    outcomes = executor.evaluate(list(enumerate(genotypes)))
+    assert [o.status for o in outcomes[:2]] == ["passed", "rejected"] and "not a choice" in outcomes[1].reason
+    untimed = lambda outcome: dataclasses.replace(outcome, seconds=0.0)  # noqa: E731
+    assert [untimed(o) for o in outcomes] == [untimed(evaluator.evaluate(g)) for g in genotypes]  # in job order
+    assert [o.fingerprint for o in outcomes[2:]] == [archspec.fingerprint(space.decode(g)) for g in genotypes[2:]]
+    executor.close()
+    # any Executor plugs into the run; completion order does not matter
+    run_search(config_path, tmp_path / "serial", progress=False, batch=10)
+    reversed_executor = ReversedExecutor(SerialExecutor(evaluator))
+    run_search(config_path, tmp_path / "reversed", progress=False, batch=10, executor=reversed_executor)
+    assert rows(tmp_path / "serial" / "trials.csv") == rows(tmp_path / "reversed" / "trials.csv")
+    assert max(len(r) for r in reversed_executor.rounds) > 1
+
+
+def test_rounds_keep_the_serial_proposals_of_each_strategy():
+    # Without --batch a round never outgrows what the strategy proposes without feedback.
+    from search.run import propose_round
+    from search.strategies import MaedetEvolutionStrategy, RandomWalkStrategy
+
+    config, base = load_search_config(ROOT / "examples/search/maedet_r50_budget.yaml")
+    space = MaedetSearchSpace(config.space, base)
+    evolution = MaedetEvolutionStrategy(space, 0)
+    assert len(propose_round(evolution, 50, None)) == 1 and len(propose_round(evolution, 50, 7)) == 7
+    assert len(propose_round(RandomWalkStrategy(space, 0), 50, None)) == 50  # the walk ignores feedback
+    assert len(propose_round(RandomWalkStrategy(space, 0), 5000, None)) == 256  # rounds are capped
+    detnas_config, detnas_base = load_search_config(ROOT / "examples/search/detnas_300m.yaml")
+    from search.space import DetnasSearchSpace
+    from search.strategies import make_strategy
+
+    detnas = make_strategy(detnas_config.strategy, DetnasSearchSpace(detnas_config.space, detnas_base), 0)
+    generation = propose_round(detnas, 5000, None)  # a whole generation, then it waits for feedback
+    assert len(generation) == detnas_config.strategy.population and not detnas.queue
