@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
 from search.evaluators import Evaluator, Outcome, make_evaluator
@@ -74,10 +75,17 @@ class PoolExecutor:
             return []
         size = -(-len(jobs) // (self.workers * self.CHUNKS_PER_WORKER))
         chunks = [list(jobs[i:i + size]) for i in range(0, len(jobs), size)]
-        return [outcome for chunk in self.pool.map(evaluate_jobs, chunks) for outcome in chunk]
+        try:
+            return [outcome for chunk in self.pool.map(evaluate_jobs, chunks) for outcome in chunk]
+        except BrokenProcessPool as exc:
+            raise RuntimeError(f"an evaluation worker process died ({exc}) -- if a script started this search, "
+                               f"it must do so under `if __name__ == '__main__':`, since spawned workers import "
+                               f"the script") from exc
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Idle workers take ~0.5 s to exit (interpreter teardown); let them, while the run writes
+        # its outputs. Python joins them at exit.
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def make_executor(workers: int, config, base, space=None) -> Executor:
