@@ -1,7 +1,7 @@
 """Search throughput: MAE-DET's paper-scale evolution on a 2-core CPU.
 
     python benchmarks/search.py [--trials 100000] [--population 256] [--workers 1] [--batch N]
-                                [--latency-table PATH | --no-latency] [--profile FILE]
+                                [--latency-table PATH | --no-latency] [--profile FILE] [--out DIR]
 
 Runs examples/search/maedet_r50_budget.yaml as it is: its space and strategy (population 256,
 2 mutations per child), FLOPs budget of ResNet-50 at 480x480, layers budget 91, the latency
@@ -11,7 +11,8 @@ went, from the run's own accounting (`RunResult.timings`):
 
 * strategy: `propose` -- mutation and the space's rules;
 * evaluation: the executor -- validate/decode, analytic costs, params/FLOPs budgets, score,
-  latency kernel keys (with --workers N, the parent's wait for the pool);
+  latency kernel keys and the spec's fingerprint (with --workers N, the parent's wait for the
+  pool, including the workers' start);
 * latency: predictions from kernel keys, and kernels measured because the table lacked them;
 * overhead: everything else between calling `run_search` and its return -- the run loop,
   duplicate checks, strategy feedback, the trial store, the progress bar, loading the config,
@@ -78,10 +79,10 @@ def paper_scale(args) -> None:
     measured = [0]
     original = predictor_module.measure_kernel
     with tempfile.TemporaryDirectory() as tmp:
-        config, out = Path(tmp) / "search.yaml", Path(tmp) / "run"
+        config, out = Path(tmp) / "search.yaml", args.out or Path(tmp) / "run"
         config.write_text(text)
         if args.latency_table:
-            out.mkdir()
+            out.mkdir(parents=True)
             shutil.copy(args.latency_table, out / "latency.sqlite")
         else:
             predictor_module.measure_kernel = stand_in_measure(measured)
@@ -113,12 +114,12 @@ def paper_scale(args) -> None:
           f"workers {args.workers}{batch}:")
     print(f"  wall time {wall:.1f} s, {result.trials / wall:,.0f} candidates/s")
     rows = [("strategy (propose: mutation, the space's rules)", t.propose),
-            ("evaluation (validate/decode, costs, params/FLOPs budgets, score, kernel keys)", t.evaluate),
+            ("evaluation (validate/decode, costs, params/FLOPs budgets, score, kernel keys, fingerprint)", t.evaluate),
             ("latency (predictor lookups, kernel measurements)", t.latency),
-            ("overhead (run loop, store, progress, config, outputs)", overhead),
+            ("overhead (the rest: run loop, feedback, store, progress, config, outputs)", overhead),
             ("  of which outputs (trials.csv, pareto.csv/.png, best.yaml)", t.outputs)]
     for name, seconds in rows:
-        print(f"  {name:<82} {seconds:7.2f} s  {seconds / wall:6.1%}")
+        print(f"  {name:<93} {seconds:7.2f} s  {seconds / wall:6.1%}")
     print("  " + report.replace("\n", "\n  ").rstrip())
 
 
@@ -159,6 +160,7 @@ def main() -> None:
     latency.add_argument("--latency-table", type=Path, help="a latency table to start from (copied)")
     latency.add_argument("--no-latency", action="store_true", help="drop the latency budget")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the run to this file")
+    parser.add_argument("--out", type=Path, help="keep the run directory here (default: a temporary one)")
     parser.add_argument("--candidates", type=int, default=36, help="candidates for the score-form comparison "
                                                                    "(0: skip it)")
     args = parser.parse_args()

@@ -14,7 +14,8 @@ from the same population before any joins it): results then depend on N, never o
 
 Resuming replays the stored trials through a fresh strategy (same seed): every proposal must
 equal the stored genotype, and the stored outcome is fed back instead of re-evaluating. The
-run then continues exactly as an uninterrupted one would. The store commits in batches
+run then continues exactly as an uninterrupted one would (with any --workers; --batch must be
+the one the run started with, and is checked). The store commits in batches
 (search/store.py), so a killed run may lose its last fraction of a second of trials; those
 are proposed and evaluated again, which gives the same trials since evaluation is a pure
 function of the genotype (the latency table commits each kernel as it is measured, so the
@@ -55,7 +56,8 @@ class Timings:
     propose: float = 0.0
     """strategy.propose: mutations and the space's rules (DetNAS: its params/FLOPs pre-screen)."""
     evaluate: float = 0.0
-    """Executor time: validate/decode, analytic costs and budgets, score, latency kernel keys."""
+    """Executor time: validate/decode, analytic costs and budgets, score, latency kernel keys,
+    fingerprint (with a pool: the parent's wait for it, the workers' start included)."""
     latency: float = 0.0
     """Latency predictions from kernel keys, and measuring kernels the table lacks."""
     outputs: float = 0.0
