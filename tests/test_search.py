@@ -344,17 +344,21 @@ def test_workers_leave_the_latency_table_to_the_parent(tmp_path, monkeypatch):
     assert table.execute("SELECT COUNT(*) FROM kernels").fetchone()[0] == len(serial_calls)
 
 
-def test_a_lost_uncommitted_tail_is_evaluated_again_to_the_same_trials(tmp_path):
-    # What a kill between two commits leaves: the last trials missing from the store.
+@pytest.mark.parametrize("batch", [None, 16])
+def test_a_lost_uncommitted_tail_is_evaluated_again_to_the_same_trials(tmp_path, batch):
+    # What a kill between two commits leaves: the last trials missing from the store (with
+    # --batch 16, the cut falls inside a round: its stored part is replayed, the rest evaluated).
     config = write_config(tmp_path, trials=300)
-    run_search(config, tmp_path / "whole", progress=False)
-    run_search(config, tmp_path / "cut", progress=False)
+    run_search(config, tmp_path / "whole", progress=False, batch=batch)
+    run_search(config, tmp_path / "cut", progress=False, batch=batch)
     db = sqlite3.connect(tmp_path / "cut" / "trials.sqlite")
     with db:
         db.execute("DELETE FROM trials WHERE id >= 180")
     db.close()
     (tmp_path / "cut" / "trials.csv").unlink()
-    run_search(config, tmp_path / "cut", resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"another config or seed \(or --batch\)"):
+        run_search(config, tmp_path / "cut", resume=True, progress=False, batch=(batch or 1) * 2)
+    run_search(config, tmp_path / "cut", resume=True, progress=False, batch=batch)
     assert rows(tmp_path / "cut" / "trials.csv") == rows(tmp_path / "whole" / "trials.csv")
 
 
