@@ -222,9 +222,6 @@ class SearchConfig(Spec):
     plus the receptive-field term of `receptive_field` (`maedet_rf`, dilation-sensitive, for CR-NAS)."""
     receptive_field: ReceptiveFieldTarget = Field(default_factory=ReceptiveFieldTarget)
     """Targets of the `maedet_rf` score."""
-    batch: Annotated[int, Field(ge=1, le=4096)] = 1
-    """Candidates proposed before their feedback is given; a batch is evaluated in parallel with
-    ``--workers``. Results depend on `batch`, never on the number of workers."""
     trials: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
     """Candidates to propose (``--max-trials`` overrides)."""
     seed: int = 0

@@ -130,9 +130,9 @@ class MaedetSearchSpace:
 
     def check(self, genotype: Genotype) -> None:
         """Rules every genotype of the space keeps; `Rejected` names the first one broken."""
-        stages = self.stages(genotype)
         if len(genotype) != 1 + 4 * len(self.base_data["stages"]):
             raise Rejected(f"genotype of length {len(genotype)} for {len(self.base_data['stages'])} stages")
+        stages = self.stages(genotype)
         for i, stage in enumerate(stages):
             if stage.out_channels > self.config.max_channels:
                 raise Rejected(f"stage {i}: width {stage.out_channels} > {self.config.max_channels}")

@@ -203,3 +203,11 @@ def test_latency_table_builder_samples_search_configs(name):
     _, space = _space(name)
     assert specs[0] == space.decode(space.base)
     assert len(specs) == 65 and len({archspec.fingerprint(s) for s in specs}) == 65
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_genotypes_of_the_wrong_length_are_rejected(name):
+    _, space = _space(name)
+    for genotype in (space.base[:-1], space.base + (1,), ()):
+        with pytest.raises(Rejected, match="length"):
+            space.check(genotype)
