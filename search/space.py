@@ -69,10 +69,7 @@ class MaedetSearchSpace:
             stage["out_channels"] = genes.out_channels
             stage["depth"] = genes.depth
             stage["block"] = {**stage["block"], "kernel": genes.kernel, "bottleneck_channels": genes.bottleneck_channels}
-        try:
-            return archspec.validate(data)
-        except SpecError as exc:
-            raise Rejected(f"invalid spec: {exc}") from None
+        return _validated(data)
 
     def layers(self, genotype: Genotype) -> int:
         """Convolution layers as the release counts them: 1 per stem conv, 3 per block."""
@@ -148,6 +145,14 @@ class MaedetSearchSpace:
             raise Rejected(f"{self.layers(genotype)} layers > the budget of {self.config.max_layers}")
 
 
+def _validated(data: dict):
+    """The spec of decoded data; `Rejected` with the validation message when it is invalid."""
+    try:
+        return archspec.validate(data)
+    except SpecError as exc:
+        raise Rejected(f"invalid spec: {exc}") from None
+
+
 def _copy(data):
     if isinstance(data, dict):
         return {k: _copy(v) for k, v in data.items()}
@@ -183,10 +188,7 @@ class DetnasSearchSpace:
         for stage, depth in zip(data["stages"], self.depths):
             stage["blocks"] = [self.choices[g].model_dump(mode="json", exclude_defaults=True) for g in genotype[at:at + depth]]
             at += depth
-        try:
-            return archspec.validate(data)
-        except SpecError as exc:
-            raise Rejected(f"invalid spec: {exc}") from None
+        return _validated(data)
 
     def check(self, genotype: Genotype) -> None:
         if len(genotype) != sum(self.depths):
@@ -271,10 +273,7 @@ class CrnasSearchSpace:
             stage["dilations"] = list(dilations[at:at + depth])
             stage.pop("blocks", None)
             at += depth
-        try:
-            return archspec.validate(data)
-        except SpecError as exc:
-            raise Rejected(f"invalid spec: {exc}") from None
+        return _validated(data)
 
     def check(self, genotype: Genotype) -> None:
         if len(genotype) != self.stage_count + self.total:
@@ -366,10 +365,7 @@ class SpinenetSearchSpace:
             block["level"], block["parents"] = level, [first, second]
             if block["block"].get("type") != self.kinds[kind]:
                 block["block"] = {"type": self.kinds[kind]}
-        try:
-            return archspec.validate(data)
-        except SpecError as exc:
-            raise Rejected(f"invalid spec: {exc}") from None
+        return _validated(data)
 
     def check(self, genotype: Genotype) -> None:
         if len(genotype) != self.GENES * len(self.outputs):
