@@ -1,4 +1,11 @@
-"""detection: detectors built on compiled backbones (issue 7, in progress).
+"""detection: one-stage detectors on compiled backbones.
 
-So far: box operations and class-aware NMS with ONNX NonMaxSuppression semantics (`boxes`).
+    spec = archspec.load("examples/detectors/fcos_tiny.yaml")
+    model = detection.model.build_detector(spec)            # backbone -> FPN -> shared head
+    detection.train.train(spec, "data/synth", "runs/fcos")  # seeded, resumable, COCOeval per epoch
+    detection.export.export_detector(spec, "det.onnx", module=model)   # NMS inside the graph
+
+Modules: `boxes` (IoU, box coding, NMS with ONNX semantics), `model`, `losses`, `postprocess`,
+`export`, `synthetic` and `coco` (data and COCOeval), `train`, `checkpoint`, `deploy` (ORT runner).
+Shapes and costs come from `compiler.detector`, without torch.
 """
