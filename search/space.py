@@ -234,6 +234,11 @@ class CrnasSearchSpace:
         self.config = config
         self.base_data = archspec.to_data(base)
         self.stage_count = len(base.stages)
+        for index, stage in enumerate(base.stages):
+            # per-block overrides are tied to a block count the space changes; decode drops them
+            if stage.blocks:
+                raise SpecError(f"base.stages[{index}].blocks", "the crnas space needs stages without per-block "
+                                                                "overrides (it changes their depth)")
         if len(config.depth_choices) != self.stage_count:
             raise SpecError("space.depth_choices", f"{len(config.depth_choices)} choice lists for "
                                                    f"{self.stage_count} stages of the base")
@@ -400,8 +405,8 @@ class SpinenetSearchSpace:
         for _ in range(times):
             move = rng.choice(("permute", "rewire", "kind") if len(self.kinds) > 1 else ("permute", "rewire"))
             if move == "permute":
-                pool = [i for i, o in enumerate(self.outputs)
-                        if o == (rng.random() < 0.5 and self.config.permute_outputs)]
+                # one role per swap (drawn once): a swap across roles would break both permutations
+                pool = self._swap_pool(rng.random() < 0.5 and self.config.permute_outputs)
                 a, b = rng.sample(pool, 2)
                 blocks[a][0], blocks[b][0] = blocks[b][0], blocks[a][0]
             elif move == "rewire":
@@ -416,6 +421,13 @@ class SpinenetSearchSpace:
         child = tuple(g for block in blocks for g in block)
         self.check(child)
         return child
+
+    def _swap_pool(self, outputs: bool) -> list[int]:
+        """Blocks of one role whose levels may swap; `Rejected` if fewer than two."""
+        pool = [i for i, flag in enumerate(self.outputs) if flag == outputs]
+        if len(pool) < 2:
+            raise Rejected(f"fewer than two {'output' if outputs else 'intermediate'} blocks to swap levels")
+        return pool
 
 
 SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace, "crnas": CrnasSearchSpace,

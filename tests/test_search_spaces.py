@@ -211,3 +211,71 @@ def test_genotypes_of_the_wrong_length_are_rejected(name):
     for genotype in (space.base[:-1], space.base + (1,), ()):
         with pytest.raises(Rejected, match="length"):
             space.check(genotype)
+
+
+def _rows(path):
+    import csv
+
+    with open(path) as handle:
+        return [row[:-1] for row in csv.reader(handle)]  # all but the timing column
+
+
+def test_crnas_search_resumes_inside_a_round_and_ignores_workers(tmp_path):
+    """The two-step strategy is rebuilt on resume by replaying stored trials; a cut in the
+    middle of a step-two round (trial 200 of about 290) must give the uninterrupted run's
+    trials, and so must two worker processes."""
+    import sqlite3
+
+    config = SEARCHES / "crnas_resnet50.yaml"
+    whole = run_search(config, tmp_path / "whole", progress=False)
+    run_search(config, tmp_path / "cut", progress=False)
+    db = sqlite3.connect(tmp_path / "cut" / "trials.sqlite")
+    with db:
+        db.execute("DELETE FROM trials WHERE id >= 200")
+    db.close()
+    (tmp_path / "cut" / "trials.csv").unlink()
+    resumed = run_search(config, tmp_path / "cut", resume=True, progress=False)
+    assert 200 < whole.trials == resumed.trials < 1000
+    assert _rows(tmp_path / "cut" / "trials.csv") == _rows(tmp_path / "whole" / "trials.csv")
+    run_search(config, tmp_path / "pool", progress=False, workers=2)
+    assert _rows(tmp_path / "pool" / "trials.csv") == _rows(tmp_path / "whole" / "trials.csv")
+    assert (tmp_path / "pool" / "best.yaml").read_text() == (tmp_path / "whole" / "best.yaml").read_text()
+
+
+def test_spinenet_level_swaps_stay_within_one_role():
+    """A swap draws its role (intermediate or output) once, so it never breaks a permutation:
+    mutations are rejected only for spec reasons (e.g. a block nothing uses), never for levels."""
+    _, space = _space("spinenet49_permute")
+    rng = random.Random(3)
+    for _ in range(DRAWS):
+        try:
+            space.mutate(space.base, rng, 1)
+        except Rejected as exc:
+            assert "levels" not in str(exc), exc
+
+
+def test_crnas_space_refuses_a_base_with_per_block_overrides():
+    from archspec.errors import SpecError
+    from archspec.search_config import CrnasSpace
+    from search.space import CrnasSearchSpace
+
+    data = archspec.to_data(archspec.load(ROOT / "examples/backbones/resnet50.yaml"))
+    data["stages"][1]["blocks"] = [None, {"type": "basic"}, None, None]
+    with pytest.raises(SpecError, match=r"base.stages\[1\].blocks"):
+        CrnasSearchSpace(CrnasSpace(type="crnas"), archspec.validate(data))
+
+
+def test_score_cli_offers_the_receptive_field_scorer():
+    import json
+
+    from click.testing import CliRunner
+
+    from archspec.cli import cli
+
+    result = CliRunner().invoke(cli, ["score", str(ROOT / "examples/backbones/resnet50.yaml"), "--scorer", "maedet-rf",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["score"] == pytest.approx(sum(w * info["levels"][f"C{k}"] for k, w in ((3, 1), (4, 1), (5, 6)))
+                                          + info["receptive_field_term"])
+    assert info["receptive_field_term"] < 0
