@@ -175,7 +175,10 @@ class CrnasTwoStepStrategy(Strategy):
     """CR-NAS's search (papers.md 4.1). Step one scores stage allocations (all allowed ones, or
     a seeded sample of `max_allocations`) with the base's dilations and keeps the best. Step two
     walks the blocks in order; for each block it extends every kept partial architecture with
-    every dilation choice and keeps the `top_k` best (later blocks stay at dilation 1).
+    every dilation choice and keeps the `top_k` best. The paper scores a partial architecture
+    with the remaining blocks' ops sampled uniformly in a supernet; with a deterministic
+    training-free score the remaining blocks simply stay at dilation 1. Candidates already
+    scored are not proposed again, and infeasible ones (no score) are never kept.
 
     Proposals come in rounds; a round is finished when every proposal of it got feedback, so
     a batch of proposals may be outstanding at once."""
@@ -216,16 +219,22 @@ class CrnasTwoStepStrategy(Strategy):
             self._next_round()
 
     def _next_round(self) -> None:
-        ranked = sorted(dict.fromkeys(self.round), key=lambda g: (-self.scores[g], g))
-        self.beam = ranked[:1] if self.block < 0 else ranked[:self.top_k]
-        self.block += 1
-        if self.block >= self.space.total:
-            self.round = []
-            return
-        if self.block == 0:  # dilations are chosen from scratch: every block starts at 1
-            self.beam = [self.space.split(g)[0] + (1,) * self.space.total for g in self.beam]
-        self.round = [self.space.with_dilation(g, self.block, d) for g in self.beam for d in self.space.config.dilations]
-        self.pending = list(dict.fromkeys(self.round))
+        """Keep the best of the finished round, then queue the next block's choices (those not
+        scored yet: a kept partial architecture with this block at 1 already was)."""
+        while not self.pending and not self.done:
+            # infeasible candidates (score -inf) are never kept: nothing built on them is feasible
+            ranked = sorted((g for g in dict.fromkeys(self.round) if self.scores[g] > float("-inf")),
+                            key=lambda g: (-self.scores[g], g))
+            self.beam = ranked[:1] if self.block < 0 else ranked[:self.top_k]
+            self.block = self.block + 1 if self.beam else self.space.total
+            if self.done:
+                self.round = []
+                return
+            if self.block == 0:  # dilations are chosen from scratch: every block starts at 1
+                self.beam = [self.space.split(g)[0] + (1,) * self.space.total for g in self.beam]
+            self.round = [self.space.with_dilation(g, self.block, d) for g in self.beam
+                          for d in self.space.config.dilations]
+            self.pending = [g for g in dict.fromkeys(self.round) if g not in self.scores]
 
     @property
     def done(self) -> bool:

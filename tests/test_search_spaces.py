@@ -279,3 +279,20 @@ def test_score_cli_offers_the_receptive_field_scorer():
     assert info["score"] == pytest.approx(sum(w * info["levels"][f"C{k}"] for k, w in ((3, 1), (4, 1), (5, 6)))
                                           + info["receptive_field_term"])
     assert info["receptive_field_term"] < 0
+
+
+def test_crnas_two_step_proposes_each_candidate_once_and_never_keeps_infeasible_ones():
+    config, space = _space("crnas_resnet50")
+    from search.score import config_score
+
+    # "infeasible" (no score) unless stage 1 holds 4 or more blocks: the kept allocation must obey
+    def score(spec):
+        return config_score(spec, config) if spec.stages[1].depth >= 4 else None
+
+    strategy = CrnasTwoStepStrategy(space, seed=0, top_k=3)
+    proposals = _drive(strategy, space, score)
+    assert len(proposals) == len(set(proposals))
+    assert space.split(strategy.best)[0][1] >= 4
+    nothing = CrnasTwoStepStrategy(space, seed=0, top_k=3)
+    assert len(_drive(nothing, space, lambda spec: None)) == len(space.allocations)  # stops after step one
+    assert nothing.done and nothing.best is None
