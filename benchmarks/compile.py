@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import archspec
-import compiler
+from archspec import compiler
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import archspec  # noqa: E402
-from compiler import costs  # noqa: E402
-from compiler.runtime import create_session  # noqa: E402
-from detection.export import export_detector  # noqa: E402
-from detection.model import build_detector  # noqa: E402
-from detection.postprocess import detect  # noqa: E402
+from archspec.compiler import costs  # noqa: E402
+from archspec.compiler.runtime import create_session  # noqa: E402
+from archspec.detection.export import export_detector  # noqa: E402
+from archspec.detection.model import build_detector  # noqa: E402
+from archspec.detection.postprocess import detect  # noqa: E402
 
 PAPER_PARAMS = {"retinanet_spinenet49": 28.5e6, "retinanet_spinenet49s": 12.0e6}
 """SpineNet paper (Du et al., CVPR 2020), Table 3: RetinaNet at 640x640."""

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import archspec  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
-from compiler.latency import LatencyPredictor, LatencyTable, measure_end_to_end  # noqa: E402
+from archspec.compiler.latency import LatencyPredictor, LatencyTable, measure_end_to_end  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 def predictions_per_second(predictor, specs, sizes, seconds: float = 1.0) -> dict[str, float]:
     """Predictions per second on a warm table, per family, without the per-object memo (every
     call decomposes its spec from scratch, as for a freshly mutated candidate)."""
-    from compiler.latency.kernels import clear_memo
+    from archspec.compiler.latency.kernels import clear_memo
 
     rates = {}
     families = sorted({s.name.rsplit("_", 1)[0] for s in specs})

@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # `search` package: look in the project root instead.
 sys.path[0] = str(ROOT)
 
-import compiler.latency.predictor as predictor_module  # noqa: E402
+import archspec.compiler.latency.predictor as predictor_module  # noqa: E402
 from archspec.search_config import load_search_config  # noqa: E402
-from search.run import run_search  # noqa: E402
-from search.score import maedet_forward_score, maedet_score  # noqa: E402
-from search.space import MaedetSearchSpace, Rejected  # noqa: E402
+from archspec.search.run import run_search  # noqa: E402
+from archspec.search.score import maedet_forward_score, maedet_score  # noqa: E402
+from archspec.search.space import MaedetSearchSpace, Rejected  # noqa: E402
 
 def stand_in_measure(counter: list):
     """A `measure_kernel` replacement: a made-up latency from the kernel key's sizes, computed
@@ -56,7 +56,7 @@ def stand_in_measure(counter: list):
     sums and table writes around it are the real ones."""
     import json
 
-    from compiler.runtime import LatencyStats
+    from archspec.compiler.runtime import LatencyStats
 
     def measure(key, context, **_):
         data = json.loads(key)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import archspec
-import compiler
+from archspec import compiler
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "examples" / "backbones"

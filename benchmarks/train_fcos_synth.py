@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import archspec  # noqa: E402
-from detection.synthetic import synthesize  # noqa: E402
-from detection.train import TrainOptions, train  # noqa: E402
+from archspec.detection.synthetic import synthesize  # noqa: E402
+from archspec.detection.train import TrainOptions, train  # noqa: E402
 
 
 def main() -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compiler.costs import BlockCost, Costs, graph_costs, receptive_fields
-from compiler.graph import (ChannelMismatchError, CycleError, Graph, GraphError, LevelMismatchError,
+from archspec.compiler.costs import BlockCost, Costs, graph_costs, receptive_fields
+from archspec.compiler.graph import (ChannelMismatchError, CycleError, Graph, GraphError, LevelMismatchError,
                             ShapeMismatchError, UnknownParentError)
-from compiler.lowering import LOWERINGS, lower
+from archspec.compiler.lowering import LOWERINGS, lower
 
 if TYPE_CHECKING:
-    from compiler.module_builder import CompiledModule
+    from archspec.compiler.module_builder import CompiledModule
 
 __all__ = [
     "BlockCost", "ChannelMismatchError", "Costs", "CycleError", "Graph", "GraphError", "LOWERINGS",
@@ -33,7 +33,7 @@ def _graph(spec_or_graph) -> Graph:
 
 def build(spec_or_graph) -> "CompiledModule":
     """A torch module for a spec (or an already lowered graph)."""
-    from compiler.module_builder import build_graph_module
+    from archspec.compiler.module_builder import build_graph_module
 
     return build_graph_module(_graph(spec_or_graph))
 
@@ -42,7 +42,7 @@ def costs(spec_or_graph, input_size: tuple[int, int] | int | None = None) -> Cos
     """Analytic params, MACs, FLOPs and activation count at `input_size` (batch 1; default
     224x224 for backbones, a detector's own input size for detectors)."""
     if getattr(spec_or_graph, "type", None) == "detector":
-        from compiler.detector import plan_detector
+        from archspec.compiler.detector import plan_detector
 
         return plan_detector(_at_size(spec_or_graph, input_size)).costs()
     return graph_costs(_graph(spec_or_graph), parse_input_size(input_size or DEFAULT_INPUT_SIZE))
@@ -54,7 +54,7 @@ def summarize(spec, input_size: tuple[int, int] | int | None = None) -> dict:
     from archspec import fingerprint
 
     if spec.type == "detector":
-        from compiler.detector import summarize_detector
+        from archspec.compiler.detector import summarize_detector
 
         return summarize_detector(_at_size(spec, input_size))
     size = parse_input_size(input_size or DEFAULT_INPUT_SIZE)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from compiler.graph import Graph
-from compiler.ops import Shape
+from archspec.compiler.graph import Graph
+from archspec.compiler.ops import Shape
 
 
 @dataclass(frozen=True)

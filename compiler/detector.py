@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from archspec.detector import Detector, FPNNeck, output_level
 from archspec.errors import SpecError
-from compiler.costs import Costs, graph_costs
-from compiler.graph import Graph
-from compiler.lowering import lower
+from archspec.compiler.costs import Costs, graph_costs
+from archspec.compiler.graph import Graph
+from archspec.compiler.lowering import lower
 
 GROUP_NORM_GROUPS = 32
 

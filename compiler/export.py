@@ -25,6 +25,8 @@ from typing import Any
 
 import onnx
 
+from archspec.registry import Registry
+
 METADATA_SPEC = "archspec.spec"
 METADATA_FINGERPRINT = "archspec.fingerprint"
 METADATA_TYPE = "archspec.type"
@@ -202,7 +204,7 @@ def export_spec(spec, path: str | Path, *, input_size=(224, 224), dynamic_batch:
     fingerprint in the metadata."""
     import torch
 
-    from compiler import build, parse_input_size
+    from archspec.compiler import build, parse_input_size
 
     size = parse_input_size(input_size)
     module = build(spec) if module is None else module
@@ -214,28 +216,25 @@ def export_spec(spec, path: str | Path, *, input_size=(224, 224), dynamic_batch:
 Exporter = Callable[..., Path]
 """``fn(spec, path, *, input_size, dynamic_batch, opset) -> Path``."""
 
-EXPORTERS: dict[str, Exporter | str] = {
-    "staged": export_spec,
-    "detector": "detection.export:export_detector_spec",
-}
-"""Spec kind -> exporter, or ``"module:function"`` naming one that is imported on first use
-(detectors live in the `detection` package, which builds on this one). Kinds missing here fall
-back to `export_spec` when the compiler can lower them (every backbone kind)."""
+EXPORTERS: Registry[Exporter] = Registry("ONNX exporter")
+"""Spec kind -> exporter. Packages above the compiler register their own kinds when imported
+(`archspec.detection` registers ``detector``). Kinds missing here fall back to `export_spec` when
+the compiler can lower them (every backbone kind)."""
+EXPORTERS.register("staged", export_spec)
+
+PROVIDED_BY = {"detector": "archspec.detection"}
+"""Which package registers the exporter of a kind the compiler cannot export itself (for the error)."""
 
 
 def export(spec, path: str | Path, **options: Any) -> Path:
     """Export any spec with the exporter registered for its kind."""
-    from compiler.lowering import LOWER_SPEC
+    from archspec.compiler.lowering import LOWER_SPEC
 
-    exporter = EXPORTERS.get(spec.type)
-    if isinstance(exporter, str):
-        import importlib
-
-        module_name, attribute = exporter.split(":")
-        exporter = getattr(importlib.import_module(module_name), attribute)
+    exporter = EXPORTERS.find(spec.type)
     if exporter is None:
         if spec.type not in LOWER_SPEC:
-            raise ValueError(f"no ONNX exporter for spec kind {spec.type!r}")
+            hint = f" (import {PROVIDED_BY[spec.type]} to register it)" if spec.type in PROVIDED_BY else ""
+            raise ValueError(f"no ONNX exporter for spec kind {spec.type!r}{hint}")
         exporter = export_spec
     return exporter(spec, path, **options)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 
 from archspec.backbones import Layer
-from compiler.costs import Costs
-from compiler.graph import Graph
-from compiler.lowering import lower_layer
-from compiler.ops import Input, Linear
+from archspec.compiler.costs import Costs
+from archspec.compiler.graph import Graph
+from archspec.compiler.lowering import lower_layer
+from archspec.compiler.ops import Input, Linear
 
 
 @functools.lru_cache(maxsize=65536)
@@ -47,7 +47,7 @@ def _layer_costs(block, in_channels, out_channels, stride, dilation, first, heig
 def fast_costs(spec, input_size: tuple[int, int] = (224, 224)) -> Costs:
     """Params, MACs and activations of a spec (per-block breakdown left empty)."""
     if spec.type != "staged":
-        import compiler
+        from archspec import compiler
 
         return compiler.costs(spec, input_size)
     height, width = input_size

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from compiler.ops import Conv, Field, Op, Shape
+from archspec.compiler.ops import Conv, Field, Op, Shape
 
 
 class GraphError(ValueError):

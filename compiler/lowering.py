@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from archspec.backbones import Layer, StagedBackbone
 from archspec.blocks import (BasicBlock, BottleneckBlock, ConvBlock, InvertedResidualBlock, K1KXBlock,
                              K1KXK1Block, MaxPoolLayer)
-from compiler.graph import Graph
-from compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, Dropout, GlobalAvgPool, Input,
+from archspec.compiler.graph import Graph
+from archspec.compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, Dropout, GlobalAvgPool, Input,
                           Linear, MaxPool, Mul)
 
 
@@ -215,7 +215,7 @@ def lower_staged(spec: StagedBackbone) -> Graph:
 
 
 def _lower_scale_permuted(spec) -> Graph:
-    from compiler.scale_permuted import lower_scale_permuted  # imports this module: load it late
+    from archspec.compiler.scale_permuted import lower_scale_permuted  # imports this module: load it late
 
     return lower_scale_permuted(spec)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from compiler.graph import Graph
-from compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, CropToLevel, Dropout,
+from archspec.compiler.graph import Graph
+from archspec.compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, CropToLevel, Dropout,
                           GlobalAvgPool, Linear, MaxPool, Mul, Op, Upsample)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.graph import Graph
-from compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, CropToLevel, Dropout, GlobalAvgPool, Linear,
+from archspec.compiler.graph import Graph
+from archspec.compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, CropToLevel, Dropout, GlobalAvgPool, Linear,
                           MaxPool, Mul, Upsample)
 
 DEFAULT_OPSET = 20

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from compiler.graph import Graph
+from archspec.compiler.graph import Graph
 
 
 def block_graph(graph: Graph) -> nx.DiGraph:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from archspec.backbones import Layer
 from archspec.scale_permuted import PermutedNode, ScalePermutedBackbone
-from compiler.graph import Graph
-from compiler.lowering import LOWERINGS, BlockScope, lower_layer
-from compiler.ops import Act, CropToLevel, Input, MaxPool, Upsample
+from archspec.compiler.graph import Graph
+from archspec.compiler.lowering import LOWERINGS, BlockScope, lower_layer
+from archspec.compiler.ops import Act, CropToLevel, Input, MaxPool, Upsample
 
 
 @dataclass

@@ -9,3 +9,5 @@ Modules: `boxes` (IoU, box coding, NMS with ONNX semantics), `model`, `losses`, 
 `export`, `synthetic` and `coco` (data and COCOeval), `train`, `checkpoint`, `deploy` (ORT runner).
 Shapes and costs come from `compiler.detector`, without torch.
 """
+
+from archspec.detection import export as _export  # noqa: F401  (registers the ``detector`` ONNX exporter)

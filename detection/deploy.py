@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detection.coco import letterbox, read_image
+from archspec.detection.coco import letterbox, read_image
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -44,8 +44,8 @@ class OnnxDetector:
     """An exported detector (images -> boxes, scores, labels) in an ORT session."""
 
     def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int | None = None):
-        from compiler.export import spec_from_onnx
-        from compiler.runtime import create_session
+        from archspec.compiler.export import spec_from_onnx
+        from archspec.compiler.runtime import create_session
 
         self.path = Path(path)
         if not self.path.is_file():

@@ -19,7 +19,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from compiler.export import export_onnx, set_metadata, spec_metadata
+from archspec.compiler.export import EXPORTERS, export_onnx, set_metadata, spec_metadata
 
 CANDIDATE_OUTPUTS = ("candidate_boxes", "candidate_scores")
 OUTPUTS = ("boxes", "scores", "labels")
@@ -40,8 +40,8 @@ def export_detector(spec, path: str | Path, *, module=None, input_size=None, dyn
                     opset: int | None = None) -> Path:
     """Export a detector spec (random weights unless `module`, a `Detector`, is given). The
     input is ``images`` (B, 3, H, W) at the spec's input size; `input_size`, if given, must be it."""
-    from compiler import parse_input_size
-    from detection.model import build_detector
+    from archspec.compiler import parse_input_size
+    from archspec.detection.model import build_detector
 
     if input_size is not None and parse_input_size(input_size) != spec.image_size:
         height, width = spec.image_size
@@ -138,3 +138,6 @@ def export_detector_spec(spec, path: str | Path, *, input_size=None, dynamic_bat
                          opset: int | None = None, module=None) -> Path:
     """`compiler.export.EXPORTERS` entry for ``type: detector``."""
     return export_detector(spec, path, module=module, input_size=input_size, dynamic_batch=dynamic_batch, opset=opset)
+
+
+EXPORTERS.register("detector", export_detector_spec)

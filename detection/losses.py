@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from detection.boxes import box_area, box_iou, decode_deltas, decode_distances, encode_deltas, generalized_iou
-from detection.model import DenseOutputs, Detector
+from archspec.detection.boxes import box_area, box_iou, decode_deltas, decode_distances, encode_deltas, generalized_iou
+from archspec.detection.model import DenseOutputs, Detector
 
 
 @dataclass

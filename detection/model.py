@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from archspec.detector import Detector as DetectorSpec
 from archspec.detector import FPNNeck, output_level
-from compiler.detector import GROUP_NORM_GROUPS, DetectorPlan, plan_detector
-from detection.boxes import decode_deltas, decode_distances
+from archspec.compiler.detector import GROUP_NORM_GROUPS, DetectorPlan, plan_detector
+from archspec.detection.boxes import decode_deltas, decode_distances
 
 FCOS_LOG_DISTANCE_CLAMP = 12.0
 """FCOS distances are exp(scale * x) strides; clamping x keeps an untrained head finite."""
@@ -140,7 +140,7 @@ class Detector(nn.Module):
 
     def __init__(self, spec: DetectorSpec, plan: DetectorPlan | None = None):
         super().__init__()
-        from compiler import build
+        from archspec.compiler import build
 
         self.spec = spec
         self.plan = plan = plan or plan_detector(spec)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from detection.boxes import nms
+from archspec.detection.boxes import nms
 
 
 def select_detections(boxes: torch.Tensor, scores: torch.Tensor, *, score_threshold: float, iou_threshold: float,

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from archspec.io import canonical_json, fingerprint, save
-from detection.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from detection.losses import detection_loss
-from detection.model import Detector, build_detector
-from detection.postprocess import select_detections
+from archspec.detection.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from archspec.detection.losses import detection_loss
+from archspec.detection.model import Detector, build_detector
+from archspec.detection.postprocess import select_detections
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class TrainResult:
 def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train `spec` on ``data_dir``'s train split, evaluating on its val split."""
-    from detection.coco import make_loader, open_split
+    from archspec.detection.coco import make_loader, open_split
 
     out = Path(out)
     device = _device(options.device)
@@ -187,8 +187,8 @@ def _float(dense):
 
 def evaluate(model: Detector, dataset, *, device="cpu", batch_size: int = 8) -> dict:
     """COCO box metrics of `model` on `dataset` (a `detection.coco.CocoDetection`)."""
-    from detection.coco import make_loader
-    from detection.coco import coco_evaluate, to_coco_results
+    from archspec.detection.coco import make_loader
+    from archspec.detection.coco import coco_evaluate, to_coco_results
 
     device = _device(device) if isinstance(device, str) else device
     model.eval()
@@ -209,8 +209,8 @@ def evaluate(model: Detector, dataset, *, device="cpu", batch_size: int = 8) -> 
 def evaluate_run(run: str | Path, data_dir: str | Path, *, checkpoint: str = "best.pt", device: str = "cpu",
                  batch_size: int = 8) -> dict:
     """Evaluate a run folder's checkpoint on ``data_dir``'s val split."""
-    from detection.checkpoint import spec_of
-    from detection.coco import open_split
+    from archspec.detection.checkpoint import spec_of
+    from archspec.detection.coco import open_split
 
     path = Path(run) / checkpoint
     if checkpoint == "best.pt" and not path.exists() and (Path(run) / "last.pt").exists():

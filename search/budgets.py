@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.fastcosts import fast_costs
-from compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
-from compiler.latency.kernels import kernels
+from archspec.compiler.fastcosts import fast_costs
+from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
+from archspec.compiler.latency.kernels import kernels
 
 
 class BudgetChecker:

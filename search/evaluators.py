@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import archspec
-from search.budgets import BudgetChecker
-from search.score import ScoreError, config_score
-from search.space import Genotype, Rejected, make_space
+from archspec.search.budgets import BudgetChecker
+from archspec.search.score import ScoreError, config_score
+from archspec.search.space import Genotype, Rejected, make_space
 
 
 @dataclass(frozen=True)

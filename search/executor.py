@@ -24,8 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-from search.evaluators import Evaluator, Outcome, make_evaluator
-from search.space import Genotype
+from archspec.search.evaluators import Evaluator, Outcome, make_evaluator
+from archspec.search.space import Genotype
 
 Job = tuple[int, Genotype]
 """(trial id, genotype). The id is for evaluators that log or key work per trial; an outcome

@@ -34,13 +34,13 @@ from pathlib import Path
 import archspec
 from archspec.errors import SpecError
 from archspec.search_config import load_search_config
-from search.budgets import BudgetChecker
-from search.evaluators import Outcome
-from search.executor import Executor, make_executor
-from search.score import ScoreError
-from search.space import Rejected, make_space
-from search.store import Trial, TrialStore
-from search.strategies import (CrnasTwoStepStrategy, DetnasEvolutionStrategy, Proposal, RandomWalkStrategy,
+from archspec.search.budgets import BudgetChecker
+from archspec.search.evaluators import Outcome
+from archspec.search.executor import Executor, make_executor
+from archspec.search.score import ScoreError
+from archspec.search.space import Rejected, make_space
+from archspec.search.store import Trial, TrialStore
+from archspec.search.strategies import (CrnasTwoStepStrategy, DetnasEvolutionStrategy, Proposal, RandomWalkStrategy,
                                make_strategy)
 
 ROUND_LIMIT = 256

@@ -27,8 +27,8 @@ import functools
 import math
 
 
-from compiler.fastcosts import layer_graph
-from compiler.ops import Conv
+from archspec.compiler.fastcosts import layer_graph
+from archspec.compiler.ops import Conv
 
 LEVEL_WEIGHTS: dict[int, float] = {3: 1.0, 4: 1.0, 5: 6.0}
 """MAE-DET's multi_block_ratio [0, 0, 1, 1, 6] over the stem, C2, C3, C4, C5."""
@@ -80,7 +80,7 @@ def graph_level_scores(spec) -> dict[int, float]:
     (the path through the most convolutions, gates excluded) into each output, plus
     log(channels). For staged backbones this equals `level_scores`; for scale-permuted ones the
     main path runs through resampling convolutions and whichever parent carries more convolutions."""
-    from compiler.lowering import lower
+    from archspec.compiler.lowering import lower
 
     graph = lower(spec)
     best: dict[str, tuple[int, float]] = {}
@@ -102,8 +102,8 @@ def graph_level_scores(spec) -> dict[int, float]:
 
 def receptive_field_term(spec, target) -> float:
     """`-weight * sum over C3..C5 of |log2(RF / (ratio * 4 * 2**k))|` (see `ReceptiveFieldTarget`)."""
-    from compiler.costs import receptive_fields
-    from compiler.lowering import lower
+    from archspec.compiler.costs import receptive_fields
+    from archspec.compiler.lowering import lower
 
     fields = receptive_fields(lower(spec))
     total = 0.0
@@ -138,7 +138,7 @@ def maedet_score(spec) -> float:
 def strip_norm_and_activation(graph):
     """A copy of a graph with every BN and activation node bypassed (their consumers read
     the node's input instead)."""
-    from compiler.graph import Graph
+    from archspec.compiler.graph import Graph
 
     out = Graph(graph.name + "_plain")
     rename: dict[str, str] = {}
@@ -158,7 +158,7 @@ def maedet_forward_score(spec, input_size: tuple[int, int] = (224, 224), *, seed
     """The paper-era forward-pass form of the score, averaged over `repeats` draws."""
     import torch
 
-    from compiler import build
+    from archspec.compiler import build
 
     if spec.type != "staged":
         raise ScoreError(f"the MAE-DET score is defined for staged backbones, not {spec.type!r}")

@@ -11,7 +11,7 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from search.space import Genotype, Rejected
+from archspec.search.space import Genotype, Rejected
 
 
 @dataclass(frozen=True)

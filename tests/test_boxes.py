@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from detection.boxes import (batched_nms, box_iou, decode_distances, encode_distances, generalized_iou, nms)
+from archspec.detection.boxes import (batched_nms, box_iou, decode_distances, encode_distances, generalized_iou, nms)
 
 
 def test_iou_and_giou_by_hand():

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import archspec
-import compiler
-from compiler.graph import (ChannelMismatchError, CycleError, Graph, LevelMismatchError, ShapeMismatchError,
+from archspec import compiler
+from archspec.compiler.graph import (ChannelMismatchError, CycleError, Graph, LevelMismatchError, ShapeMismatchError,
                             UnknownParentError)
-from compiler.hooks import module_macs, module_params
-from compiler.ops import Add, BatchNorm, Conv, Input
+from archspec.compiler.hooks import module_macs, module_params
+from archspec.compiler.ops import Add, BatchNorm, Conv, Input
 from tests.conftest import ROOT
 
 BACKBONES = ROOT / "examples" / "backbones"

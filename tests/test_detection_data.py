@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from detection.coco import (MEAN, STD, CocoDetection, DataError, coco_evaluate, load_coco, make_loader,
+from archspec.detection.coco import (MEAN, STD, CocoDetection, DataError, coco_evaluate, load_coco, make_loader,
                             to_coco_results)
-from detection.synthetic import SHAPES, synthesize
+from archspec.detection.synthetic import SHAPES, synthesize
 
 from tests.conftest import ROOT
 

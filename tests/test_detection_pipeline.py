@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 import archspec
-from detection.checkpoint import CheckpointError, load_checkpoint
-from detection.coco import CocoDetection, DataError, coco_evaluate, letterbox, load_coco, open_split
-from detection.synthetic import synthesize
-from detection.train import TrainOptions, evaluate, train
+from archspec.detection.checkpoint import CheckpointError, load_checkpoint
+from archspec.detection.coco import CocoDetection, DataError, coco_evaluate, letterbox, load_coco, open_split
+from archspec.detection.synthetic import synthesize
+from archspec.detection.train import TrainOptions, evaluate, train
 
 from tests.conftest import ROOT
 
@@ -181,10 +181,10 @@ def test_onnx_detections_match_pytorch_on_the_validation_set(trained, synth, tmp
     """The deployed graph (decoding + NMS in ONNX) gives the same boxes (1e-3) and labels as PyTorch."""
     import onnx
 
-    from detection.deploy import OnnxDetector
-    from detection.export import export_detector
-    from detection.model import build_detector
-    from detection.postprocess import detect
+    from archspec.detection.deploy import OnnxDetector
+    from archspec.detection.export import export_detector
+    from archspec.detection.model import build_detector
+    from archspec.detection.postprocess import detect
 
     run, _ = trained
     spec = archspec.load(TINY_SPEC)
@@ -256,8 +256,8 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(trained, synth, tmp_pat
 
 
 def test_weights_from_another_spec_are_refused(trained, tmp_path):
-    from detection.checkpoint import load_weights
-    from detection.model import build_detector
+    from archspec.detection.checkpoint import load_weights
+    from archspec.detection.model import build_detector
 
     run, _ = trained
     other = archspec.load(TINY_SPEC).model_copy(update={"num_classes": 4, "class_names": None})
@@ -277,7 +277,7 @@ def test_data_synth_cli_and_bad_arguments(tmp_path):
 
 
 def test_evaluate_runs_on_an_untrained_model(synth):
-    from detection.model import build_detector
+    from archspec.detection.model import build_detector
 
     spec = archspec.load(TINY_SPEC)
     metrics = evaluate(build_detector(spec), open_split(synth, "val", spec, train=False))

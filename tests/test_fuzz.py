@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archspec
-import compiler
+from archspec import compiler
 from archspec import SpecError
 from tests.conftest import ZOO
 

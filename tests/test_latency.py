@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import archspec
-import compiler
-from compiler.latency import (Coefficients, Context, LatencyPredictor, LatencyTable, MissingKernelError,
+from archspec import compiler
+from archspec.compiler.latency import (Coefficients, Context, LatencyPredictor, LatencyTable, MissingKernelError,
                               default_table_path, describe, fit_overhead, kernel_graph, kernels)
-from compiler.latency.kernels import staged_kernels, staged_kernels_from_layers
-from compiler.latency.table import CalibrationRun
-from compiler.runtime import LatencyStats
+from archspec.compiler.latency.kernels import staged_kernels, staged_kernels_from_layers
+from archspec.compiler.latency.table import CalibrationRun
+from archspec.compiler.runtime import LatencyStats
 from tests.conftest import ZOO, zoo_ids
 
 TINY = {"type": "staged", "name": "tiny",
@@ -104,7 +104,7 @@ def _fake_stats(ms: float) -> LatencyStats:
 
 
 def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
-    import compiler.latency.predictor as predictor_module
+    import archspec.compiler.latency.predictor as predictor_module
 
     monkeypatch.setattr(predictor_module, "RIDGE", 0.0)  # exact data: the plain least-squares solution
     table = LatencyTable(tmp_path / "t.sqlite")

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import archspec
-import compiler
-from compiler.export import (EXPORTERS, METADATA_FINGERPRINT, METADATA_SPEC, ExportFallbackWarning, export,
+from archspec import compiler
+from archspec.compiler.export import (EXPORTERS, METADATA_FINGERPRINT, METADATA_SPEC, ExportFallbackWarning, export,
                              export_onnx, export_spec, io_shapes, optimize_onnx, read_metadata, spec_from_onnx)
 from tests.conftest import ZOO
 
@@ -127,7 +127,7 @@ def test_dynamic_batch_runs_batch_1_and_3_through_one_file(tmp_path):
 
 
 def test_legacy_fallback_warns_with_the_reason(tmp_path, monkeypatch):
-    import compiler.export as export_module
+    import archspec.compiler.export as export_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated dynamo failure: unsupported op foo")

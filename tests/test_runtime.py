@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import archspec
-import compiler
-from compiler import runtime
-from compiler.onnx_writer import graph_to_onnx
-from compiler.runtime import (LatencyStats, ProviderError, create_session, machine_fingerprint, measure_onnx,
+from archspec import compiler
+from archspec.compiler import runtime
+from archspec.compiler.onnx_writer import graph_to_onnx
+from archspec.compiler.runtime import (LatencyStats, ProviderError, create_session, machine_fingerprint, measure_onnx,
                               measure_torch, physical_cores, session_options)
 from tests.conftest import ZOO, zoo_ids
 

@@ -16,13 +16,13 @@ import time
 import pytest
 
 import archspec
-import compiler
+from archspec import compiler
 from archspec.search_config import MaedetSpace, load_search_config
-from compiler.fastcosts import fast_costs
-from search.run import run_search
-from search.store import TrialStore
-from search.score import maedet_forward_score, maedet_score
-from search.space import MaedetSearchSpace, Rejected
+from archspec.compiler.fastcosts import fast_costs
+from archspec.search.run import run_search
+from archspec.search.store import TrialStore
+from archspec.search.score import maedet_forward_score, maedet_score
+from archspec.search.space import MaedetSearchSpace, Rejected
 from tests.conftest import ROOT, ZOO
 
 BASE = ROOT / "examples" / "search" / "maedet_r50_base.yaml"
@@ -235,7 +235,7 @@ def test_score_command_prints_json():
 
 def detnas_space():
     config, base = load_search_config(ROOT / "examples/search/detnas_300m.yaml")
-    from search.space import DetnasSearchSpace
+    from archspec.search.space import DetnasSearchSpace
 
     return DetnasSearchSpace(config.space, base), base
 
@@ -312,7 +312,7 @@ def test_two_workers_give_the_same_trials_and_best_as_one(tmp_path):
 
 def fake_kernel_measurement(calls):
     """A deterministic stand-in for measuring a kernel on ONNX Runtime (seconds, and noisy)."""
-    from compiler.runtime import LatencyStats
+    from archspec.compiler.runtime import LatencyStats
 
     def measure(key, context, **_):
         calls.append(key)
@@ -326,7 +326,7 @@ def fake_kernel_measurement(calls):
 def test_workers_leave_the_latency_table_to_the_parent(tmp_path, monkeypatch):
     # Kernels are measured in the parent only (the stand-in is patched there alone: a worker
     # measuring would run ONNX Runtime and give other numbers), once each, in trial order.
-    import compiler.latency.predictor as predictor
+    import archspec.compiler.latency.predictor as predictor
 
     calls = []
     monkeypatch.setattr(predictor, "measure_kernel", fake_kernel_measurement(calls))
@@ -363,7 +363,7 @@ def test_a_lost_uncommitted_tail_is_evaluated_again_to_the_same_trials(tmp_path,
 
 
 def test_the_store_commits_in_batches_and_on_close(tmp_path):
-    from search.store import Trial
+    from archspec.search.store import Trial
 
     store = TrialStore(tmp_path / "t.sqlite", flush_seconds=3600, flush_size=3)
     reader = sqlite3.connect(tmp_path / "t.sqlite")
@@ -400,8 +400,8 @@ class ReversedExecutor:
 
 
 def test_the_executor_interface_with_the_serial_executor(tmp_path):
-    from search.evaluators import make_evaluator
-    from search.executor import SerialExecutor
+    from archspec.search.evaluators import make_evaluator
+    from archspec.search.executor import SerialExecutor
 
     config_path = write_config(tmp_path, trials=120)
     config, base = load_search_config(config_path)
@@ -426,8 +426,8 @@ def test_the_executor_interface_with_the_serial_executor(tmp_path):
 
 def test_rounds_keep_the_serial_proposals_of_each_strategy():
     # Without --batch a round never outgrows what the strategy proposes without feedback.
-    from search.run import propose_round
-    from search.strategies import MaedetEvolutionStrategy, RandomWalkStrategy
+    from archspec.search.run import propose_round
+    from archspec.search.strategies import MaedetEvolutionStrategy, RandomWalkStrategy
 
     config, base = load_search_config(ROOT / "examples/search/maedet_r50_budget.yaml")
     space = MaedetSearchSpace(config.space, base)
@@ -436,8 +436,8 @@ def test_rounds_keep_the_serial_proposals_of_each_strategy():
     assert len(propose_round(RandomWalkStrategy(space, 0), 50, None)) == 50  # the walk ignores feedback
     assert len(propose_round(RandomWalkStrategy(space, 0), 5000, None)) == 256  # rounds are capped
     detnas_config, detnas_base = load_search_config(ROOT / "examples/search/detnas_300m.yaml")
-    from search.space import DetnasSearchSpace
-    from search.strategies import make_strategy
+    from archspec.search.space import DetnasSearchSpace
+    from archspec.search.strategies import make_strategy
 
     detnas = make_strategy(detnas_config.strategy, DetnasSearchSpace(detnas_config.space, detnas_base), 0)
     generation = propose_round(detnas, 5000, None)  # a whole generation, then it waits for feedback

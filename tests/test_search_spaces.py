@@ -11,10 +11,10 @@ import pytest
 
 import archspec
 from archspec.search_config import ReceptiveFieldTarget, load_search_config
-from search.run import run_search
-from search.score import graph_level_scores, level_scores, maedet_score, receptive_field_term
-from search.space import Rejected, make_space
-from search.strategies import CrnasTwoStepStrategy, make_strategy
+from archspec.search.run import run_search
+from archspec.search.score import graph_level_scores, level_scores, maedet_score, receptive_field_term
+from archspec.search.space import Rejected, make_space
+from archspec.search.strategies import CrnasTwoStepStrategy, make_strategy
 from tests.conftest import ROOT, ZOO
 
 SEARCHES = ROOT / "examples" / "search"
@@ -158,7 +158,7 @@ def _drive(strategy, space, score):
 
 def test_crnas_two_step_allocates_then_dilates_greedily():
     config, space = _space("crnas_resnet50")
-    from search.score import config_score
+    from archspec.search.score import config_score
 
     score = lambda spec: config_score(spec, config)  # noqa: E731
     first = CrnasTwoStepStrategy(space, seed=0, top_k=3)
@@ -185,7 +185,7 @@ def test_crnas_and_spinenet_searches_end_to_end(tmp_path):
     spine = run_search(SEARCHES / "spinenet49_permute.yaml", tmp_path / "spine", progress=False, max_trials=40)
     best = archspec.load(tmp_path / "spine" / "best.yaml")
     assert best.type == "scale_permuted" and maedet_score(best) == pytest.approx(spine.best_score)
-    import compiler
+    from archspec import compiler
 
     assert compiler.costs(best, 640).flops <= 56.53e9
     strategy = make_strategy(load_search_config(SEARCHES / "crnas_resnet50.yaml")[0].strategy,
@@ -257,7 +257,7 @@ def test_spinenet_level_swaps_stay_within_one_role():
 def test_crnas_space_refuses_a_base_with_per_block_overrides():
     from archspec.errors import SpecError
     from archspec.search_config import CrnasSpace
-    from search.space import CrnasSearchSpace
+    from archspec.search.space import CrnasSearchSpace
 
     data = archspec.to_data(archspec.load(ROOT / "examples/backbones/resnet50.yaml"))
     data["stages"][1]["blocks"] = [None, {"type": "basic"}, None, None]
@@ -283,7 +283,7 @@ def test_score_cli_offers_the_receptive_field_scorer():
 
 def test_crnas_two_step_proposes_each_candidate_once_and_never_keeps_infeasible_ones():
     config, space = _space("crnas_resnet50")
-    from search.score import config_score
+    from archspec.search.score import config_score
 
     # "infeasible" (no score) unless stage 1 holds 4 or more blocks: the kept allocation must obey
     def score(spec):

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archspec
-import compiler
+from archspec import compiler
 from archspec import SpecError
 from archspec.scale_permuted import PERMUTED_BLOCK_TYPES, permute_levels, rewire, with_block
-from compiler.hooks import module_macs, module_params
+from archspec.compiler.hooks import module_macs, module_params
 from tests.conftest import ROOT
 from tests.test_fuzz import _paths, check_outcome
 
@@ -162,7 +162,7 @@ def test_torch_export_accepts_a_spinenet():
 
 
 def test_graph_renders_levels_as_rows(tmp_path):
-    from compiler import render
+    from archspec.compiler import render
 
     graph = compiler.lower(load("spinenet49"))
     dot = render.to_dot(graph)

@@ -15,7 +15,7 @@ PROVIDER_CHOICES = click.Choice(["cpu", "cuda", "tensorrt"])
 
 
 def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
-    from compiler import parse_input_size
+    from archspec.compiler import parse_input_size
 
     return default if text is None else parse_input_size(text)
 
@@ -40,8 +40,9 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
     file's metadata, so `archspec summary model.onnx` can show what it is. Detectors export the
     whole pipeline: images -> boxes, scores, labels (decoding and NMS inside the graph), with a
     dynamic batch."""
-    from compiler.export import export as export_any
-    from compiler.export import io_shapes, optimize_onnx
+    import archspec.detection  # noqa: F401  (registers the detector exporter)
+    from archspec.compiler.export import export as export_any
+    from archspec.compiler.export import io_shapes, optimize_onnx
 
     spec = load(spec_file)
     options = {}
@@ -62,11 +63,11 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
 
 
 def _detector_with_weights(spec, weights: Path | None):
-    from detection.model import build_detector
+    from archspec.detection.model import build_detector
 
     model = build_detector(spec)
     if weights is not None:
-        from detection.checkpoint import load_weights
+        from archspec.detection.checkpoint import load_weights
 
         load_weights(model, weights)
     return model
@@ -90,7 +91,7 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
     """Latency of a spec or an exported .onnx file: median, p10, p90, min and standard deviation
     in ms, with the runtime, provider, threads and machine fingerprint. With --runtime both,
     ONNX Runtime and torch eager are measured in the same run and their ratio is printed."""
-    from compiler.runtime import measure_onnx, physical_cores
+    from archspec.compiler.runtime import measure_onnx, physical_cores
 
     threads = threads or physical_cores()
     if runtime != "ort" and provider != "cpu":
@@ -115,7 +116,7 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
             results["ort"] = measure_onnx(onnx_path, (batch, channels, *size), provider=provider, threads=threads,
                                           warmup=warmup, repeat=repeat, clock=clock)
         if runtime in ("torch", "both"):
-            from compiler.runtime import measure_torch
+            from archspec.compiler.runtime import measure_torch
 
             results["torch"] = measure_torch(_torch_module(spec), (batch, _in_channels(spec), *size), threads=threads,
                                              warmup=warmup, repeat=repeat, clock=clock)
@@ -135,7 +136,8 @@ def _in_channels(spec) -> int:
 
 
 def _export_for_bench(spec, path: Path, size, batch: int) -> Path:
-    from compiler.export import export, export_spec
+    import archspec.detection  # noqa: F401  (registers the detector exporter)
+    from archspec.compiler.export import export, export_spec
 
     if spec.type == "detector":
         return export(spec, path)
@@ -145,13 +147,13 @@ def _export_for_bench(spec, path: Path, size, batch: int) -> Path:
 def _torch_module(spec):
     """What torch eager runs: the backbone, or a detector end to end (network, decoding, NMS)."""
     if spec.type != "detector":
-        from compiler import build
+        from archspec.compiler import build
 
         return build(spec)
     import torch
 
-    from detection.model import build_detector
-    from detection.postprocess import detect
+    from archspec.detection.model import build_detector
+    from archspec.detection.postprocess import detect
 
     class EndToEnd(torch.nn.Module):
         def __init__(self):
@@ -167,7 +169,7 @@ def _torch_module(spec):
 def _spec_of(model: Path, is_onnx: bool, needed: bool):
     if not is_onnx:
         return load(model)
-    from compiler.export import METADATA_SPEC, read_metadata, spec_from_onnx
+    from archspec.compiler.export import METADATA_SPEC, read_metadata, spec_from_onnx
 
     if METADATA_SPEC in read_metadata(model):
         return spec_from_onnx(model)
@@ -177,7 +179,7 @@ def _spec_of(model: Path, is_onnx: bool, needed: bool):
 
 
 def _static_size(path: Path) -> tuple[int, int] | None:
-    from compiler.export import io_shapes
+    from archspec.compiler.export import io_shapes
 
     shape = next(iter(io_shapes(path)["inputs"].values()))
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
@@ -186,7 +188,7 @@ def _static_size(path: Path) -> tuple[int, int] | None:
 
 
 def _input_channels(path: Path) -> int:
-    from compiler.export import io_shapes
+    from archspec.compiler.export import io_shapes
 
     shape = next(iter(io_shapes(path)["inputs"].values()))
     if len(shape) != 4 or not isinstance(shape[1], int):
@@ -201,7 +203,7 @@ def _bench_size(model: Path, is_onnx: bool, input_size: str | None) -> tuple[int
         static = _static_size(model)
         if static is not None:
             return static
-        from compiler.export import METADATA_INPUT_SIZE, read_metadata
+        from archspec.compiler.export import METADATA_INPUT_SIZE, read_metadata
 
         recorded = read_metadata(model).get(METADATA_INPUT_SIZE)
         if recorded:
@@ -246,7 +248,7 @@ def _table_options(func):
 
 
 def _predictor(table_path, runtime, provider, threads, clock="wall"):
-    from compiler.latency import LatencyPredictor, LatencyTable
+    from archspec.compiler.latency import LatencyPredictor, LatencyTable
 
     return LatencyPredictor(LatencyTable(table_path), runtime=runtime, provider=provider, threads=threads,
                             clock=clock)
@@ -270,7 +272,7 @@ def _specs_from(paths: tuple[Path, ...]) -> list:
 
 
 def _sample_search(data: dict, source: str) -> list:
-    from search.space import sample_specs
+    from archspec.search.space import sample_specs
 
     return sample_specs(Path(source))
 
@@ -290,7 +292,7 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
     kernels are skipped, each is saved as soon as it is measured)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from compiler.latency import describe
+    from archspec.compiler.latency import describe
 
     size = _size(input_size)
     predictor = _predictor(table_path, runtime, provider, threads, clock)

@@ -29,7 +29,7 @@ def data() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_objects: int, seed: int) -> None:
     """Write a small synthetic COCO-format dataset of coloured shapes (train and val splits)."""
-    from detection.synthetic import synthesize
+    from archspec.detection.synthetic import synthesize
 
     summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
                          max_objects=max_objects, seed=seed)
@@ -58,8 +58,8 @@ def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: i
           device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue."""
-    from detection.train import TrainOptions
-    from detection.train import train as run_training
+    from archspec.detection.train import TrainOptions
+    from archspec.detection.train import train as run_training
 
     spec = _detector(spec_file)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
@@ -79,7 +79,7 @@ def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: i
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: bool) -> None:
     """COCO box AP of a run's checkpoint on the val split (pycocotools COCOeval)."""
-    from detection.train import evaluate_run
+    from archspec.detection.train import evaluate_run
 
     metrics = evaluate_run(run, data_dir, checkpoint=checkpoint, device=device)
     if as_json:
@@ -102,7 +102,7 @@ def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: b
               help="Draw boxes scoring at least this (detections.json keeps all).")
 def detect(model: Path, images: tuple[Path, ...], out: Path, provider: str, min_score: float) -> None:
     """Run an exported detector (.onnx from `archspec export`) on images in ONNX Runtime."""
-    from detection.deploy import OnnxDetector, write_outputs
+    from archspec.detection.deploy import OnnxDetector, write_outputs
 
     detector = OnnxDetector(model, provider=provider)
     found = detector.detect_files(images)

@@ -28,7 +28,7 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
     same --batch; --workers may change)."""
     import warnings
 
-    from search.run import run_search
+    from archspec.search.run import run_search
 
     with warnings.catch_warnings():
         # A run's warnings (e.g. --workers that cannot help) as one line, not with a source line.
@@ -52,8 +52,8 @@ def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool) ->
     """A spec's training-free MAE-DET score (C3:C4:C5 = 1:1:6; higher is better)."""
     from archspec import load
     from archspec.search_config import ReceptiveFieldTarget
-    from compiler import parse_input_size
-    from search.score import combine, level_scores, maedet_forward_score, receptive_field_term
+    from archspec.compiler import parse_input_size
+    from archspec.search.score import combine, level_scores, maedet_forward_score, receptive_field_term
 
     spec = load(file)
     extra = {}

@@ -40,7 +40,7 @@ def validate(files: tuple[Path, ...]) -> None:
 def summary(files: tuple[Path, ...], input_size: str, as_json: bool) -> None:
     """Parameters, MACs, FLOPs (= 2 x MACs) and every output's channels, stride, shape and
     receptive field. MACs count convolutions and linear layers only."""
-    from compiler import parse_input_size, summarize
+    from archspec.compiler import parse_input_size, summarize
 
     size = parse_input_size(input_size) if input_size else None
     summaries = [_summarize_onnx(path) if path.suffix.lower() == ".onnx" else
@@ -56,8 +56,8 @@ def summary(files: tuple[Path, ...], input_size: str, as_json: bool) -> None:
 def _summarize_onnx(path: Path) -> dict:
     """An exported file: its spec (from the metadata) summarized at the file's input size, plus
     the ONNX input/output shapes."""
-    from compiler import parse_input_size, summarize
-    from compiler.export import METADATA_INPUT_SIZE, io_shapes, read_metadata, spec_from_onnx
+    from archspec.compiler import parse_input_size, summarize
+    from archspec.compiler.export import METADATA_INPUT_SIZE, io_shapes, read_metadata, spec_from_onnx
 
     spec = spec_from_onnx(path)
     size = parse_input_size(read_metadata(path).get(METADATA_INPUT_SIZE, "224"))
@@ -121,8 +121,8 @@ def schema(output: Path | None) -> None:
 def graph(file: Path, fmt: str, output: Path | None) -> None:
     """Render the block graph of a spec, one row per feature level (a detector's backbone for
     detector specs)."""
-    from compiler import lower
-    from compiler import render
+    from archspec.compiler import lower
+    from archspec.compiler import render
 
     spec = load(file)
     ir = lower(spec.backbone if spec.type == "detector" else spec)

@@ -1,7 +1,7 @@
 """Latency tables and prediction: a spec's latency as the sum of its measured kernels plus a
 calibrated per-model overhead. See docs/latency.md.
 
-    from compiler.latency import LatencyTable, LatencyPredictor
+    from archspec.compiler.latency import LatencyTable, LatencyPredictor
     predictor = LatencyPredictor(LatencyTable())
     predictor.measure_missing(spec, (224, 224))
     ms = predictor.predict(spec, (224, 224))
@@ -12,11 +12,11 @@ kinds their measurable graphs through `KERNEL_GRAPHS`.
 
 from __future__ import annotations
 
-from compiler.latency import scale_permuted as _scale_permuted  # noqa: F401 - registers SpineNet kernels
-from compiler.latency.kernels import DECOMPOSERS, KERNEL_GRAPHS, KernelKey, describe, kernel_graph, kernels
-from compiler.latency.predictor import (Coefficients, LatencyPredictor, MissingKernelError, fit_overhead,
+from archspec.compiler.latency import scale_permuted as _scale_permuted  # noqa: F401 - registers SpineNet kernels
+from archspec.compiler.latency.kernels import DECOMPOSERS, KERNEL_GRAPHS, KernelKey, describe, kernel_graph, kernels
+from archspec.compiler.latency.predictor import (Coefficients, LatencyPredictor, MissingKernelError, fit_overhead,
                                         measure_end_to_end, measure_kernel)
-from compiler.latency.table import CalibrationRun, Context, LatencyTable, default_table_path
+from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable, default_table_path
 
 __all__ = [
     "CalibrationRun", "Coefficients", "Context", "DECOMPOSERS", "KERNEL_GRAPHS", "KernelKey", "LatencyPredictor", "LatencyTable",

@@ -154,9 +154,9 @@ KernelGraph = Callable[[dict], tuple[object, tuple[int, int]]]
 def _layer_graph(data: dict):
     from pydantic import TypeAdapter
 
-    from compiler.graph import Graph
-    from compiler.lowering import lower_layer
-    from compiler.ops import Input
+    from archspec.compiler.graph import Graph
+    from archspec.compiler.lowering import lower_layer
+    from archspec.compiler.ops import Input
 
     block = TypeAdapter(_AnyLayerBlock()).validate_python(data["block"])
     stride = data["stride"]
@@ -180,9 +180,9 @@ def _AnyLayerBlock():  # noqa: N802 - a type
 
 
 def _classifier_graph(data: dict):
-    from compiler.graph import Graph
-    from compiler.lowering import BlockScope
-    from compiler.ops import GlobalAvgPool, Input, Linear
+    from archspec.compiler.graph import Graph
+    from archspec.compiler.lowering import BlockScope
+    from archspec.compiler.ops import GlobalAvgPool, Input, Linear
 
     graph = Graph("kernel")
     x = graph.add("input", Input(data["in"]), block="input", block_kind="input")

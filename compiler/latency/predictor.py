@@ -24,9 +24,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from compiler.latency.kernels import KernelKey, describe, kernel_graph
-from compiler.latency.kernels import kernels as spec_kernels
-from compiler.latency.table import CalibrationRun, Context, LatencyTable
+from archspec.compiler.latency.kernels import KernelKey, describe, kernel_graph
+from archspec.compiler.latency.kernels import kernels as spec_kernels
+from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable
 
 RUNTIMES = ("ort", "torch")
 MIN_POINTS_FULL_FIT = 8
@@ -48,7 +48,7 @@ class MissingKernelError(ValueError):
 
 @functools.lru_cache(maxsize=1)
 def _current_machine() -> dict:
-    from compiler.runtime import machine_fingerprint
+    from archspec.compiler.runtime import machine_fingerprint
 
     return machine_fingerprint()
 
@@ -58,7 +58,7 @@ class LatencyPredictor:
 
     def __init__(self, table: LatencyTable, *, runtime: str = "ort", provider: str = "cpu",
                  threads: int | None = None, clock: str = "wall"):
-        from compiler.runtime import physical_cores, provider_name, timer_for
+        from archspec.compiler.runtime import physical_cores, provider_name, timer_for
 
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
@@ -268,7 +268,7 @@ def measure_kernel(key: KernelKey, context: Context, *, budget_ms: float = 150.0
                    max_repeat: int = 400):
     """(`LatencyStats`, static features) of one kernel alone, in `context`'s runtime, provider and
     threads. The number of timed runs adapts to the kernel's speed (about `budget_ms` of timing)."""
-    from compiler import costs
+    from archspec.compiler import costs
 
     graph, size = kernel_graph(key)
     channels = graph.nx.nodes[graph.input]["channels"]
@@ -281,7 +281,7 @@ def measure_kernel(key: KernelKey, context: Context, *, budget_ms: float = 150.0
 def measure_end_to_end(spec, input_size, context: Context, *, repeat: int = 60, warmup: int = 10):
     """Latency of a whole spec, built the same way its kernels are (same writer, same session
     settings)."""
-    from compiler import lower
+    from archspec.compiler import lower
 
     graph = lower(spec)
     return _measure_graph(graph, _size(input_size), spec.in_channels, context, budget_ms=None,
@@ -292,8 +292,8 @@ def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float 
                    max_repeat: int, warmup: int = 5):
     shape = (1, channels, *size)
     if context.runtime == "ort":
-        from compiler.onnx_writer import graph_to_onnx
-        from compiler.runtime import create_session, measure_session
+        from archspec.compiler.onnx_writer import graph_to_onnx
+        from archspec.compiler.runtime import create_session, measure_session
 
         session = create_session(graph_to_onnx(graph, size).SerializeToString(), provider=context.provider,
                                  threads=context.threads)
@@ -302,8 +302,8 @@ def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float 
             return measure_session(session, shape, provider=context.provider, threads=context.threads,
                                    warmup=warm, repeat=repeat, clock=context.clock)
     else:
-        from compiler import build
-        from compiler.runtime import measure_torch
+        from archspec.compiler import build
+        from archspec.compiler.runtime import measure_torch
 
         module = build(graph)
 
@@ -326,6 +326,6 @@ def _unique(keys: Iterable[KernelKey]) -> list[KernelKey]:
 def _size(input_size) -> tuple[int, int]:
     if isinstance(input_size, tuple) and len(input_size) == 2 and all(isinstance(v, int) for v in input_size):
         return input_size
-    from compiler import parse_input_size
+    from archspec.compiler import parse_input_size
 
     return parse_input_size(input_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 
-from compiler.latency.kernels import (DECOMPOSERS, KERNEL_GRAPHS, KernelKey, halve, layer_key, layer_kernel,
+from archspec.compiler.latency.kernels import (DECOMPOSERS, KERNEL_GRAPHS, KernelKey, halve, layer_key, layer_kernel,
                                       stem_conv_key)
 
 
@@ -70,9 +70,9 @@ def scale_permuted_kernels(spec, input_size: tuple[int, int]) -> list[KernelKey]
 
 
 def _resample_graph(data: dict):
-    from compiler.graph import Graph
-    from compiler.lowering import BlockScope
-    from compiler.ops import Input, MaxPool, Upsample
+    from archspec.compiler.graph import Graph
+    from archspec.compiler.lowering import BlockScope
+    from archspec.compiler.ops import Input, MaxPool, Upsample
 
     graph = Graph("kernel")
     x = graph.add("input", Input(data["in"]), block="input", block_kind="input")
@@ -90,9 +90,9 @@ def _resample_graph(data: dict):
 
 
 def _merge_graph(data: dict):
-    from compiler.graph import Graph
-    from compiler.lowering import BlockScope
-    from compiler.ops import Act, Input
+    from archspec.compiler.graph import Graph
+    from archspec.compiler.lowering import BlockScope
+    from archspec.compiler.ops import Act, Input
 
     graph = Graph("kernel")
     x = graph.add("input", Input(data["channels"]), block="input", block_kind="input")
