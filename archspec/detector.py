@@ -248,6 +248,35 @@ class Detector(Spec):
         return issues
 
 
+class DetectorTemplate(Spec):
+    """A detector without its backbone: what a search config's ``detector:`` wraps around every
+    candidate, so that `best.yaml` is a complete detector and trained evaluators (proxy training,
+    the supernet) train detectors. The fields are exactly `Detector`'s, minus ``type``, ``name``,
+    ``description`` and ``backbone`` (a test keeps the two in step)."""
+
+    neck: Neck = Field(default_factory=lambda: FPNNeck(type="fpn"))
+    """Neck: `fpn` or `none`."""
+    head: Head
+    """Dense head: `retinanet` or `fcos`."""
+    num_classes: Annotated[int, Field(ge=1, le=10000)]
+    """Number of object classes (no background class: the heads use sigmoids)."""
+    class_names: list[str] | None = None
+    """Names of the classes, in label order (length `num_classes`)."""
+    input_size: Annotated[int, Field(ge=32, le=4096)] | tuple[
+        Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] = 640
+    """Input height and width (one number for a square input); images are resized to it."""
+    postprocess: Postprocess = Field(default_factory=Postprocess)
+    """Score threshold, NMS and detection limits."""
+
+    def around(self, backbone, *, name: str = "detector", description: str = "") -> Detector:
+        """The detector with this neck, head and classes on `backbone` (validated; a mismatch
+        between the template and the backbone raises `SpecError` with the field path)."""
+        from archspec.io import to_data, validate
+
+        return validate({"type": "detector", "name": name, "description": description,
+                         "backbone": to_data(backbone), **to_data(self)})
+
+
 def output_level(name: str) -> int | None:
     """``C4`` -> 4; None for names that are not levels (``logits``)."""
     return int(name[1:]) if len(name) > 1 and name[0] in "CP" and name[1:].isdigit() else None

@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field
 
 from archspec.blocks import Spec
+from archspec.detector import DetectorTemplate
 
 
 class MaedetSpace(Spec):
@@ -222,6 +223,11 @@ class SearchConfig(Spec):
     plus the receptive-field term of `receptive_field` (`maedet_rf`, dilation-sensitive, for CR-NAS)."""
     receptive_field: ReceptiveFieldTarget = Field(default_factory=ReceptiveFieldTarget)
     """Targets of the `maedet_rf` score."""
+    detector: DetectorTemplate | None = None
+    """Neck, head, classes and input size wrapped around every candidate backbone: with it,
+    `best.yaml` is a complete detector spec (backbone inline) that `archspec train`, `export` and
+    `detect` take as it is, and the trained evaluators (proxy training, the supernet) train
+    detectors of this form. Without it the search works on backbones alone."""
     trials: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
     """Candidates to propose (``--max-trials`` overrides)."""
     seed: int = 0
@@ -262,4 +268,9 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
     if base.type != wanted:
         raise SpecError("base", f"the {config.space.type} space edits {wanted} backbones, not {base.type!r}",
                         source=str(path))
+    if config.detector is not None:
+        try:
+            config.detector.around(base)
+        except SpecError as exc:
+            raise SpecError(issues=exc.with_prefix("detector").issues, source=str(path)) from None
     return config, base

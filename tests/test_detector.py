@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,13 +13,13 @@ from onnx import TensorProto, helper
 
 import archspec
 from archspec.errors import SpecError
-from compiler import costs, summarize
-from compiler.hooks import module_macs, module_params
-from detection.boxes import box_iou, decode_deltas, encode_deltas
-from detection.export import _postprocess_nodes
-from detection.losses import assign_locations, centerness_targets, detection_loss, match_anchors
-from detection.model import build_detector, cell_anchors
-from detection.postprocess import select_detections
+from archspec.compiler import costs, summarize
+from archspec.compiler.hooks import module_macs, module_params
+from archspec.detection.boxes import box_iou, decode_deltas, encode_deltas
+from archspec.detection.export import _postprocess_nodes
+from archspec.detection.losses import assign_locations, centerness_targets, detection_loss, match_anchors
+from archspec.detection.model import build_detector, cell_anchors
+from archspec.detection.postprocess import select_detections
 
 from tests.conftest import ROOT
 
@@ -94,7 +96,7 @@ def test_backbone_file_errors_name_the_backbone_field(tmp_path):
 
 def test_spinenet_neck_none_needs_equal_widths():
     spec = archspec.load(ROOT / "examples/detectors/retinanet_spinenet49.yaml")
-    assert [s.channels for s in __import__("compiler.detector", fromlist=["x"]).plan_detector(spec).levels.values()] \
+    assert [s.channels for s in __import__("archspec.compiler.detector", fromlist=["x"]).plan_detector(spec).levels.values()] \
         == [256] * 5
 
 
@@ -256,3 +258,36 @@ def test_select_detections_with_nothing_above_threshold():
     boxes, scores, labels = select_detections(torch.rand(2, 5, 4), torch.full((2, 3, 5), 0.01), score_threshold=0.05,
                                               iou_threshold=0.5, max_detections=4)
     assert boxes.shape == (2, 4, 4) and (labels == -1).all() and (scores == 0).all()
+
+
+def test_detector_template_has_exactly_the_detector_fields_but_the_backbone():
+    """The search config's `detector:` template and the detector spec cannot drift apart."""
+    from archspec.detector import Detector, DetectorTemplate
+
+    def describe(field):  # type, constraints, docstring and default, in one comparable form
+        return repr(field), field.get_default(call_default_factory=True)
+
+    wanted = {name: describe(f) for name, f in Detector.model_fields.items()
+              if name not in {"type", "name", "description", "backbone"}}
+    got = {name: describe(f) for name, f in DetectorTemplate.model_fields.items()}
+    assert got == wanted
+
+
+def test_search_config_detector_template_is_checked_against_the_base(tmp_path):
+    from archspec.errors import SpecError
+    from archspec.search_config import load_search_config
+
+    resnet18 = (Path(__file__).resolve().parents[1] / "examples/backbones/resnet18.yaml").as_posix()
+    config = tmp_path / "search.yaml"
+    config.write_text(f"type: search\nbase: {resnet18}\nspace: {{type: crnas}}\nstrategy: {{type: crnas_two_step}}\n"
+                      "detector: {neck: {type: fpn, in_features: [C3, C4, C9], channels: 64}, head: {type: fcos},"
+                      " num_classes: 3, input_size: 128}\n")
+    with pytest.raises(SpecError) as info:
+        load_search_config(config)
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        ("detector.neck.in_features[2]", "the backbone has no output 'C9'; it has C2, C3, C4, C5")]
+    config.write_text(config.read_text().replace("C9", "C5"))
+    loaded, base = load_search_config(config)
+    detector = loaded.detector.around(base, name="best")
+    assert (detector.type, detector.name, detector.num_classes, detector.image_size) == ("detector", "best", 3, (128, 128))
+    assert detector.backbone == base
