@@ -294,39 +294,49 @@ class MaxPoolLayer(Spec):
         return _odd_kernel(self.kernel, where)
 
 
-class _RegisteredBlock:
-    """Pydantic hooks of the `Block` field type: a union tagged by `type` over `BLOCK_SPECS`,
-    looked up when a document is validated (so later registrations count), serialised as the
-    instance's own class, and drawn in the JSON Schema as a discriminated ``oneOf``."""
+def registered_union(registry: Registry[type[Spec]], base: type[Spec]) -> Any:
+    """A field type whose value is any spec class in `registry`, chosen by its `type` tag.
 
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            validate_block,
-            serialization=core_schema.wrap_serializer_function_ser_schema(
-                lambda value, serialize: serialize(value), schema=core_schema.any_schema()))
+    Unlike a pydantic discriminated union, it reads the registry when a document is validated,
+    so classes registered later (plug-ins, tests) validate from YAML like the built-in ones.
+    Values serialise as their own class; the JSON Schema is a discriminated ``oneOf`` over the
+    classes registered when the schema is generated."""
 
-    @classmethod
-    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
-        choices = {tag: block.__pydantic_core_schema__ for tag, block in BLOCK_SPECS.items()}
-        return handler(core_schema.tagged_union_schema(choices, discriminator="type"))
+    def validate(data: Any) -> Spec:
+        if isinstance(data, base):
+            return data
+        if not isinstance(data, dict):
+            raise PydanticCustomError("model_type", "Input should be a mapping with a `type` field naming the kind")
+        if "type" not in data:
+            raise PydanticCustomError("union_tag_not_found", "missing 'type' field", {"discriminator": "'type'"})
+        kind = data["type"]
+        if not isinstance(kind, str) or kind not in registry:
+            expected = ", ".join(repr(tag) for tag in registry)
+            raise PydanticCustomError("union_tag_invalid", "unknown kind {tag}; expected one of {expected_tags}",
+                                      {"tag": kind, "expected_tags": expected, "discriminator": "'type'"})
+        return registry[kind].model_validate(data)
+
+    class Hooks:
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+            return core_schema.no_info_plain_validator_function(
+                validate,
+                serialization=core_schema.wrap_serializer_function_ser_schema(
+                    lambda value, serialize: serialize(value), schema=core_schema.any_schema()))
+
+        @classmethod
+        def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
+            choices = {tag: member.__pydantic_core_schema__ for tag, member in registry.items()}
+            return handler(core_schema.tagged_union_schema(choices, discriminator="type"))
+
+    Hooks.validate = staticmethod(validate)  # type: ignore[attr-defined]
+    return Annotated[base, Hooks]
+
+
+Block = registered_union(BLOCK_SPECS, BlockSpec)
+"""Any registered block kind (`BLOCK_SPECS`), chosen by its `type` tag."""
 
 
 def validate_block(data: Any) -> BlockSpec:
     """A block spec from a document mapping (or an already built block spec), by its `type` tag."""
-    if isinstance(data, BlockSpec):
-        return data
-    if not isinstance(data, dict):
-        raise PydanticCustomError("model_type", "Input should be a mapping with a `type` field naming the block kind")
-    if "type" not in data:
-        raise PydanticCustomError("union_tag_not_found", "missing 'type' field", {"discriminator": "'type'"})
-    kind = data["type"]
-    if not isinstance(kind, str) or kind not in BLOCK_SPECS:
-        expected = ", ".join(repr(tag) for tag in BLOCK_SPECS)
-        raise PydanticCustomError("union_tag_invalid", "unknown kind {tag}; expected one of {expected_tags}",
-                                  {"tag": kind, "expected_tags": expected, "discriminator": "'type'"})
-    return BLOCK_SPECS[kind].model_validate(data)
-
-
-Block = Annotated[BlockSpec, _RegisteredBlock]
-"""Any registered block kind (`BLOCK_SPECS`), chosen by its `type` tag."""
+    return get_args(Block)[1].validate(data)

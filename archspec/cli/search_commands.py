@@ -52,7 +52,7 @@ def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool) ->
     """A spec's training-free MAE-DET score (C3:C4:C5 = 1:1:6; higher is better)."""
     from archspec import load
     from archspec.search_config import ReceptiveFieldTarget
-    from archspec.compiler import parse_input_size
+    from archspec.sizes import parse_input_size
     from archspec.search.score import combine, level_scores, maedet_forward_score, receptive_field_term
 
     spec = load(file)
