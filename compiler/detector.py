@@ -19,13 +19,14 @@ loss. A new head is one class in the detection layer, registered with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import ClassVar
 
 from archspec.compiler.costs import Costs, graph_costs
 from archspec.compiler.graph import Graph
 from archspec.compiler.lowering import lower
 from archspec.compiler.ops import Conv, Shape
-from archspec.detector import GROUP_NORM_GROUPS, Detector, FCOSHead, FPNNeck, HeadSpec, RetinaNetHead, output_level
+from archspec.detector import GROUP_NORM_GROUPS, Detector, FCOSHead, HeadSpec, RetinaNetHead, output_level
 from archspec.errors import SpecError
 from archspec.registry import Registry
 
@@ -125,16 +126,31 @@ def plan_detector(spec: Detector) -> DetectorPlan:
     return plan
 
 
+NECK_PLANS: Registry[Callable[[DetectorPlan], None]] = Registry("neck plan")
+"""Neck `type` tag -> function adding the neck's convolutions and output levels to a plan."""
+
+
 def _plan_neck(plan: DetectorPlan) -> None:
+    NECK_PLANS[plan.spec.neck.type](plan)
+
+
+@NECK_PLANS.register("none")
+def plan_no_neck(plan: DetectorPlan) -> None:
+    """The backbone's outputs are the head's levels; they must share one width."""
     spec = plan.spec
-    if not isinstance(spec.neck, FPNNeck):
-        plan.levels = {level: plan.backbone_outputs[f"C{level}"] for level in spec.levels}
-        widths = {shape.channels for shape in plan.levels.values()}
-        if len(widths) > 1:
-            listing = ", ".join(f"C{level}: {shape.channels}" for level, shape in plan.levels.items())
-            raise SpecError("neck", f"type 'none' shares one head over levels with different widths "
-                                    f"({listing}); use an fpn neck")
-        return
+    plan.levels = {level: plan.backbone_outputs[f"C{level}"] for level in spec.levels}
+    widths = {shape.channels for shape in plan.levels.values()}
+    if len(widths) > 1:
+        listing = ", ".join(f"C{level}: {shape.channels}" for level, shape in plan.levels.items())
+        raise SpecError("neck", f"type 'none' shares one head over levels with different widths "
+                                f"({listing}); use an fpn neck")
+
+
+@NECK_PLANS.register("fpn")
+def plan_fpn(plan: DetectorPlan) -> None:
+    """FPN (Lin et al., "Feature Pyramid Networks for Object Detection", 2017, section 3): a 1x1
+    lateral and a 3x3 output conv per input level, stride-2 3x3 convs for the extra levels."""
+    spec = plan.spec
     neck, width = spec.neck, spec.neck.channels
     inputs = {output_level(name): plan.backbone_outputs[name] for name in neck.in_features}
     for level, shape in inputs.items():

@@ -12,6 +12,8 @@ follow the same order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -19,10 +21,11 @@ from torch.nn import functional as F
 from archspec.detector import Detector as DetectorSpec
 from archspec.detector import FPNNeck, output_level
 from archspec.compiler.detector import DetectorPlan, plan_detector
+from archspec.registry import Registry
 from archspec.detection.heads import FCOS_LOG_DISTANCE_CLAMP, DenseHead, DenseOutputs, cell_anchors, head_module_class
 
 __all__ = ["FCOS_LOG_DISTANCE_CLAMP", "DenseHead", "DenseOutputs", "Detector", "FPN", "build_detector", "cell_anchors",
-           "make_priors"]
+           "make_priors", "NECK_MODULES"]
 
 
 class FPN(nn.Module):
@@ -65,6 +68,12 @@ class FPN(nn.Module):
         return outputs
 
 
+NECK_MODULES: Registry[Callable[[DetectorPlan], nn.Module | None]] = Registry("neck module")
+"""Neck `type` tag -> builder of its module from the plan (None: levels pass through unchanged)."""
+NECK_MODULES.register("fpn", FPN)
+NECK_MODULES.register("none", lambda plan: None)
+
+
 class Detector(nn.Module):
     """A detector built from a spec. ``forward(images)`` -> `DenseOutputs`; `candidates`
     decodes them; `detection.postprocess.select_detections` applies NMS."""
@@ -76,7 +85,7 @@ class Detector(nn.Module):
         self.spec = spec
         self.plan = plan = plan or plan_detector(spec)
         self.backbone = build(spec.backbone)
-        self.neck = FPN(plan) if isinstance(spec.neck, FPNNeck) else None
+        self.neck = NECK_MODULES[spec.neck.type](plan)
         self.head = head_module_class(spec.head)(plan)
         self.level_names = [f"C{level}" for level in plan.levels]
         priors, strides = make_priors(plan)
