@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import functools
 import math
-
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from archspec.compiler.fastcosts import layer_graph
+from archspec.registry import Registry
 
 LEVEL_WEIGHTS: dict[int, float] = {3: 1.0, 4: 1.0, 5: 6.0}
 """MAE-DET's multi_block_ratio [0, 0, 1, 1, 6] over the stem, C2, C3, C4, C5."""
@@ -111,12 +113,51 @@ def receptive_field_term(spec, target) -> float:
     return -target.weight * total
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """A scorer's verdict on one spec."""
+
+    value: float
+    """The score (higher is better)."""
+    levels: dict[int, float] | None = None
+    """Per-level scores (level -> score), for scorers that have them."""
+    terms: dict[str, float] = field(default_factory=dict)
+    """Named extra terms included in `value` (e.g. ``receptive_field_term``)."""
+
+
+Scorer = Callable[..., ScoreResult]
+"""``scorer(spec, *, input_size, seed, receptive_field) -> ScoreResult``."""
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+"""Scorer name (``archspec score --scorer``; a search config's `score` with ``_`` for ``-``) -> scorer."""
+
+
+@SCORERS.register("maedet")
+def _score_maedet(spec, **_options) -> ScoreResult:
+    levels = level_scores(spec)
+    return ScoreResult(combine(levels), levels)
+
+
+@SCORERS.register("maedet-rf")
+def _score_maedet_rf(spec, *, receptive_field=None, **_options) -> ScoreResult:
+    from archspec.search_config import ReceptiveFieldTarget
+
+    levels = level_scores(spec)
+    term = receptive_field_term(spec, receptive_field or ReceptiveFieldTarget())
+    return ScoreResult(combine(levels) + term, levels, {"receptive_field_term": term})
+
+
+@SCORERS.register("maedet-forward")
+def _score_maedet_forward(spec, *, input_size: object = (224, 224), seed: int = 0, **_options) -> ScoreResult:
+    from archspec.sizes import parse_input_size
+
+    return ScoreResult(maedet_forward_score(spec, parse_input_size(input_size), seed=seed))
+
+
 def config_score(spec, config) -> float:
     """The objective a search config asks for (higher is better)."""
-    score = maedet_score(spec)
-    if config.score == "maedet_rf":
-        score += receptive_field_term(spec, config.receptive_field)
-    return score
+    scorer = SCORERS[config.score.replace("_", "-")]
+    return scorer(spec, receptive_field=config.receptive_field).value
 
 
 def combine(scores: dict[int, float]) -> float:
