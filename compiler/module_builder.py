@@ -5,6 +5,9 @@ parametrised or stateful primitive) or torch functions (add, concat, slicing). T
 a `torch.fx.GraphModule`: its `forward` is straight-line generated Python (``print(model.code)``),
 with no per-call dispatch, so it runs as fast as hand-written code and exports cleanly with
 `torch.export` / ONNX. Module names follow the graph (``stage1.block3.conv2``).
+
+Each node is emitted by its op (`Op.emit_torch`, by default a call of `Op.torch_module`): this
+module walks the graph and names nothing op-specific.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ milliseconds. The operators are those the exporter produces for the built module
 kept as a node: ONNX Runtime folds it into the convolution, as the exporter does), so a kernel
 runs the same code in ONNX Runtime as inside an exported model.
 
-Initializers are named like the built module's state dict (``stage1.block0.conv1.weight``),
+Each node is written by its op (`Op.emit_onnx`) through an `OnnxWriter`. Initializers are named
+like the built module's state dict (``stage1.block0.conv1.weight``),
 so `graph_to_onnx(graph, size, weights=module.state_dict())` reproduces a built module exactly
 (the parity test of this writer does that).
 """
