@@ -5,18 +5,23 @@ channels, stride and dilation come from where it sits (a stage, or a scale-permu
 so one block spec can describe every layer of a stage. Each kind knows the rules that make
 it valid at a given position (`check`); the compiler knows how to lower it.
 
-Adding a block kind: one class here (with a `type` tag and `check`), one entry in `Block`,
-and one lowering function in `compiler.lowering`.
+Adding a block kind: one `BlockSpec` subclass (with a `type` tag and `check`) registered in
+`BLOCK_SPECS` (`@register_block`), and one lowering function registered in
+`compiler.lowering.LOWERINGS`. The `Block` field type consults `BLOCK_SPECS` when it
+validates, so a kind registered from outside the package (a plug-in, a test) validates from
+YAML inside every stage like the built-in ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
 
 from archspec.errors import Issue
+from archspec.registry import Registry
 
 Activation = Literal["relu", "relu6", "silu", "hardswish", "sigmoid", "identity"]
 """Activation functions a block may use. `silu` is also known as swish."""
@@ -78,6 +83,26 @@ def _divisible(channels: int, groups: int, where: Placement, what: str = "channe
     return []
 
 
+BLOCK_SPECS: Registry[type[BlockSpec]] = Registry("block kind")
+"""Block `type` tag -> block spec class: every kind a stage's `block` / `blocks` may use."""
+
+
+def block_tag(cls: type[Spec]) -> str:
+    """The `type` tag of a spec class (its ``type: Literal["..."]`` field)."""
+    field = cls.model_fields.get("type")
+    tags = get_args(field.annotation) if field is not None else ()
+    if len(tags) != 1 or not isinstance(tags[0], str):
+        raise TypeError(f"{cls.__name__} needs a `type: Literal[\"<kind>\"]` field to be registered")
+    return tags[0]
+
+
+def register_block(cls: type[BlockSpec]) -> type[BlockSpec]:
+    """Class decorator: register a block spec class under its `type` tag."""
+    BLOCK_SPECS.register(block_tag(cls), cls)
+    return cls
+
+
+@register_block
 class ConvBlock(BlockSpec):
     """Convolution -> batch norm -> activation (stems, 1x1 transitions, plain layers)."""
 
@@ -103,6 +128,7 @@ class ConvBlock(BlockSpec):
         return issues
 
 
+@register_block
 class BasicBlock(BlockSpec):
     """ResNet basic block: two 3x3 convolutions and a shortcut (projected when shape changes)."""
 
@@ -112,6 +138,7 @@ class BasicBlock(BlockSpec):
     """Activation inside the block and after the residual sum."""
 
 
+@register_block
 class BottleneckBlock(BlockSpec):
     """ResNet / ResNeXt bottleneck: 1x1 reduce, 3x3 (grouped, strided, dilated), 1x1 expand.
 
@@ -148,6 +175,7 @@ class BottleneckBlock(BlockSpec):
         return issues
 
 
+@register_block
 class InvertedResidualBlock(BlockSpec):
     """MobileNetV2 inverted residual / MBConv: 1x1 expand, k x k depthwise, optional
     squeeze-excite, 1x1 project; residual when stride is 1 and channels match."""
@@ -176,6 +204,7 @@ class InvertedResidualBlock(BlockSpec):
         return issues
 
 
+@register_block
 class ShuffleNetV2Block(BlockSpec):
     """ShuffleNetV2 unit as in DetNAS: stride 1 splits channels (even/odd) and transforms one
     half with 1x1 -> k x k depthwise -> 1x1; stride 2 transforms the whole input in two
@@ -190,6 +219,7 @@ class ShuffleNetV2Block(BlockSpec):
         return super().check(where) + _shuffle_rules(where)
 
 
+@register_block
 class ShuffleXceptionBlock(BlockSpec):
     """DetNAS's Xception-like choice block: the ShuffleNetV2 unit whose transform is three
     (3x3 depthwise -> 1x1) pairs."""
@@ -216,6 +246,7 @@ def _shuffle_rules(where: Placement) -> list[Issue]:
     return []
 
 
+@register_block
 class K1KXBlock(BlockSpec):
     """MAE-DET ResK1KX: 1x1 -> k x k with a residual (average-pooled when strided, 1x1-projected
     when channels change)."""
@@ -233,6 +264,7 @@ class K1KXBlock(BlockSpec):
         return super().check(where) + _odd_kernel(self.kernel, where)
 
 
+@register_block
 class K1KXK1Block(BlockSpec):
     """MAE-DET ResK1KXK1: 1x1 -> k x k -> 1x1 with a residual (average-pooled when strided; the
     first block of a stage always projects its shortcut with a 1x1 conv, as in the release)."""
@@ -262,12 +294,49 @@ class MaxPoolLayer(Spec):
         return _odd_kernel(self.kernel, where)
 
 
-Block = Annotated[
-    Union[ConvBlock, BasicBlock, BottleneckBlock, InvertedResidualBlock, ShuffleNetV2Block,
-          ShuffleXceptionBlock, K1KXBlock, K1KXK1Block],
-    Field(discriminator="type"),
-]
-"""Any block kind, chosen by its `type` tag."""
+def registered_union(registry: Registry[type[Spec]], base: type[Spec]) -> Any:
+    """A field type whose value is any spec class in `registry`, chosen by its `type` tag.
 
-BLOCK_TYPES: tuple[str, ...] = (
-    "conv", "basic", "bottleneck", "inverted_residual", "shufflenet_v2", "shuffle_xception", "k1kx", "k1kxk1")
+    Unlike a pydantic discriminated union, it reads the registry when a document is validated,
+    so classes registered later (plug-ins, tests) validate from YAML like the built-in ones.
+    Values serialise as their own class; the JSON Schema is a discriminated ``oneOf`` over the
+    classes registered when the schema is generated."""
+
+    def validate(data: Any) -> Spec:
+        if isinstance(data, base):
+            return data
+        if not isinstance(data, dict):
+            raise PydanticCustomError("model_type", "Input should be a mapping with a `type` field naming the kind")
+        if "type" not in data:
+            raise PydanticCustomError("union_tag_not_found", "missing 'type' field", {"discriminator": "'type'"})
+        kind = data["type"]
+        if not isinstance(kind, str) or kind not in registry:
+            expected = ", ".join(repr(tag) for tag in registry)
+            raise PydanticCustomError("union_tag_invalid", "unknown kind {tag}; expected one of {expected_tags}",
+                                      {"tag": kind, "expected_tags": expected, "discriminator": "'type'"})
+        return registry[kind].model_validate(data)
+
+    class Hooks:
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+            return core_schema.no_info_plain_validator_function(
+                validate,
+                serialization=core_schema.wrap_serializer_function_ser_schema(
+                    lambda value, serialize: serialize(value), schema=core_schema.any_schema()))
+
+        @classmethod
+        def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
+            choices = {tag: member.__pydantic_core_schema__ for tag, member in registry.items()}
+            return handler(core_schema.tagged_union_schema(choices, discriminator="type"))
+
+    Hooks.validate = staticmethod(validate)  # type: ignore[attr-defined]
+    return Annotated[base, Hooks]
+
+
+Block = registered_union(BLOCK_SPECS, BlockSpec)
+"""Any registered block kind (`BLOCK_SPECS`), chosen by its `type` tag."""
+
+
+def validate_block(data: Any) -> BlockSpec:
+    """A block spec from a document mapping (or an already built block spec), by its `type` tag."""
+    return get_args(Block)[1].validate(data)

@@ -19,14 +19,22 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from archspec.backbones import MAX_LEVEL, StagedBackbone
-from archspec.blocks import MAX_CHANNELS, Spec
+from archspec.blocks import MAX_CHANNELS, Spec, registered_union
 from archspec.errors import Issue, SpecError
+from archspec.registry import Registry
 from archspec.scale_permuted import ScalePermutedBackbone
+from archspec.sizes import parse_input_size
 
 BackboneSpec = Annotated[Union[StagedBackbone, ScalePermutedBackbone], Field(discriminator="type")]
 """Any backbone kind."""
 
+GROUP_NORM_GROUPS = 32
+"""Groups of the heads' GroupNorm (FCOS, following Wu and He, "Group Normalization", 2018)."""
+
 Level = Annotated[int, Field(ge=2, le=MAX_LEVEL)]
+ImageSide = Annotated[int, Field(ge=32, le=4096)]
+DetectorInputSize = ImageSide | tuple[ImageSide, ImageSide]
+"""A detector's input size as written: one side (square) or exactly (height, width)."""
 Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
 Probability = Annotated[float, Field(gt=0, lt=1)]
 
@@ -134,7 +142,13 @@ class FCOSHead(HeadSpec):
     0 uses every location inside the box (the original FCOS)."""
 
 
-Head = Annotated[Union[RetinaNetHead, FCOSHead], Field(discriminator="type")]
+HEAD_SPECS: Registry[type[HeadSpec]] = Registry("head kind")
+"""Head `type` tag -> head spec class: every head a detector's `head` may be."""
+HEAD_SPECS.register("retinanet", RetinaNetHead)
+HEAD_SPECS.register("fcos", FCOSHead)
+
+Head = registered_union(HEAD_SPECS, HeadSpec)
+"""Any registered head kind (`HEAD_SPECS`), chosen by its `type` tag."""
 
 
 class Postprocess(Spec):
@@ -169,8 +183,7 @@ class Detector(Spec):
     """Number of object classes (no background class: the heads use sigmoids)."""
     class_names: list[str] | None = None
     """Names of the classes, in label order (length `num_classes`)."""
-    input_size: Annotated[int, Field(ge=32, le=4096)] | tuple[
-        Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] = 640
+    input_size: DetectorInputSize = 640
     """Input height and width (one number for a square input); images are resized to it."""
     postprocess: Postprocess = Field(default_factory=Postprocess)
     """Score threshold, NMS and detection limits."""
@@ -186,8 +199,7 @@ class Detector(Spec):
     @property
     def image_size(self) -> tuple[int, int]:
         """(height, width)."""
-        size = self.input_size
-        return (size, size) if isinstance(size, int) else (size[0], size[1])
+        return parse_input_size(self.input_size)
 
     @property
     def levels(self) -> list[int]:
@@ -209,11 +221,11 @@ class Detector(Spec):
     def problems(self) -> list[Issue]:
         available = self.backbone.output_names()
         issues = self._neck_problems(available)
-        if self.head.type == "fcos" and self.head.norm == "group_norm":
+        if self.head.norm == "group_norm":
             width = self.head.channels or _neck_width(self.neck)
-            if width is not None and width % 32:
-                issues.append(Issue("head.channels", f"{width} channels; GroupNorm uses 32 groups, so the "
-                                                     "width must be a multiple of 32"))
+            if width is not None and width % GROUP_NORM_GROUPS:
+                issues.append(Issue("head.channels", f"{width} channels; GroupNorm uses {GROUP_NORM_GROUPS} groups, "
+                                                     f"so the width must be a multiple of {GROUP_NORM_GROUPS}"))
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             issues.append(Issue("class_names", f"{len(self.class_names)} names for {self.num_classes} classes"))
         return issues
@@ -262,8 +274,7 @@ class DetectorTemplate(Spec):
     """Number of object classes (no background class: the heads use sigmoids)."""
     class_names: list[str] | None = None
     """Names of the classes, in label order (length `num_classes`)."""
-    input_size: Annotated[int, Field(ge=32, le=4096)] | tuple[
-        Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] = 640
+    input_size: DetectorInputSize = 640
     """Input height and width (one number for a square input); images are resized to it."""
     postprocess: Postprocess = Field(default_factory=Postprocess)
     """Score threshold, NMS and detection limits."""

@@ -16,6 +16,7 @@ from archspec.compiler.costs import BlockCost, Costs, graph_costs, receptive_fie
 from archspec.compiler.graph import (ChannelMismatchError, CycleError, Graph, GraphError, LevelMismatchError,
                             ShapeMismatchError, UnknownParentError)
 from archspec.compiler.lowering import LOWERINGS, lower
+from archspec.sizes import parse_input_size
 
 if TYPE_CHECKING:
     from archspec.compiler.module_builder import CompiledModule
@@ -81,22 +82,3 @@ def _at_size(detector, input_size):
         return detector
     height, width = parse_input_size(input_size)
     return detector.model_copy(update={"input_size": (height, width)})
-
-
-def parse_input_size(size) -> tuple[int, int]:
-    """``224``, ``"224"``, ``"480x640"``, ``(480, 640)`` -> (height, width)."""
-    if isinstance(size, str):
-        parts = size.lower().replace(",", "x").split("x")
-        try:
-            values = [int(p) for p in parts if p.strip()]
-        except ValueError:
-            raise ValueError(f"input size {size!r}: expected H or HxW") from None
-    elif isinstance(size, int):
-        values = [size]
-    else:
-        values = [int(v) for v in size]
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"input size {size!r}: expected one or two positive integers")
-    return values[0], values[1]

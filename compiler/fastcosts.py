@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 
 from archspec.backbones import Layer
-from archspec.compiler.costs import Costs
+from archspec.compiler.costs import Costs, graph_costs
 from archspec.compiler.graph import Graph
-from archspec.compiler.lowering import lower_layer
-from archspec.compiler.ops import Input, Linear
+from archspec.compiler.lowering import lower_classifier, lower_layer
+from archspec.compiler.ops import Input
 
 
 @functools.lru_cache(maxsize=65536)
@@ -44,6 +44,16 @@ def _layer_costs(block, in_channels, out_channels, stride, dilation, first, heig
     return params, macs, activations, out.height, out.width
 
 
+@functools.lru_cache(maxsize=1024)
+def _classifier_costs(channels: int, num_classes: int, dropout: float, height: int, width: int) -> tuple[int, int, int]:
+    """(params, MACs, activations) of the classifier head (`lower_classifier`) on a C x H x W map."""
+    graph = Graph("classifier")
+    x = graph.add("input", Input(channels), block="input", block_kind="input")
+    graph.set_output("logits", lower_classifier(graph, x, num_classes, dropout))
+    counts = graph_costs(graph, (height, width))
+    return counts.params, counts.macs, counts.activations
+
+
 def fast_costs(spec, input_size: tuple[int, int] = (224, 224)) -> Costs:
     """Params, MACs and activations of a spec (per-block breakdown left empty)."""
     if spec.type != "staged":
@@ -59,8 +69,6 @@ def fast_costs(spec, input_size: tuple[int, int] = (224, 224)) -> Costs:
         params, macs, activations = params + p, macs + m, activations + a
         channels = layer.out_channels
     if spec.head is not None:
-        linear = Linear(channels, spec.head.num_classes)
-        params += linear.params()
-        macs += linear.in_features * linear.out_features
-        activations += channels + spec.head.num_classes + (channels if spec.head.dropout > 0 else 0)
+        p, m, a = _classifier_costs(channels, spec.head.num_classes, spec.head.dropout, height, width)
+        params, macs, activations = params + p, macs + m, activations + a
     return Costs(tuple(input_size), params, macs, activations)

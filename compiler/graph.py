@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from archspec.compiler.ops import Conv, Field, Op, Shape
+from archspec.compiler.ops import Field, Op, Shape
 
 
 class GraphError(ValueError):
@@ -98,8 +98,10 @@ class Graph:
             raise GraphError(f"{where}: {op.kind} takes two or more inputs, got {len(inputs)}")
         channels = [self.nx.nodes[p]["channels"] for p in inputs]
         levels = [self.nx.nodes[p]["level"] for p in inputs]
-        _check_op_channels(where, op, channels)
-        if op.kind in ("add", "concat") and len(set(levels)) > 1:
+        problem = op.channel_problem(channels)
+        if problem:
+            raise ChannelMismatchError(f"{where}: {problem}")
+        if op.aligned_inputs and len(set(levels)) > 1:
             detail = ", ".join(f"{p} at L{lv}" for p, lv in zip(inputs, levels))
             raise LevelMismatchError(f"{where}: inputs at different levels ({detail})")
         return op.out_channels(channels), levels[0] + op.level_change()
@@ -150,7 +152,7 @@ class Graph:
                 size = tuple(input_size)
             else:
                 sizes = [(shapes[p].height, shapes[p].width) for p in info.inputs]
-                if info.op.kind in ("add", "concat") and len(set(sizes)) > 1:
+                if info.op.aligned_inputs and len(set(sizes)) > 1:
                     detail = ", ".join(f"{p}: {h}x{w}" for p, (h, w) in zip(info.inputs, sizes))
                     raise ShapeMismatchError(
                         f"node {info.name!r} (block {info.block}): spatial sizes differ at input "
@@ -193,18 +195,3 @@ class Graph:
             if node not in self.nx:
                 raise UnknownParentError(f"output {output!r}: unknown node {node!r}")
 
-
-def _check_op_channels(where: str, op: Op, channels: list[int]) -> None:
-    expected = None
-    if isinstance(op, Conv):
-        expected = op.in_channels
-    elif op.kind == "bn":
-        expected = op.channels  # type: ignore[attr-defined]
-    elif op.kind == "linear":
-        expected = op.in_features  # type: ignore[attr-defined]
-    if expected is not None and channels[0] != expected:
-        raise ChannelMismatchError(f"{where}: {op.describe()} expects {expected} channels, gets {channels[0]}")
-    if op.kind == "add" and len(set(channels)) > 1:
-        raise ChannelMismatchError(f"{where}: add of maps with {channels} channels")
-    if op.kind == "mul" and channels[1] not in (channels[0], 1):
-        raise ChannelMismatchError(f"{where}: gate with {channels[1]} channels for a {channels[0]}-channel map")

@@ -1,4 +1,5 @@
-"""Lowering: spec -> graph IR. One small function per block kind, in a plain dict registry.
+"""Lowering: spec -> graph IR. One small function per block kind, registered in `LOWERINGS`
+(keyed by the block's `type` tag); one function per backbone kind in `LOWER_SPEC`.
 
 A lowering function receives a `BlockScope` (the graph, the resolved layer and helpers that
 name nodes after the block) and the name of the block's input node, and returns the name of
@@ -15,6 +16,7 @@ from archspec.backbones import Layer, StagedBackbone
 from archspec.blocks import (BasicBlock, BottleneckBlock, ConvBlock, InvertedResidualBlock, K1KXBlock,
                              K1KXK1Block, MaxPoolLayer)
 from archspec.compiler.graph import Graph
+from archspec.registry import Registry
 from archspec.compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, Dropout, GlobalAvgPool, Input,
                           Linear, MaxPool, Mul)
 
@@ -177,18 +179,13 @@ def lower_k1kxk1(scope: BlockScope, layer: Layer, x: str) -> str:
     return scope.act("act_out", scope.add("add", [y, shortcut]), act)
 
 
-LOWERINGS: dict[str, Lowering] = {
-    "conv": lower_conv,
-    "max_pool": lower_max_pool,
-    "basic": lower_basic,
-    "bottleneck": lower_bottleneck,
-    "inverted_residual": lower_inverted_residual,
-    "shufflenet_v2": lower_shufflenet_v2,
-    "shuffle_xception": lower_shuffle_xception,
-    "k1kx": lower_k1kx,
-    "k1kxk1": lower_k1kxk1,
-}
-"""Block kind -> lowering function."""
+LOWERINGS: Registry[Lowering] = Registry("block lowering")
+"""Block kind (`type` tag) -> lowering function."""
+for _kind, _lowering in (("conv", lower_conv), ("max_pool", lower_max_pool), ("basic", lower_basic),
+                         ("bottleneck", lower_bottleneck), ("inverted_residual", lower_inverted_residual),
+                         ("shufflenet_v2", lower_shufflenet_v2), ("shuffle_xception", lower_shuffle_xception),
+                         ("k1kx", lower_k1kx), ("k1kxk1", lower_k1kxk1)):
+    LOWERINGS.register(_kind, _lowering)
 
 
 def lower_layer(graph: Graph, layer: Layer, x: str) -> str:
@@ -204,14 +201,20 @@ def lower_staged(spec: StagedBackbone) -> Graph:
         x = lower_layer(graph, layer, x)
         level_nodes[f"C{layer.level_out}"] = x
     if spec.head is not None:
-        scope = BlockScope(graph, "head", "classifier")
-        y = scope.node("pool", GlobalAvgPool(), [x])
-        if spec.head.dropout > 0:
-            y = scope.node("dropout", Dropout(spec.head.dropout), [y])
-        level_nodes["logits"] = scope.node("fc", Linear(scope.channels(y), spec.head.num_classes), [y])
+        level_nodes["logits"] = lower_classifier(graph, x, spec.head.num_classes, spec.head.dropout)
     for name in spec.output_names():
         graph.set_output(name, level_nodes[name])
     return graph
+
+
+def lower_classifier(graph: Graph, x: str, num_classes: int, dropout: float = 0.0) -> str:
+    """The classifier head (`ClassifierHead`): global average pool -> dropout -> linear, as
+    nodes ``head.pool``, ``head.dropout``, ``head.fc``; returns the logits node."""
+    scope = BlockScope(graph, "head", "classifier")
+    y = scope.node("pool", GlobalAvgPool(), [x])
+    if dropout > 0:
+        y = scope.node("dropout", Dropout(dropout), [y])
+    return scope.node("fc", Linear(scope.channels(y), num_classes), [y])
 
 
 def _lower_scale_permuted(spec) -> Graph:
@@ -220,17 +223,18 @@ def _lower_scale_permuted(spec) -> Graph:
     return lower_scale_permuted(spec)
 
 
-LOWER_SPEC: dict[str, Callable[[object], Graph]] = {"staged": lower_staged, "scale_permuted": _lower_scale_permuted}
-"""Spec kind -> function lowering a whole spec to a graph."""
+LOWER_SPEC: Registry[Callable[[object], Graph]] = Registry("backbone lowering")
+"""Backbone kind (`type` tag) -> function lowering a whole spec to a graph."""
+LOWER_SPEC.register("staged", lower_staged)
+LOWER_SPEC.register("scale_permuted", _lower_scale_permuted)
 
 
 def lower(spec) -> Graph:
     """The graph IR of a validated spec."""
-    try:
-        lower_spec = LOWER_SPEC[spec.type]
-    except KeyError:
+    lower_spec = LOWER_SPEC.find(spec.type)
+    if lower_spec is None:
         if spec.type == "detector":
             raise ValueError("a detector is not lowered as one graph: its backbone is (`spec.backbone`); the neck "
                              "and head are planned by compiler.detector.plan_detector") from None
-        raise TypeError(f"no lowering for spec kind {spec.type!r}") from None
+        raise TypeError(f"no lowering for spec kind {spec.type!r}")
     return lower_spec(spec)

@@ -5,20 +5,19 @@ parametrised or stateful primitive) or torch functions (add, concat, slicing). T
 a `torch.fx.GraphModule`: its `forward` is straight-line generated Python (``print(model.code)``),
 with no per-call dispatch, so it runs as fast as hand-written code and exports cleanly with
 `torch.export` / ONNX. Module names follow the graph (``stage1.block3.conv2``).
+
+Each node is emitted by its op (`Op.emit_torch`, by default a call of `Op.torch_module`): this
+module walks the graph and names nothing op-specific.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
 
 from archspec.compiler.graph import Graph
-from archspec.compiler.ops import (Act, Add, AvgPool, BatchNorm, ChannelSlice, Concat, Conv, CropToLevel, Dropout,
-                          GlobalAvgPool, Linear, MaxPool, Mul, Op, Upsample)
 
 
 @dataclass(frozen=True)
@@ -31,30 +30,28 @@ class FeatureInfo:
     level: int
 
 
-def _activation(op: Act, inplace: bool) -> nn.Module:
-    table: dict[str, Callable[[], nn.Module]] = {
-        "relu": lambda: nn.ReLU(inplace=inplace),
-        "relu6": lambda: nn.ReLU6(inplace=inplace),
-        "silu": lambda: nn.SiLU(inplace=inplace),
-        "hardswish": lambda: nn.Hardswish(inplace=inplace),
-        "sigmoid": nn.Sigmoid,
-        "identity": nn.Identity,
-    }
-    return table[op.function]()
+class TorchNode:
+    """What an op's `emit_torch` needs to add one graph node to the fx graph being built."""
 
+    def __init__(self, fx_graph: fx.Graph, modules: dict[str, nn.Module], name: str, owned_inputs: list[bool]):
+        self.fx_graph = fx_graph
+        self.modules = modules
+        self.name = name
+        """The graph node's name: the module's name in the built model (``stage1.block3.conv2``)."""
+        self._owned = owned_inputs
 
-MODULE_BUILDERS: dict[type, Callable[[Op], nn.Module]] = {
-    Conv: lambda op: nn.Conv2d(op.in_channels, op.out_channels_, op.kernel, op.stride, op.padding, op.dilation,
-                               op.groups, op.bias),
-    BatchNorm: lambda op: nn.BatchNorm2d(op.channels),
-    MaxPool: lambda op: nn.MaxPool2d(op.kernel, op.stride, op.kernel // 2),
-    AvgPool: lambda op: nn.AvgPool2d(op.kernel, op.stride, ceil_mode=True, count_include_pad=False),
-    GlobalAvgPool: lambda op: nn.AdaptiveAvgPool2d(1),
-    Upsample: lambda op: nn.Upsample(scale_factor=float(op.scale), mode="nearest"),
-    Linear: lambda op: nn.Linear(op.in_features, op.out_features, op.bias),
-    Dropout: lambda op: nn.Dropout(op.p),
-}
-"""Primitive type -> the torch module that implements it (activations are handled apart)."""
+    def owns_input(self, slot: int) -> bool:
+        """True when the input in `slot` may be overwritten in place (this node is its only
+        consumer, and it is neither the model's input nor one of its outputs)."""
+        return self._owned[slot]
+
+    def call_module(self, module: nn.Module, args) -> fx.Node:
+        """Call `module`, registered under the node's name."""
+        self.modules[self.name] = module
+        return self.fx_graph.call_module(self.name, tuple(args))
+
+    def call_function(self, function, args) -> fx.Node:
+        return self.fx_graph.call_function(function, tuple(args))
 
 
 class CompiledModule(fx.GraphModule):
@@ -81,38 +78,11 @@ def build_graph_module(graph: Graph) -> CompiledModule:
         return consumers[node] == 1 and node not in returned and node != graph.input
 
     for info in graph.nodes():
-        args = [values[p] for p in info.inputs]
-        target = info.name
-        op = info.op
-        if op.arity == 0:
+        if info.op.arity == 0:
             values[info.name] = fx_graph.placeholder("x")
             continue
-        if isinstance(op, Act):
-            modules[target] = _activation(op, inplace=owns(info.inputs[0]))
-            out = fx_graph.call_module(target, tuple(args))
-        elif isinstance(op, Add):
-            add = operator.iadd if owns(info.inputs[0]) else operator.add
-            out = args[0]
-            for other in args[1:]:
-                out = fx_graph.call_function(add, (out, other))
-                add = operator.iadd
-        elif isinstance(op, Mul):
-            out = fx_graph.call_function(operator.mul, tuple(args))
-        elif isinstance(op, Concat):
-            out = fx_graph.call_function(torch.cat, (list(args), 1))
-        elif isinstance(op, ChannelSlice):
-            index = (slice(None), slice(op.start, None, op.step))
-            out = fx_graph.call_function(operator.getitem, (args[0], index))
-        elif isinstance(op, CropToLevel):
-            out = fx_graph.call_function(crop_to_level, (args[0], args[1], op.level))
-        elif isinstance(op, Linear):
-            flat = fx_graph.call_function(torch.flatten, (args[0], 1))
-            modules[target] = MODULE_BUILDERS[Linear](op)
-            out = fx_graph.call_module(target, (flat,))
-        else:
-            modules[target] = MODULE_BUILDERS[type(op)](op)
-            out = fx_graph.call_module(target, tuple(args))
-        values[info.name] = out
+        node = TorchNode(fx_graph, modules, info.name, [owns(p) for p in info.inputs])
+        values[info.name] = info.op.emit_torch(node, [values[p] for p in info.inputs])
     fx_graph.output({name: values[node] for name, node in graph.outputs.items()})
     module = CompiledModule(modules, fx_graph, class_name=_class_name(graph.name))
     module.feature_info = [

@@ -5,6 +5,14 @@ transforms channels and spatial size, how many parameters it owns, how many
 multiply-accumulates it performs and how it grows the receptive field. Shapes, costs and
 receptive fields of whole networks are then sums over nodes, with no torch involved.
 
+Each op class is also the one home of its backends: `torch_module` / `emit_torch` (the
+module builder calls them), `emit_onnx` (the ONNX writer calls it), `channel_problem` and
+`aligned_inputs` (the graph's checks), `bypassed_in_plain_network`, `gate_inputs` and
+`signal_gain` (the MAE-DET score's graph transform and main-path walk) and `latency_key`.
+Adding a primitive is one subclass registered in `OPS`; nothing else dispatches on its kind.
+Torch and ONNX are imported inside the methods that need them, so importing this module (and
+lowering, costing, scoring) stays torch-free.
+
 Counting convention (used everywhere in the project):
 * params = `sum(p.numel() for p in module.parameters())`, BN affine parameters included;
 * MACs = multiply-accumulates of convolutions and linear layers only (BN, activations,
@@ -13,8 +21,19 @@ Counting convention (used everywhere in the project):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from archspec.registry import Registry
+
+if TYPE_CHECKING:  # only for annotations: importing this module never imports torch or onnx
+    from torch import nn
+
+    from archspec.compiler.module_builder import TorchNode
+    from archspec.compiler.onnx_writer import OnnxWriter
 
 
 @dataclass(frozen=True)
@@ -49,15 +68,35 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int =
     return span // stride + 1
 
 
+OPS: Registry[type["Op"]] = Registry("op")
+"""Op kind -> op class. Every primitive the graph IR may hold is registered here."""
+
+
+def register_op(cls: type["Op"]) -> type["Op"]:
+    """Class decorator: register an op class under its `kind`."""
+    OPS.register(cls.kind, cls)
+    return cls
+
+
 class Op:
-    """Base of primitives. Subclasses are frozen dataclasses."""
+    """Base of primitives. Subclasses are frozen dataclasses registered in `OPS`."""
 
     kind: ClassVar[str]
     arity: ClassVar[int | None] = 1
     """Number of inputs (None: two or more)."""
     reference_inputs: ClassVar[tuple[int, ...]] = ()
     """Input slots read only for their size (no data flows from them)."""
+    gate_inputs: ClassVar[tuple[int, ...]] = ()
+    """Input slots that modulate the signal without carrying it (a squeeze-excite gate): the
+    MAE-DET main-path walk does not follow them."""
+    aligned_inputs: ClassVar[bool] = False
+    """Whether every input must be at the same level and spatial size (sums, concatenations)."""
+    bypassed_in_plain_network: ClassVar[bool] = False
+    """Whether MAE-DET's plain network (no normalisation, no activation) drops this op."""
+    spatial_output: ClassVar[bool] = True
+    """False for ops whose output is ``batch x features`` rather than a feature map."""
 
+    # -- shape, level, counts, receptive field ------------------------------------------------
     def out_channels(self, inputs: list[int]) -> int:
         return inputs[0]
 
@@ -80,7 +119,49 @@ class Op:
     def describe(self) -> str:
         return self.kind
 
+    # -- graph checks ---------------------------------------------------------------------------
+    def expected_channels(self) -> int | None:
+        """Channels the op was built for on its first input (None: any)."""
+        return None
 
+    def channel_problem(self, channels: list[int]) -> str | None:
+        """Why these input channel counts do not fit the op (None when they do)."""
+        expected = self.expected_channels()
+        if expected is not None and channels[0] != expected:
+            return f"{self.describe()} expects {expected} channels, gets {channels[0]}"
+        return None
+
+    # -- MAE-DET ---------------------------------------------------------------------------------
+    def signal_gain(self) -> float | None:
+        """log of the factor by which the op scales the std of a unit-std input when its weights
+        are N(0, 1) (MAE-DET's entropy); None for ops without such weights."""
+        return None
+
+    # -- latency ---------------------------------------------------------------------------------
+    def latency_key(self, inputs: list[Shape]) -> str:
+        """Canonical JSON naming this op at these input shapes: equal keys run the same kernel."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        data["kind"] = self.kind
+        data["inputs"] = [list(shape.as_tuple()) for shape in inputs]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    # -- torch -------------------------------------------------------------------------------------
+    def torch_module(self) -> "nn.Module":
+        """The torch module computing this op (ops computed by a function override `emit_torch`)."""
+        raise TypeError(f"{type(self).__name__}: no torch module (override torch_module or emit_torch)")
+
+    def emit_torch(self, node: "TorchNode", args: list) -> Any:
+        """Emit the op into the module builder's fx graph; returns the fx node of its output."""
+        return node.call_module(self.torch_module(), args)
+
+    # -- ONNX --------------------------------------------------------------------------------------
+    def emit_onnx(self, w: "OnnxWriter", name: str, x: list[str], inputs: list[Shape], out: Shape) -> None:
+        """Append the ONNX nodes computing this op; the last writes the value ``name``. Initializer
+        names follow the built module's state dict (``<name>.weight``)."""
+        raise TypeError(f"node {name!r}: no ONNX form for {type(self).__name__}")
+
+
+@register_op
 @dataclass(frozen=True)
 class Input(Op):
     """The image."""
@@ -90,6 +171,7 @@ class Input(Op):
     arity: ClassVar[int | None] = 0
 
 
+@register_op
 @dataclass(frozen=True)
 class Conv(Op):
     """2-D convolution, 'same'-style padding ``dilation * (kernel - 1) // 2``."""
@@ -107,6 +189,11 @@ class Conv(Op):
     def padding(self) -> int:
         return self.dilation * (self.kernel - 1) // 2
 
+    @property
+    def fan_in(self) -> int:
+        """Inputs each output element sums over."""
+        return self.in_channels // self.groups * self.kernel ** 2
+
     def out_channels(self, inputs: list[int]) -> int:
         return self.out_channels_
 
@@ -118,11 +205,11 @@ class Conv(Op):
         return self.stride.bit_length() - 1
 
     def params(self) -> int:
-        weights = self.out_channels_ * (self.in_channels // self.groups) * self.kernel ** 2
+        weights = self.out_channels_ * self.fan_in
         return weights + (self.out_channels_ if self.bias else 0)
 
     def macs(self, out: Shape) -> int:
-        return out.height * out.width * self.out_channels_ * (self.in_channels // self.groups) * self.kernel ** 2
+        return out.height * out.width * self.out_channels_ * self.fan_in
 
     def field(self, inputs):
         f = inputs[0]
@@ -138,59 +225,208 @@ class Conv(Op):
             text += " dw" if self.groups == self.in_channels == self.out_channels_ else f" g{self.groups}"
         return text
 
+    def expected_channels(self) -> int | None:
+        return self.in_channels
 
+    def signal_gain(self) -> float | None:
+        return 0.5 * math.log(self.fan_in)
+
+    def torch_module(self):
+        from torch import nn
+
+        return nn.Conv2d(self.in_channels, self.out_channels_, self.kernel, self.stride, self.padding,
+                         self.dilation, self.groups, self.bias)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        weight = w.tensor(f"{name}.weight", (self.out_channels_, self.in_channels // self.groups, self.kernel,
+                                             self.kernel), w.he(self.fan_in))
+        args = [x[0], weight]
+        if self.bias:
+            args.append(w.tensor(f"{name}.bias", (self.out_channels_,), w.uniform(-0.1, 0.1)))
+        w.node("Conv", args, name, kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2,
+               dilations=[self.dilation] * 2, pads=[self.padding] * 4, group=self.groups)
+
+
+@register_op
 @dataclass(frozen=True)
 class BatchNorm(Op):
     """Batch normalisation with affine parameters (2 x channels parameters)."""
 
     channels: int
     kind: ClassVar[str] = "bn"
+    bypassed_in_plain_network: ClassVar[bool] = True
 
     def params(self) -> int:
         return 2 * self.channels
 
+    def expected_channels(self) -> int | None:
+        return self.channels
+
+    def torch_module(self):
+        from torch import nn
+
+        return nn.BatchNorm2d(self.channels)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        c = (self.channels,)
+        w.node("BatchNormalization", [x[0], w.tensor(f"{name}.weight", c, w.uniform(0.5, 1.5)),
+                                      w.tensor(f"{name}.bias", c, w.uniform(-0.2, 0.2)),
+                                      w.tensor(f"{name}.running_mean", c, w.uniform(-0.2, 0.2)),
+                                      w.tensor(f"{name}.running_var", c, w.uniform(0.5, 1.5))],
+               name, epsilon=1e-5)
+
 
 @dataclass(frozen=True)
+class ActivationFunction:
+    """One element-wise activation: its torch module and its ONNX form."""
+
+    torch_module: Callable[[bool], "nn.Module"]
+    """``inplace -> module`` (functions that cannot run in place ignore the flag)."""
+    emit_onnx: Callable[["OnnxWriter", str, str], None]
+    """``(writer, output name, input name)``: append the nodes computing the function."""
+
+
+ACTIVATIONS: Registry[ActivationFunction] = Registry("activation function")
+"""Activation name (the spec's `activation` field) -> its torch module and ONNX form."""
+
+
+def _torch_activation(class_name: str, inplace_capable: bool = True) -> Callable[[bool], "nn.Module"]:
+    def build(inplace: bool):
+        from torch import nn
+
+        cls = getattr(nn, class_name)
+        return cls(inplace=inplace) if inplace_capable else cls()
+    return build
+
+
+def _onnx_single(op_type: str) -> Callable[["OnnxWriter", str, str], None]:
+    return lambda w, name, x: w.node(op_type, [x], name)
+
+
+def _onnx_relu6(w, name: str, x: str) -> None:
+    import numpy as np
+
+    w.node("Clip", [x, w.constant(f"{name}.min", np.array(0, np.float32)),
+                    w.constant(f"{name}.max", np.array(6, np.float32))], name)
+
+
+def _onnx_silu(w, name: str, x: str) -> None:
+    w.node("Mul", [x, w.node("Sigmoid", [x], f"{name}.sigmoid")], name)
+
+
+ACTIVATIONS.register("relu", ActivationFunction(_torch_activation("ReLU"), _onnx_single("Relu")))
+ACTIVATIONS.register("relu6", ActivationFunction(_torch_activation("ReLU6"), _onnx_relu6))
+ACTIVATIONS.register("silu", ActivationFunction(_torch_activation("SiLU"), _onnx_silu))
+ACTIVATIONS.register("hardswish", ActivationFunction(_torch_activation("Hardswish"), _onnx_single("HardSwish")))
+ACTIVATIONS.register("sigmoid", ActivationFunction(_torch_activation("Sigmoid", False), _onnx_single("Sigmoid")))
+ACTIVATIONS.register("identity", ActivationFunction(_torch_activation("Identity", False), _onnx_single("Identity")))
+
+
+@register_op
+@dataclass(frozen=True)
 class Act(Op):
-    """Element-wise activation."""
+    """Element-wise activation, one of `ACTIVATIONS`."""
 
     function: str
     kind: ClassVar[str] = "act"
+    bypassed_in_plain_network: ClassVar[bool] = True
 
     def describe(self) -> str:
         return self.function
 
+    def torch_module(self):
+        return ACTIVATIONS[self.function].torch_module(False)
 
+    def emit_torch(self, node, args):
+        # in place when the input is consumed by this node only (saves one map per activation)
+        return node.call_module(ACTIVATIONS[self.function].torch_module(node.owns_input(0)), args)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        ACTIVATIONS[self.function].emit_onnx(w, name, x[0])
+
+
+@register_op
 @dataclass(frozen=True)
 class Add(Op):
     """Element-wise sum of two or more maps of the same shape."""
 
     kind: ClassVar[str] = "add"
     arity: ClassVar[int | None] = None
+    aligned_inputs: ClassVar[bool] = True
+
+    def channel_problem(self, channels: list[int]) -> str | None:
+        return f"add of maps with {channels} channels" if len(set(channels)) > 1 else None
+
+    def emit_torch(self, node, args):
+        import operator
+
+        add = operator.iadd if node.owns_input(0) else operator.add
+        out = args[0]
+        for other in args[1:]:
+            out = node.call_function(add, (out, other))
+            add = operator.iadd
+        return out
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        value = x[0]
+        for i, other in enumerate(x[1:]):
+            value = w.node("Add", [value, other], name if i == len(x) - 2 else f"{name}.partial{i}")
 
 
+@register_op
 @dataclass(frozen=True)
 class Mul(Op):
     """Product of a map and a per-channel gate (broadcast over space): squeeze-excite."""
 
     kind: ClassVar[str] = "mul"
     arity: ClassVar[int | None] = 2
+    gate_inputs: ClassVar[tuple[int, ...]] = (1,)
 
     def field(self, inputs):
         return inputs[0]
 
+    def channel_problem(self, channels: list[int]) -> str | None:
+        if channels[1] not in (channels[0], 1):
+            return f"gate with {channels[1]} channels for a {channels[0]}-channel map"
+        return None
 
+    def emit_torch(self, node, args):
+        import operator
+
+        return node.call_function(operator.mul, tuple(args))
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        w.node("Mul", x, name)
+
+
+@register_op
 @dataclass(frozen=True)
 class Concat(Op):
     """Channel concatenation."""
 
     kind: ClassVar[str] = "concat"
     arity: ClassVar[int | None] = None
+    aligned_inputs: ClassVar[bool] = True
 
     def out_channels(self, inputs: list[int]) -> int:
         return sum(inputs)
 
+    def emit_torch(self, node, args):
+        import torch
 
+        return node.call_function(torch.cat, (list(args), 1))
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        w.node("Concat", x, name, axis=1)
+
+
+def _int64(*values: int):
+    import numpy as np
+
+    return np.array(values, dtype=np.int64)
+
+
+@register_op
 @dataclass(frozen=True)
 class ChannelSlice(Op):
     """Every `step`-th channel starting at `start` (ShuffleNetV2's split after the shuffle)."""
@@ -205,7 +441,20 @@ class ChannelSlice(Op):
     def describe(self) -> str:
         return f"channels[{self.start}::{self.step}]"
 
+    def emit_torch(self, node, args):
+        import operator
 
+        return node.call_function(operator.getitem, (args[0], (slice(None), slice(self.start, None, self.step))))
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        import numpy as np
+
+        w.node("Slice", [x[0], w.constant(f"{name}.starts", _int64(self.start)),
+                         w.constant(f"{name}.ends", _int64(np.iinfo(np.int64).max)),
+                         w.constant(f"{name}.axes", _int64(1)), w.constant(f"{name}.steps", _int64(self.step))], name)
+
+
+@register_op
 @dataclass(frozen=True)
 class MaxPool(Op):
     """Max pooling with padding ``kernel // 2``."""
@@ -228,7 +477,17 @@ class MaxPool(Op):
     def describe(self) -> str:
         return f"maxpool{self.kernel} s{self.stride}"
 
+    def torch_module(self):
+        from torch import nn
 
+        return nn.MaxPool2d(self.kernel, self.stride, self.kernel // 2)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        w.node("MaxPool", x, name, kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2,
+               pads=[self.kernel // 2] * 4)
+
+
+@register_op
 @dataclass(frozen=True)
 class AvgPool(Op):
     """Average pooling, no padding, ceil mode (so odd sizes halve like a padded strided conv)."""
@@ -251,7 +510,17 @@ class AvgPool(Op):
     def describe(self) -> str:
         return f"avgpool{self.kernel} s{self.stride}"
 
+    def torch_module(self):
+        from torch import nn
 
+        return nn.AvgPool2d(self.kernel, self.stride, ceil_mode=True, count_include_pad=False)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        w.node("AveragePool", x, name, kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2, pads=[0] * 4,
+               ceil_mode=1, count_include_pad=0)
+
+
+@register_op
 @dataclass(frozen=True)
 class GlobalAvgPool(Op):
     """Mean over space: C x H x W -> C x 1 x 1."""
@@ -264,7 +533,16 @@ class GlobalAvgPool(Op):
     def field(self, inputs):
         return Field(float("inf"), inputs[0].jump)
 
+    def torch_module(self):
+        from torch import nn
 
+        return nn.AdaptiveAvgPool2d(1)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        w.node("GlobalAveragePool", x, name)
+
+
+@register_op
 @dataclass(frozen=True)
 class Upsample(Op):
     """Nearest-neighbour upsampling by an integer factor (exact in ONNX)."""
@@ -286,7 +564,20 @@ class Upsample(Op):
     def describe(self) -> str:
         return f"upsample x{self.scale}"
 
+    def torch_module(self):
+        from torch import nn
 
+        return nn.Upsample(scale_factor=float(self.scale), mode="nearest")
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        import numpy as np
+
+        scales = w.constant(f"{name}.scales", np.array([1, 1, self.scale, self.scale], dtype=np.float32))
+        w.node("Resize", [x[0], "", scales], name, mode="nearest", coordinate_transformation_mode="asymmetric",
+               nearest_mode="floor")
+
+
+@register_op
 @dataclass(frozen=True)
 class CropToLevel(Op):
     """Keep the top-left ``ceil(H / 2**level) x ceil(W / 2**level)`` of a map, H x W being the
@@ -311,7 +602,23 @@ class CropToLevel(Op):
     def describe(self) -> str:
         return f"crop to L{self.level}"
 
+    def emit_torch(self, node, args):
+        from archspec.compiler.module_builder import crop_to_level
 
+        return node.call_function(crop_to_level, (args[0], args[1], self.level))
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        # the input size is known when writing: a static Slice, or nothing when sizes agree
+        before = inputs[0]
+        if (before.height, before.width) == (out.height, out.width):
+            w.node("Identity", [x[0]], name)
+            return
+        w.node("Slice", [x[0], w.constant(f"{name}.starts", _int64(0, 0)),
+                         w.constant(f"{name}.ends", _int64(out.height, out.width)),
+                         w.constant(f"{name}.axes", _int64(2, 3))], name)
+
+
+@register_op
 @dataclass(frozen=True)
 class Linear(Op):
     """Flatten then fully connected layer."""
@@ -320,6 +627,7 @@ class Linear(Op):
     out_features: int
     bias: bool = True
     kind: ClassVar[str] = "linear"
+    spatial_output: ClassVar[bool] = False
 
     def out_channels(self, inputs: list[int]) -> int:
         return self.out_features
@@ -336,10 +644,40 @@ class Linear(Op):
     def describe(self) -> str:
         return f"linear {self.in_features}->{self.out_features}"
 
+    def expected_channels(self) -> int | None:
+        return self.in_features
 
+    def torch_module(self):
+        from torch import nn
+
+        return nn.Linear(self.in_features, self.out_features, self.bias)
+
+    def emit_torch(self, node, args):
+        import torch
+
+        flat = node.call_function(torch.flatten, (args[0], 1))
+        return node.call_module(self.torch_module(), [flat])
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        flat = w.node("Flatten", x, f"{name}.flatten", axis=1)
+        args = [flat, w.tensor(f"{name}.weight", (self.out_features, self.in_features), w.he(self.in_features))]
+        if self.bias:
+            args.append(w.tensor(f"{name}.bias", (self.out_features,), w.uniform(-0.1, 0.1)))
+        w.node("Gemm", args, name, transB=1)  # (batch, features), as the built module returns
+
+
+@register_op
 @dataclass(frozen=True)
 class Dropout(Op):
     """Dropout (identity at inference)."""
 
     p: float
     kind: ClassVar[str] = "dropout"
+
+    def torch_module(self):
+        from torch import nn
+
+        return nn.Dropout(self.p)
+
+    def emit_onnx(self, w, name, x, inputs, out):
+        w.node("Identity", x, name)

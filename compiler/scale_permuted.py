@@ -73,21 +73,30 @@ def _merge_inputs(graph: Graph, spec: ScalePermutedBackbone, nodes: list[Permute
 def resample(scope: BlockScope, spec: ScalePermutedBackbone, source: PermutedNode, target: PermutedNode, x: str,
              image: str, prefix: str) -> str:
     """SpineNet's `resample_with_alpha`: `source`'s map at `target`'s level and input width."""
-    act = spec.activation
-    width = int(source.filters * spec.resample_alpha)
-    y = scope.conv(f"{prefix}.conv_reduce", x, width, 1, act=act, bn_name=f"{prefix}.bn_reduce",
-                   act_name=f"{prefix}.act_reduce")
-    levels = target.level - source.level
+    return resample_path(scope, x, int(source.filters * spec.resample_alpha), target.level - source.level,
+                         target.out_channels, spec.activation, prefix, crop=(target.level, image))
+
+
+def resample_path(scope: BlockScope, x: str, width: int, levels: int, out_channels: int, act: str,
+                  prefix: str = "", crop: tuple[int, str] | None = None) -> str:
+    """The resampling rule, in one place for the model and its latency kernels: 1x1 reduce to
+    `width`; `levels` > 0 levels down: a 3x3 stride-2 conv, then for two or more levels a max-pool
+    of stride 2**(levels - 1); levels up: nearest upsampling, cropped to ``crop = (level, image
+    node)`` when given; then a 1x1 conv + BN to `out_channels`. Nodes are named ``<prefix>.<local>``."""
+    def at(local: str) -> str:
+        return f"{prefix}.{local}" if prefix else local
+
+    y = scope.conv(at("conv_reduce"), x, width, 1, act=act, bn_name=at("bn_reduce"), act_name=at("act_reduce"))
     if levels > 0:
-        y = scope.conv(f"{prefix}.conv_down", y, width, 3, 2, act=act, bn_name=f"{prefix}.bn_down",
-                       act_name=f"{prefix}.act_down")
+        y = scope.conv(at("conv_down"), y, width, 3, 2, act=act, bn_name=at("bn_down"), act_name=at("act_down"))
         if levels > 1:
             # The official rule: pool size 3 when the ratio is at most 4, else 5; stride ratio / 2.
-            y = scope.node(f"{prefix}.pool", MaxPool(3 if levels == 2 else 5, 2 ** (levels - 1)), [y])
+            y = scope.node(at("pool"), MaxPool(3 if levels == 2 else 5, 2 ** (levels - 1)), [y])
     elif levels < 0:
-        y = scope.node(f"{prefix}.upsample", Upsample(2 ** -levels), [y])
-        y = scope.node(f"{prefix}.crop", CropToLevel(target.level), [y, image])
-    return scope.conv(f"{prefix}.conv_match", y, target.out_channels, 1, bn_name=f"{prefix}.bn_match")
+        y = scope.node(at("upsample"), Upsample(2 ** -levels), [y])
+        if crop is not None:
+            y = scope.node(at("crop"), CropToLevel(crop[0]), [y, crop[1]])
+    return scope.conv(at("conv_match"), y, out_channels, 1, bn_name=at("bn_match"))
 
 
 def _block_group(graph: Graph, spec: ScalePermutedBackbone, node: PermutedNode, x: str) -> str:

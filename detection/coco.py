@@ -77,7 +77,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __init__(self, image_dir: str | Path, annotation_file: str | Path, *, image_size, train: bool,
                  flip_prob: float = 0.5, seed: int = 0):
-        from archspec.compiler import parse_input_size
+        from archspec.sizes import parse_input_size
 
         self.image_dir, self.annotation_file = Path(image_dir), Path(annotation_file)
         self.image_size = parse_input_size(image_size)

@@ -40,7 +40,7 @@ def export_detector(spec, path: str | Path, *, module=None, input_size=None, dyn
                     opset: int | None = None) -> Path:
     """Export a detector spec (random weights unless `module`, a `Detector`, is given). The
     input is ``images`` (B, 3, H, W) at the spec's input size; `input_size`, if given, must be it."""
-    from archspec.compiler import parse_input_size
+    from archspec.sizes import parse_input_size
     from archspec.detection.model import build_detector
 
     if input_size is not None and parse_input_size(input_size) != spec.image_size:

@@ -56,9 +56,7 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
 
 def detection_loss(model: Detector, dense: DenseOutputs, targets: list[dict]) -> LossParts:
     """The loss of a batch: `targets[i]` has ``boxes`` (G, 4) in input pixels and ``labels`` (G,)."""
-    if model.head.is_fcos:
-        return fcos_loss(model, dense, targets)
-    return retinanet_loss(model, dense, targets)
+    return model.head.loss(model, dense, targets)
 
 
 # -- RetinaNet -----------------------------------------------------------------------------

@@ -12,8 +12,7 @@ follow the same order.
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,22 +20,12 @@ from torch.nn import functional as F
 
 from archspec.detector import Detector as DetectorSpec
 from archspec.detector import FPNNeck, output_level
-from archspec.compiler.detector import GROUP_NORM_GROUPS, DetectorPlan, plan_detector
-from archspec.detection.boxes import decode_deltas, decode_distances
+from archspec.compiler.detector import DetectorPlan, plan_detector
+from archspec.registry import Registry
+from archspec.detection.heads import FCOS_LOG_DISTANCE_CLAMP, DenseHead, DenseOutputs, cell_anchors, head_module_class
 
-FCOS_LOG_DISTANCE_CLAMP = 12.0
-"""FCOS distances are exp(scale * x) strides; clamping x keeps an untrained head finite."""
-
-
-class DenseOutputs(NamedTuple):
-    """Raw head outputs for a batch, levels concatenated (N locations x anchors)."""
-
-    class_logits: torch.Tensor
-    """(B, N, K) classification logits."""
-    box_regression: torch.Tensor
-    """(B, N, 4): RetinaNet deltas (dx, dy, dw, dh); FCOS distances (l, t, r, b) in strides."""
-    centerness_logits: torch.Tensor | None
-    """(B, N) FCOS centerness logits; None for RetinaNet."""
+__all__ = ["FCOS_LOG_DISTANCE_CLAMP", "DenseHead", "DenseOutputs", "Detector", "FPN", "build_detector", "cell_anchors",
+           "make_priors", "NECK_MODULES"]
 
 
 class FPN(nn.Module):
@@ -79,59 +68,10 @@ class FPN(nn.Module):
         return outputs
 
 
-class DenseHead(nn.Module):
-    """Classification and box towers shared by every level (RetinaNet / FCOS)."""
-
-    def __init__(self, plan: DetectorPlan):
-        super().__init__()
-        head = plan.spec.head
-        in_channels = next(iter(plan.levels.values())).channels
-        width, anchors = plan.head_width, plan.anchors_per_location
-        self.anchors, self.num_classes, self.is_fcos = anchors, plan.spec.num_classes, head.type == "fcos"
-        self.cls_tower = self._tower(head, in_channels, width)
-        self.box_tower = self._tower(head, in_channels, width)
-        tower_out = width if head.convs else in_channels
-        self.cls_out = nn.Conv2d(tower_out, anchors * self.num_classes, 3, padding=1)
-        self.box_out = nn.Conv2d(tower_out, anchors * 4, 3, padding=1)
-        self.centerness_out = nn.Conv2d(tower_out, 1, 3, padding=1) if self.is_fcos else None
-        self.scales = nn.Parameter(torch.ones(len(plan.levels))) if self.is_fcos else None
-        for conv in self.modules():
-            if isinstance(conv, nn.Conv2d):
-                nn.init.normal_(conv.weight, std=0.01)
-                nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.cls_out.bias, -math.log((1 - head.prior_prob) / head.prior_prob))
-
-    @staticmethod
-    def _tower(head, in_channels: int, width: int) -> nn.Sequential:
-        layers: list[nn.Module] = []
-        for _ in range(head.convs):
-            layers.append(nn.Conv2d(in_channels, width, 3, padding=1))
-            if head.norm == "group_norm":
-                layers.append(nn.GroupNorm(GROUP_NORM_GROUPS, width))
-            layers.append(nn.ReLU(inplace=True))
-            in_channels = width
-        return nn.Sequential(*layers)
-
-    def forward(self, features: list[torch.Tensor]) -> DenseOutputs:
-        logits, boxes, centerness = [], [], []
-        for level, feature in enumerate(features):
-            cls_feature, box_feature = self.cls_tower(feature), self.box_tower(feature)
-            logits.append(_flatten(self.cls_out(cls_feature), self.num_classes))
-            regression = _flatten(self.box_out(box_feature), 4)
-            if self.is_fcos:
-                scaled = (self.scales[level] * regression).clamp(max=FCOS_LOG_DISTANCE_CLAMP)
-                regression = torch.exp(scaled)
-                centerness.append(_flatten(self.centerness_out(box_feature), 1).squeeze(-1))
-            boxes.append(regression)
-        return DenseOutputs(torch.cat(logits, 1), torch.cat(boxes, 1),
-                            torch.cat(centerness, 1) if self.is_fcos else None)
-
-
-def _flatten(prediction: torch.Tensor, per_anchor: int) -> torch.Tensor:
-    """(B, A * C, H, W) -> (B, H * W * A, C)."""
-    batch, _, height, width = prediction.shape
-    prediction = prediction.view(batch, -1, per_anchor, height, width).permute(0, 3, 4, 1, 2)
-    return prediction.reshape(batch, -1, per_anchor)
+NECK_MODULES: Registry[Callable[[DetectorPlan], nn.Module | None]] = Registry("neck module")
+"""Neck `type` tag -> builder of its module from the plan (None: levels pass through unchanged)."""
+NECK_MODULES.register("fpn", FPN)
+NECK_MODULES.register("none", lambda plan: None)
 
 
 class Detector(nn.Module):
@@ -145,8 +85,8 @@ class Detector(nn.Module):
         self.spec = spec
         self.plan = plan = plan or plan_detector(spec)
         self.backbone = build(spec.backbone)
-        self.neck = FPN(plan) if isinstance(spec.neck, FPNNeck) else None
-        self.head = DenseHead(plan)
+        self.neck = NECK_MODULES[spec.neck.type](plan)
+        self.head = head_module_class(spec.head)(plan)
         self.level_names = [f"C{level}" for level in plan.levels]
         priors, strides = make_priors(plan)
         self.register_buffer("priors", priors, persistent=False)
@@ -163,12 +103,7 @@ class Detector(nn.Module):
 
     def decode(self, dense: DenseOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes (B, N, 4) in input pixels, clipped to the image, and scores (B, N, K) in [0, 1]."""
-        if self.head.is_fcos:
-            boxes = decode_distances(self.priors, dense.box_regression, self.prior_strides[:, None])
-            scores = torch.sqrt(torch.sigmoid(dense.class_logits) * torch.sigmoid(dense.centerness_logits)[..., None])
-        else:
-            boxes = decode_deltas(self.priors, dense.box_regression)
-            scores = torch.sigmoid(dense.class_logits)
+        boxes, scores = self.head.decode(self.priors, self.prior_strides, dense)
         height, width = self.image_size
         limits = boxes.new_tensor([width, height, width, height])
         return torch.minimum(boxes.clamp(min=0), limits), scores
@@ -185,33 +120,8 @@ class Detector(nn.Module):
 
 
 def make_priors(plan: DetectorPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anchors (N, 4) for RetinaNet or points (N, 2) for FCOS, and each one's stride (N,)."""
-    head = plan.spec.head
-    priors, strides = [], []
-    for level, shape in plan.levels.items():
-        stride = 2 ** level
-        ys, xs = torch.meshgrid(torch.arange(shape.height, dtype=torch.float32),
-                                torch.arange(shape.width, dtype=torch.float32), indexing="ij")
-        centers = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1).add_(0.5).mul_(stride)
-        if head.type == "fcos":
-            level_priors = centers
-        else:
-            shapes = cell_anchors(head.anchors, stride)
-            level_priors = (centers[:, None, :].repeat(1, 1, 2) + shapes[None]).reshape(-1, 4)
-        priors.append(level_priors)
-        strides.append(torch.full((level_priors.shape[0],), float(stride)))
-    return torch.cat(priors), torch.cat(strides)
-
-
-def cell_anchors(anchors, stride: int) -> torch.Tensor:
-    """(A, 4) anchor offsets around a cell centre: scales outer, aspect ratios inner."""
-    rows = []
-    for i in range(anchors.scales_per_octave):
-        side = anchors.size * stride * 2 ** (i / anchors.scales_per_octave)
-        for ratio in anchors.aspect_ratios:
-            half_w, half_h = side / math.sqrt(ratio) / 2, side * math.sqrt(ratio) / 2
-            rows.append([-half_w, -half_h, half_w, half_h])
-    return torch.tensor(rows, dtype=torch.float32)
+    """The head's priors (anchors (N, 4) or points (N, 2)) and each one's stride (N,)."""
+    return head_module_class(plan.spec.head).priors(plan)
 
 
 def build_detector(spec: DetectorSpec) -> Detector:

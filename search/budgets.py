@@ -14,6 +14,7 @@ from pathlib import Path
 from archspec.compiler.fastcosts import fast_costs
 from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
 from archspec.compiler.latency.kernels import kernels
+from archspec.sizes import parse_input_size
 
 
 class BudgetChecker:
@@ -22,9 +23,9 @@ class BudgetChecker:
     def __init__(self, budgets, latency_table: Path | None = None):
         self.budgets = budgets
         size = budgets.input_size
-        self.input_size = (size, size) if isinstance(size, int) else (size[0], size[-1])
+        self.input_size = parse_input_size(size)
         latency_size = budgets.latency_input_size
-        self.latency_size = (latency_size, latency_size) if latency_size else self.input_size
+        self.latency_size = parse_input_size(latency_size) if latency_size else self.input_size
         self.latency_table = latency_table
         self._predictor = None
 

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import functools
 import math
-
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from archspec.compiler.fastcosts import layer_graph
-from archspec.compiler.ops import Conv
+from archspec.registry import Registry
 
 LEVEL_WEIGHTS: dict[int, float] = {3: 1.0, 4: 1.0, 5: 6.0}
 """MAE-DET's multi_block_ratio [0, 0, 1, 1, 6] over the stem, C2, C3, C4, C5."""
@@ -38,25 +39,31 @@ class ScoreError(ValueError):
     """The spec cannot be scored (e.g. it lacks a level the score weighs)."""
 
 
-@functools.lru_cache(maxsize=65536)
-def block_log_gain(block, in_channels: int, out_channels: int, stride: int, dilation: int, first: bool) -> float:
-    """Sum of log(sqrt(fan-in)) over the convolutions of the layer's main path: the path from
-    input to output through the most convolutions, not entering gates (slot 1 of a product)."""
-    graph = layer_graph(block, in_channels, out_channels, stride, dilation, first)
-    best: dict[str, float] = {}
-    count: dict[str, int] = {}
+def main_path_gains(graph) -> dict[str, tuple[int, float]]:
+    """For every node: (convolutions, sum of their log-gains) along its main path, the path from
+    the input through the most convolutions (ties: the larger gain), not entering an op's gate
+    inputs (`Op.gate_inputs`, e.g. squeeze-excite) nor its size-only reference inputs. The gain
+    of each op is its `Op.signal_gain` (log sqrt(fan-in) for a convolution)."""
+    best: dict[str, tuple[int, float]] = {}
     for info in graph.nodes():
         if info.op.arity == 0:
-            best[info.name], count[info.name] = 0.0, 0
+            best[info.name] = (0, 0.0)
             continue
-        inputs = info.inputs[:1] if info.op.kind == "mul" else info.inputs
-        parent = max(inputs, key=lambda p: (count[p], best[p]))
-        gain, convs = best[parent], count[parent]
-        if isinstance(info.op, Conv):
-            fan_in = info.op.in_channels // info.op.groups * info.op.kernel ** 2
-            gain, convs = gain + 0.5 * math.log(fan_in), convs + 1
-        best[info.name], count[info.name] = gain, convs
-    return best[graph.outputs["out"]]
+        skipped = set(info.op.gate_inputs) | set(info.op.reference_inputs)
+        inputs = [p for slot, p in enumerate(info.inputs) if slot not in skipped]
+        convs, gain = max(best[p] for p in inputs)
+        op_gain = info.op.signal_gain()
+        if op_gain is not None:
+            convs, gain = convs + 1, gain + op_gain
+        best[info.name] = (convs, gain)
+    return best
+
+
+@functools.lru_cache(maxsize=65536)
+def block_log_gain(block, in_channels: int, out_channels: int, stride: int, dilation: int, first: bool) -> float:
+    """Sum of log(sqrt(fan-in)) over the convolutions of the layer's main path (`main_path_gains`)."""
+    graph = layer_graph(block, in_channels, out_channels, stride, dilation, first)
+    return main_path_gains(graph)[graph.outputs["out"]][1]
 
 
 def level_scores(spec) -> dict[int, float]:
@@ -83,16 +90,7 @@ def graph_level_scores(spec) -> dict[int, float]:
     from archspec.compiler.lowering import lower
 
     graph = lower(spec)
-    best: dict[str, tuple[int, float]] = {}
-    for info in graph.nodes():
-        if info.op.arity == 0:
-            best[info.name] = (0, 0.0)
-            continue
-        inputs = info.inputs[:1] if info.op.kind == "mul" else info.inputs
-        convs, gain = max(best[p] for p in inputs)
-        if isinstance(info.op, Conv):
-            convs, gain = convs + 1, gain + 0.5 * math.log(info.op.in_channels // info.op.groups * info.op.kernel ** 2)
-        best[info.name] = (convs, gain)
+    best = main_path_gains(graph)
     scores = {}
     for name, node in graph.outputs.items():
         if name.startswith("C") and name[1:].isdigit():
@@ -115,12 +113,51 @@ def receptive_field_term(spec, target) -> float:
     return -target.weight * total
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """A scorer's verdict on one spec."""
+
+    value: float
+    """The score (higher is better)."""
+    levels: dict[int, float] | None = None
+    """Per-level scores (level -> score), for scorers that have them."""
+    terms: dict[str, float] = field(default_factory=dict)
+    """Named extra terms included in `value` (e.g. ``receptive_field_term``)."""
+
+
+Scorer = Callable[..., ScoreResult]
+"""``scorer(spec, *, input_size, seed, receptive_field) -> ScoreResult``."""
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+"""Scorer name (``archspec score --scorer``; a search config's `score` with ``_`` for ``-``) -> scorer."""
+
+
+@SCORERS.register("maedet")
+def _score_maedet(spec, **_options) -> ScoreResult:
+    levels = level_scores(spec)
+    return ScoreResult(combine(levels), levels)
+
+
+@SCORERS.register("maedet-rf")
+def _score_maedet_rf(spec, *, receptive_field=None, **_options) -> ScoreResult:
+    from archspec.search_config import ReceptiveFieldTarget
+
+    levels = level_scores(spec)
+    term = receptive_field_term(spec, receptive_field or ReceptiveFieldTarget())
+    return ScoreResult(combine(levels) + term, levels, {"receptive_field_term": term})
+
+
+@SCORERS.register("maedet-forward")
+def _score_maedet_forward(spec, *, input_size: object = (224, 224), seed: int = 0, **_options) -> ScoreResult:
+    from archspec.sizes import parse_input_size
+
+    return ScoreResult(maedet_forward_score(spec, parse_input_size(input_size), seed=seed))
+
+
 def config_score(spec, config) -> float:
     """The objective a search config asks for (higher is better)."""
-    score = maedet_score(spec)
-    if config.score == "maedet_rf":
-        score += receptive_field_term(spec, config.receptive_field)
-    return score
+    scorer = SCORERS[config.score.replace("_", "-")]
+    return scorer(spec, receptive_field=config.receptive_field).value
 
 
 def combine(scores: dict[int, float]) -> float:
@@ -136,14 +173,14 @@ def maedet_score(spec) -> float:
 
 
 def strip_norm_and_activation(graph):
-    """A copy of a graph with every BN and activation node bypassed (their consumers read
-    the node's input instead)."""
+    """A copy of a graph with every normalisation and activation node (`Op.bypassed_in_plain_network`)
+    bypassed: their consumers read the node's input instead."""
     from archspec.compiler.graph import Graph
 
     out = Graph(graph.name + "_plain")
     rename: dict[str, str] = {}
     for info in graph.nodes():
-        if info.op.kind in ("bn", "act"):
+        if info.op.bypassed_in_plain_network:
             rename[info.name] = rename[info.inputs[0]]
             continue
         out.add(info.name, info.op, [rename[p] for p in info.inputs], block=info.block, block_kind=info.block_kind)

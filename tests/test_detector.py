@@ -139,8 +139,14 @@ def test_summary_reports_parts_and_levels():
     assert info["outputs"]["P3"]["shape"] == [64, 16, 16] and info["outputs"]["P5"]["stride"] == 32
     parts = info["parts"]
     assert parts["backbone"]["params"] == 11_176_512  # ResNet-18 without its classifier
-    assert sum(p["params"] for p in parts.values()) == info["params"]
-    assert sum(p["macs"] for p in parts.values()) == info["macs"]
+    # by hand, FPN on C3..C5 (128, 256, 512 channels) at width 64, levels 16x16, 8x8, 4x4 (336 cells):
+    # laterals 128*64 + 256*64 + 512*64 (+ 3 * 64 biases), outputs 3 * (64*64*9 + 64)
+    assert parts["neck"] == {"params": 8_256 + 16_448 + 32_832 + 3 * 36_928,
+                             "macs": 256 * 128 * 64 + 64 * 256 * 64 + 16 * 512 * 64 + 336 * 64 * 64 * 9}
+    # FCOS head: 2 towers x 2 convs (64*64*9 + 64) with GroupNorm (2 * 64 each), outputs cls 3, box 4,
+    # centerness 1 (64*k*9 + k), one scale per level; MACs per cell 4*36864 + 64*9*(3 + 4 + 1)
+    assert parts["head"] == {"params": 4 * 36_928 + 4 * 128 + 1_731 + 2_308 + 577 + 3,
+                             "macs": 336 * (4 * 36_864 + 64 * 9 * 8)}
 
 
 # -- model and priors --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ PROVIDER_CHOICES = click.Choice(["cpu", "cuda", "tensorrt"])
 
 
 def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
-    from archspec.compiler import parse_input_size
+    from archspec.sizes import parse_input_size
 
     return default if text is None else parse_input_size(text)
 

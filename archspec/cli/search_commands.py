@@ -51,21 +51,11 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
 def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool) -> None:
     """A spec's training-free MAE-DET score (C3:C4:C5 = 1:1:6; higher is better)."""
     from archspec import load
-    from archspec.search_config import ReceptiveFieldTarget
-    from archspec.compiler import parse_input_size
-    from archspec.search.score import combine, level_scores, maedet_forward_score, receptive_field_term
+    from archspec.search.score import SCORERS
 
     spec = load(file)
-    extra = {}
-    if scorer in ("maedet", "maedet-rf"):
-        levels = level_scores(spec)
-        value = combine(levels)
-        if scorer == "maedet-rf":
-            extra["receptive_field_term"] = receptive_field_term(spec, ReceptiveFieldTarget())
-            value += extra["receptive_field_term"]
-    else:
-        levels = None
-        value = maedet_forward_score(spec, parse_input_size(input_size), seed=seed)
+    result = SCORERS[scorer](spec, input_size=input_size, seed=seed)
+    value, levels, extra = result.value, result.levels, result.terms
     if as_json:
         info = {"name": spec.name, "scorer": scorer, "score": value, **extra}
         if levels is not None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from archspec.backbones import Layer
 from archspec.blocks import ConvBlock
+from archspec.registry import Registry
 
 KernelKey = str
 """Canonical JSON of a kernel: ``{"kind": ..., ...}``."""
@@ -112,7 +113,8 @@ def staged_kernels_from_layers(spec, input_size: tuple[int, int]) -> list[Kernel
     return keys
 
 
-DECOMPOSERS: dict[str, Decomposer] = {"staged": staged_kernels}
+DECOMPOSERS: Registry[Decomposer] = Registry("latency decomposer")
+DECOMPOSERS.register("staged", staged_kernels)
 """Spec type -> kernels of a spec at an input size."""
 
 
@@ -129,11 +131,10 @@ def kernels(spec, input_size: tuple[int, int]) -> list[KernelKey]:
     hit = _memo.get(memo_key)
     if hit is not None and hit[0] is spec:
         return hit[1]
-    try:
-        decompose = DECOMPOSERS[spec.type]
-    except KeyError:
+    decompose = DECOMPOSERS.find(spec.type)
+    if decompose is None:
         raise ValueError(f"no latency decomposition for spec kind {spec.type!r} "
-                         f"(known: {', '.join(sorted(DECOMPOSERS))})") from None
+                         f"(known: {', '.join(sorted(DECOMPOSERS))})")
     keys = decompose(spec, input_size)
     _memo[memo_key] = (spec, keys)
     if len(_memo) > MEMO_SIZE:
@@ -152,13 +153,11 @@ KernelGraph = Callable[[dict], tuple[object, tuple[int, int]]]
 
 
 def _layer_graph(data: dict):
-    from pydantic import TypeAdapter
-
     from archspec.compiler.graph import Graph
     from archspec.compiler.lowering import lower_layer
     from archspec.compiler.ops import Input
 
-    block = TypeAdapter(_AnyLayerBlock()).validate_python(data["block"])
+    block = _layer_block(data["block"])
     stride = data["stride"]
     layer = Layer("kernel", "kernel", block, data["in"], data["out"], stride, data["dilation"], 0,
                   int(stride == 2), 0, 0 if data["first"] else 1)
@@ -168,31 +167,27 @@ def _layer_graph(data: dict):
     return graph, tuple(data["hw"])
 
 
-@functools.lru_cache(maxsize=1)
-def _AnyLayerBlock():  # noqa: N802 - a type
-    from typing import Annotated, Union
+def _layer_block(data: dict):
+    """The block spec of a layer kernel: a stem max-pool or any registered block kind."""
+    from archspec.blocks import MaxPoolLayer, validate_block
 
-    from pydantic import Field
-
-    from archspec.blocks import Block, MaxPoolLayer
-
-    return Annotated[Union[Block, MaxPoolLayer], Field(discriminator="type")]
+    return MaxPoolLayer.model_validate(data) if data.get("type") == "max_pool" else validate_block(data)
 
 
 def _classifier_graph(data: dict):
     from archspec.compiler.graph import Graph
-    from archspec.compiler.lowering import BlockScope
-    from archspec.compiler.ops import GlobalAvgPool, Input, Linear
+    from archspec.compiler.lowering import lower_classifier
+    from archspec.compiler.ops import Input
 
     graph = Graph("kernel")
     x = graph.add("input", Input(data["in"]), block="input", block_kind="input")
-    scope = BlockScope(graph, "head", "classifier")
-    y = scope.node("pool", GlobalAvgPool(), [x])
-    graph.set_output("y", scope.node("fc", Linear(data["in"], data["classes"]), [y]))
+    graph.set_output("y", lower_classifier(graph, x, data["classes"]))
     return graph, tuple(data["hw"])
 
 
-KERNEL_GRAPHS: dict[str, KernelGraph] = {"layer": _layer_graph, "classifier": _classifier_graph}
+KERNEL_GRAPHS: Registry[KernelGraph] = Registry("latency kernel graph")
+KERNEL_GRAPHS.register("layer", _layer_graph)
+KERNEL_GRAPHS.register("classifier", _classifier_graph)
 """Kernel kind -> builder of its one-kernel graph."""
 
 

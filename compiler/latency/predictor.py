@@ -325,7 +325,7 @@ def _unique(keys: Iterable[KernelKey]) -> list[KernelKey]:
 
 def _size(input_size) -> tuple[int, int]:
     if isinstance(input_size, tuple) and len(input_size) == 2 and all(isinstance(v, int) for v in input_size):
-        return input_size
-    from archspec.compiler import parse_input_size
+        return input_size  # the common case, without parsing
+    from archspec.sizes import parse_input_size
 
     return parse_input_size(input_size)

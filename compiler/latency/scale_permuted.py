@@ -72,20 +72,13 @@ def scale_permuted_kernels(spec, input_size: tuple[int, int]) -> list[KernelKey]
 def _resample_graph(data: dict):
     from archspec.compiler.graph import Graph
     from archspec.compiler.lowering import BlockScope
-    from archspec.compiler.ops import Input, MaxPool, Upsample
+    from archspec.compiler.ops import Input
+    from archspec.compiler.scale_permuted import resample_path
 
     graph = Graph("kernel")
     x = graph.add("input", Input(data["in"]), block="input", block_kind="input")
     scope = BlockScope(graph, "resample", "resample")
-    act, levels = data["act"], data["levels"]
-    y = scope.conv("conv_reduce", x, data["width"], 1, act=act)
-    if levels > 0:
-        y = scope.conv("conv_down", y, data["width"], 3, 2, act=act)
-        if levels > 1:
-            y = scope.node("pool", MaxPool(3 if levels == 2 else 5, 2 ** (levels - 1)), [y])
-    elif levels < 0:
-        y = scope.node("upsample", Upsample(2 ** -levels), [y])
-    graph.set_output("y", scope.conv("conv_match", y, data["out"], 1))
+    graph.set_output("y", resample_path(scope, x, data["width"], data["levels"], data["out"], data["act"]))
     return graph, tuple(data["hw"])
 
 
@@ -104,6 +97,6 @@ def _merge_graph(data: dict):
     return graph, tuple(data["hw"])
 
 
-DECOMPOSERS["scale_permuted"] = scale_permuted_kernels
-KERNEL_GRAPHS["resample"] = _resample_graph
-KERNEL_GRAPHS["merge"] = _merge_graph
+DECOMPOSERS.register("scale_permuted", scale_permuted_kernels)
+KERNEL_GRAPHS.register("resample", _resample_graph)
+KERNEL_GRAPHS.register("merge", _merge_graph)
