@@ -9,16 +9,68 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import archspec
 from archspec.errors import SpecError
-from archspec.search_config import MaedetSpace
+from archspec.registry import Registry
+from archspec.search_config import CAPABILITIES, SPACE_CONFIGS, MaedetSpace
 
 Genotype = tuple[int, ...]
 
 
 class Rejected(ValueError):
     """A candidate that breaks a rule of the space (or of validity); `str()` is the reason."""
+
+
+class SearchSpace(Protocol):
+    """What every space has: built as ``Space(config, base)`` from its config model and the
+    validated base spec, a starting genotype, the space's rules and the decoder. The methods of
+    each capability it offers (its config's ``offers``) come on top: see `CAPABILITY_METHODS`."""
+
+    base: Genotype
+    """The starting genotype (the base spec's, or the template's defaults)."""
+
+    def __init__(self, config: Any, base: Any) -> None: ...
+
+    def check(self, genotype: Genotype) -> None:
+        """`Rejected` with the first rule of the space the genotype breaks."""
+
+    def decode(self, genotype: Genotype) -> Any:
+        """The validated spec of a genotype, or `Rejected` with the validator's reason."""
+
+
+CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "random": ("random",),
+    "mutate": ("mutate",),
+    "crossover": ("crossover",),
+    "enumerate": ("enumerate",),
+    "redraw": ("redraw",),
+    "reallocate": ("split", "with_allocation", "with_dilation"),
+}
+"""Capability -> the methods a space that offers it implements (signatures in
+`archspec.search_config.CAPABILITIES`)."""
+assert set(CAPABILITY_METHODS) == set(CAPABILITIES)
+
+SPACES: Registry[type] = Registry("search space")
+"""Space ``type`` tag -> implementation (a `SearchSpace` class)."""
+
+
+def register_space(tag: str):
+    """Class decorator: register the implementation of the space config registered as `tag`,
+    after checking it has the methods of every capability the config offers."""
+    def decorator(cls: type) -> type:
+        config = SPACE_CONFIGS.get(tag)
+        missing = [f"{cap} ({method})" for cap in sorted(config.offers)
+                   for method in CAPABILITY_METHODS[cap] if not callable(getattr(cls, method, None))]
+        for required in ("check", "decode"):
+            if not callable(getattr(cls, required, None)):
+                missing.append(required)
+        if missing:
+            raise TypeError(f"space {tag!r}: {cls.__name__} lacks {', '.join(missing)}, which its config offers")
+        SPACES.register(tag, cls)
+        return cls
+    return decorator
 
 
 def smart_round(value: float, base: int = 8) -> int:
@@ -34,6 +86,7 @@ class StageGenes:
     depth: int
 
 
+@register_space("maedet")
 class MaedetSearchSpace:
     """MAE-DET's k1kxk1 space over a staged base spec whose stem starts with a conv and whose
     stages are all k1kxk1. Genotype: (stem width, then out, kernel, btn, depth per stage)."""
@@ -161,6 +214,7 @@ def _copy(data):
     return data
 
 
+@register_space("detnas")
 class DetnasSearchSpace:
     """DetNAS's space over a staged base: genotype = the choice index of every layer of every
     stage, in order (4^20 genotypes for the 300M base)."""
@@ -209,6 +263,10 @@ class DetnasSearchSpace:
             genes = [rng.randrange(len(self.choices)) if rng.random() < prob else g for g in genes]
         return tuple(genes)
 
+    def redraw(self, genotype: Genotype, rng: random.Random, prob: float) -> Genotype:
+        """Each gene redrawn with probability `prob` (DetNAS's mutation)."""
+        return self.mutate(genotype, rng, prob=prob)
+
     def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
         """Uniform crossover: each gene from either parent."""
         return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
@@ -225,6 +283,7 @@ def _block_spec(data: dict, path: str):
         raise SpecError(path, exc.errors(include_url=False)[0]["msg"]) from None
 
 
+@register_space("crnas")
 class CrnasSearchSpace:
     """CR-NAS's space over a staged base: genotype = (blocks per stage..., dilation of every
     block in order...). The total block count is fixed, so the genotype length is too; moving a
@@ -332,6 +391,7 @@ class CrnasSearchSpace:
         return depths + dilations
 
 
+@register_space("spinenet")
 class SpinenetSearchSpace:
     """SpineNet's space over a scale-permuted base: genotype = (level, first parent, second
     parent, kind index) for every block in order. Intermediate blocks permute their levels among
@@ -430,13 +490,9 @@ class SpinenetSearchSpace:
         return pool
 
 
-SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace, "crnas": CrnasSearchSpace,
-          "spinenet": SpinenetSearchSpace}
-"""Space kind -> implementation."""
-
-
 def make_space(config, base):
-    return SPACES[config.type](config, base)
+    """The space a space config names, over a validated base spec (a registry lookup)."""
+    return SPACES.get(config.type)(config, base)
 
 
 def sample_specs(config_path, count: int = 64, seed: int = 0) -> list:
