@@ -104,10 +104,18 @@ class SpaceConfig(Spec):
     base_types: ClassVar[tuple[str, ...]] = ("staged",)
     """Spec kinds (`type` tags) of the base the space edits."""
 
-    def default_base(self, config_dir: Path) -> dict | None:
+    def default_base(self) -> dict | None:
         """The base spec data when the search config gives none (spaces that carry their own
         starting point, such as a template's defaults); None when a base is required."""
         return None
+
+    def resolved(self, config_dir: Path, source: str) -> "SpaceConfig":
+        """The config with files it names read in (relative to the search config's folder), so
+        that the run's identity covers their content; errors name the file and field."""
+        return self
+
+    def check_base(self, base) -> None:
+        """`SpecError` (path under ``base``) if the space cannot start from this base spec."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -215,6 +223,62 @@ class SpinenetSpace(SpaceConfig):
     """Block kinds a block may take."""
     permute_outputs: bool = True
     """Whether output blocks also permute their levels among themselves."""
+
+
+@SPACE_CONFIGS.register("annotated")
+class AnnotatedSpace(SpaceConfig):
+    """A space written in a spec document itself (a template: see `archspec.template`): the
+    genotype is the vector of the template's decisions; random draws, mutation (k decisions),
+    uniform crossover, DetNAS's per-decision redraw and (for small spaces) enumeration are
+    generic, and every decoded spec is checked by the spec validator."""
+
+    offers: ClassVar[frozenset[str]] = frozenset({"random", "mutate", "crossover", "enumerate", "redraw"})
+    base_types: ClassVar[tuple[str, ...]] = ("staged", "scale_permuted")
+    type: Literal["annotated"]
+    """Space kind tag."""
+    template: str | dict
+    """The template: a file (relative to the search config) or the template document inline.
+    When the config loads, a file is read in, so a run's identity covers the template's text."""
+    enumerate_limit: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """Largest space `enumerate` walks (a strategy that enumerates refuses larger ones)."""
+
+    def parsed(self):
+        """The parsed template (inline data; `resolved` has read any file in)."""
+        from archspec.template import parse_template
+
+        if not isinstance(self.template, dict):
+            raise ValueError("an annotated space config must be resolved before its template is parsed")
+        return parse_template(self.template, check_branches=False)
+
+    def resolved(self, config_dir: Path, source: str) -> "AnnotatedSpace":
+        from archspec.errors import SpecError
+        from archspec.template import load_template, parse_template
+
+        if isinstance(self.template, str):
+            template = load_template(config_dir / self.template)  # errors name the template file
+        else:
+            try:
+                template = parse_template(self.template, source=source, base_dir=config_dir)
+            except SpecError as exc:
+                raise exc.with_prefix("space.template") from None
+        return self.model_copy(update={"template": template.to_data()})
+
+    def default_base(self) -> dict | None:
+        from archspec.errors import SpecError
+
+        template = self.parsed()
+        try:
+            return template.data(template.default) if template.decode(template.default) else None
+        except SpecError as exc:
+            raise SpecError("template", f"the template's defaults (first options, or `default:`) do not make a "
+                                        f"valid spec: {exc}") from None
+
+    def check_base(self, base) -> None:
+        from archspec.errors import SpecError
+
+        if self.parsed().match(base) is None:
+            raise SpecError("base", "the base spec is not one of the template's architectures (leave `base` out "
+                                    "to start from the template's defaults)")
 
 
 AnySpace = Annotated[SpaceConfig, RegisteredUnion(SPACE_CONFIGS, "search space")]
@@ -406,11 +470,17 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
     except ValidationError as exc:
         raise _from_validation_error(exc, str(path)) from None
     check_capabilities(config, source=str(path))
+    config = config.model_copy(update={"space": config.space.resolved(path.parent, str(path))})
     base = _load_base(config, path)
     if base.type not in config.space.base_types:
         wanted = " or ".join(config.space.base_types)
         raise SpecError("base", f"the {config.space.type} space edits {wanted} backbones, not {base.type!r}",
                         source=str(path))
+    if config.base is not None:
+        try:
+            config.space.check_base(base)
+        except SpecError as exc:
+            raise exc.with_source(str(path)) from None
     if config.detector is not None:
         try:
             config.detector.around(base)
@@ -436,7 +506,10 @@ def _load_base(config: SearchConfig, path: Path):
     from archspec.io import load, validate
 
     if config.base is None:
-        data = config.space.default_base(path.parent)
+        try:
+            data = config.space.default_base()
+        except SpecError as exc:
+            raise exc.with_prefix("space").with_source(str(path)) from None
         if data is None:
             raise SpecError("base", f"required field is missing (the {config.space.type} space edits a base spec)",
                             source=str(path))

@@ -490,6 +490,53 @@ class SpinenetSearchSpace:
         return pool
 
 
+@register_space("annotated")
+class AnnotatedSearchSpace:
+    """The generic space of a template (`archspec.template`): genotype = one option index per
+    decision. Nothing here knows what a decision means: decoding fills the template in and the
+    spec validator accepts the result or says why not (`Rejected` with its reason)."""
+
+    def __init__(self, config, base):
+        self.config = config
+        self.template = config.parsed()
+        genotype = self.template.match(base) if base is not None else None
+        self.base = genotype if genotype is not None else self.template.default
+
+    @property
+    def decisions(self):
+        return self.template.decisions
+
+    def size(self) -> int:
+        return self.template.size()
+
+    def check(self, genotype: Genotype) -> None:
+        problem = self.template.check(genotype)
+        if problem:
+            raise Rejected(problem)
+
+    def decode(self, genotype: Genotype):
+        try:
+            return self.template.decode(genotype)
+        except SpecError as exc:
+            raise Rejected(f"invalid spec: {exc}") from None
+
+    def random(self, rng: random.Random) -> Genotype:
+        return self.template.random(rng)
+
+    def mutate(self, genotype: Genotype, rng: random.Random, times: int = 1) -> Genotype:
+        return self.template.mutate(genotype, rng, times)
+
+    def redraw(self, genotype: Genotype, rng: random.Random, prob: float) -> Genotype:
+        return self.template.redraw(genotype, rng, prob)
+
+    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
+        return self.template.crossover(a, b, rng)
+
+    def enumerate(self, limit: int | None = None) -> list[Genotype]:
+        """Every genotype (`ValueError` when there are more than the config's limit)."""
+        return list(self.template.enumerate(limit or self.config.enumerate_limit))
+
+
 def make_space(config, base):
     """The space a space config names, over a validated base spec (a registry lookup)."""
     return SPACES.get(config.type)(config, base)
