@@ -30,7 +30,6 @@ reason and field path. Torch-free; the search layer's ``annotated`` space is bui
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import re
 from collections.abc import Iterator
@@ -229,10 +228,12 @@ class Template:
 
     def _walk(self, index: int, genes: list[int]) -> Iterator[tuple[int, ...]]:
         if index == len(self.decisions):
-            yield tuple(genes)
+            if self.canonical(tuple(genes)) == tuple(genes):  # a named decision no option uses: once
+                yield tuple(genes)
             return
-        # decisions are numbered outer before inner, so earlier genes decide whether this one counts
-        if not self.active(tuple(genes))[index]:
+        # An unnamed decision sits in one place, inside the options of decisions numbered before
+        # it, so the genes so far decide whether it counts; a named one may be used again later.
+        if self.decisions[index].name is None and not self.active(tuple(genes))[index]:
             yield from self._walk(index + 1, genes)
             return
         for option in range(len(self.decisions[index].values)):
@@ -241,13 +242,15 @@ class Template:
         genes[index] = self.decisions[index].default
 
     def size(self) -> int:
-        """Distinct architectures the decisions describe (before constraints): exact."""
+        """Distinct architectures the decisions describe (before constraints), exactly: the sum
+        over the named decisions' values of the trees that use them, where a named decision
+        that no taken option uses counts only at its default (so each is counted once)."""
         named = [i for i, d in enumerate(self.decisions) if d.name is not None]
-        if any(self.decisions[i].conditions for i in named):
-            return sum(1 for _ in self._walk(0, [d.default for d in self.decisions]))
         total = 0
         for values in itertools.product(*(range(len(self.decisions[i].values)) for i in named)):
-            total += _count(self.tree, dict(zip(named, values)))
+            fixed = dict(zip(named, values))
+            moved = frozenset(i for i in named if fixed[i] != self.decisions[i].default)
+            total += sum(n for used, n in _count(self.tree, fixed).items() if moved <= used)
         return total
 
     # -- matching a concrete spec ----------------------------------------------------------
@@ -450,32 +453,30 @@ def _parse_constraints(raw: Any, issues: list[Issue]) -> list[Constraint]:
 
 # -- checking every branch -----------------------------------------------------------------------
 def check_template(template: Template) -> list[Issue]:
-    """Problems a template has whatever the other decisions are: for every option of every
+    """Problems a template has whatever the other decisions are. For every option of every
     decision, the document with that option (every other decision at its default, the options
-    that make it count taken) is validated, and problems at or under the decision's own field
-    are reported at the option (``stages[1].block.choice[2].kernel``). Problems at fixed fields
-    that no single option avoids are reported too. A problem that depends on a combination
-    (channels and groups chosen separately) is not a template error: decoding that combination
-    is refused with the validator's reason."""
+    that make it count taken) is validated; a problem at or under the decision's own field is
+    reported at the option (``stages[1].block.choice[2].kernel``) unless changing one other
+    decision makes it go away -- then it is a combination (a width that a chosen expansion does
+    not divide), which decoding refuses with the validator's reason, not a template error.
+    Problems at fixed fields that no single option avoids are reported too."""
     issues: list[Issue] = []
-    default = list(template.default)
     persistent: set[tuple[str, str]] | None = None
     own = [d.concrete_path for d in template.decisions]
     for index, decision in enumerate(template.decisions):
         for option in range(len(decision.values)):
-            genes = list(default)
-            for outer, taken in decision.conditions:
-                genes[outer] = taken
-            genes[index] = option
-            found = _problems(template, template.canonical(tuple(genes)))
-            for issue in found:
-                if _under(issue.path, decision.concrete_path):
-                    rest = issue.path[len(decision.concrete_path):].lstrip(".")
-                    at = join_path(f"{decision.path}.{decision.kind}[{option}]", rest) if decision.kind == "choice" \
-                        else f"{decision.path}.int"
-                    message = issue.message if decision.kind == "choice" else f"{decision.values[option]}: {issue.message}"
-                    if Issue(at, message) not in issues:
-                        issues.append(Issue(at, message))
+            genes = _with(template, list(template.default), index, option)
+            found = _problems(template, genes)
+            local = [i for i in found if _under(i.path, decision.concrete_path)]
+            if local and _fixable(template, genes, index, {i.path for i in local}):
+                local = []
+            for issue in local:
+                rest = issue.path[len(decision.concrete_path):].lstrip(".")
+                at = join_path(f"{decision.path}.{decision.kind}[{option}]", rest) if decision.kind == "choice" \
+                    else f"{decision.path}.int"
+                message = issue.message if decision.kind == "choice" else f"{decision.values[option]}: {issue.message}"
+                if Issue(at, message) not in issues:
+                    issues.append(Issue(at, message))
             outside = {(i.path, i.message) for i in found if not any(_under(i.path, p) for p in own)}
             persistent = outside if persistent is None else persistent & outside
     if not template.decisions:
@@ -488,6 +489,29 @@ def check_template(template: Template) -> list[Issue]:
             if data is not None and not list(_resolve(data, _pattern_parts(pattern))):
                 issues.append(Issue(f"{constraint.path}.sum", f"{pattern!r} names no field of the document"))
     return issues
+
+
+def _with(template: Template, genes: list[int], index: int, option: int) -> tuple[int, ...]:
+    """`genes` with decision `index` at `option`, the options that make it count taken."""
+    genes = list(genes)
+    for outer, taken in template.decisions[index].conditions:
+        genes[outer] = taken
+    genes[index] = option
+    return template.canonical(tuple(genes))
+
+
+def _fixable(template: Template, genes: tuple[int, ...], index: int, paths: set[str]) -> bool:
+    """Whether changing one other decision clears every problem at `paths`."""
+    for other, decision in enumerate(template.decisions):
+        if other == index:
+            continue
+        for option in range(len(decision.values)):
+            variant = _with(template, list(genes), other, option)
+            if variant[index] != genes[index] or variant == genes:
+                continue
+            if not {i.path for i in _problems(template, variant)} & paths:
+                return True
+    return False
 
 
 def _problems(template: Template, genotype: tuple[int, ...]) -> list[Issue]:
@@ -524,14 +548,29 @@ def _materialize(node: Any, genotype: tuple[int, ...]) -> Any:
     return [_materialize(v, genotype) for v in node.items]
 
 
-def _count(node: Any, fixed: dict[int, int]) -> int:
+def _count(node: Any, fixed: dict[int, int]) -> dict[frozenset, int]:
+    """Trees `node` can produce with the named decisions `fixed`, by the set of named decisions
+    they use."""
     if isinstance(node, Fixed):
-        return 1
+        return {frozenset(): 1}
     if isinstance(node, Choice):
         if node.decision in fixed:
-            return _count(node.options[fixed[node.decision]], fixed)
-        return sum(_count(option, fixed) for option in node.options)
-    return math.prod(_count(item[1] if isinstance(node, Mapping) else item, fixed) for item in node.items)
+            inner = _count(node.options[fixed[node.decision]], fixed)
+            return {used | {node.decision}: n for used, n in inner.items()}
+        merged: dict[frozenset, int] = {}
+        for option in node.options:
+            for used, n in _count(option, fixed).items():
+                merged[used] = merged.get(used, 0) + n
+        return merged
+    result: dict[frozenset, int] = {frozenset(): 1}
+    for item in node.items:
+        part = _count(item[1] if isinstance(node, Mapping) else item, fixed)
+        combined: dict[frozenset, int] = {}
+        for used_a, a in result.items():
+            for used_b, b in part.items():
+                combined[used_a | used_b] = combined.get(used_a | used_b, 0) + a * b
+        result = combined
+    return result
 
 
 def _match(node: Any, data: Any, assignment: dict[int, int]) -> Iterator[dict[int, int]]:
@@ -640,3 +679,74 @@ def _short(value: Any) -> str:
     text = json.dumps(value, separators=(", ", ": ")) if isinstance(value, (dict, list)) else str(value)
     text = re.sub(r'"(\w+)"', r"\1", text)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- JSON Schema ---------------------------------------------------------------------------------
+_META = ("title", "description", "default", "examples")
+
+CHOICE_SCHEMA = {
+    "type": "object",
+    "title": "Choice",
+    "description": "A template decision: one of the listed options (values or sub-documents).",
+    "properties": {
+        "choice": {"type": "array", "minItems": 1, "description": "The options."},
+        "name": {"type": "string", "description": "Annotations with the same name are one decision."},
+        "default": {"description": "The option the template's starting point takes (default: the first)."},
+    },
+    "required": ["choice"],
+    "additionalProperties": False,
+}
+INT_RANGE_SCHEMA = {
+    "type": "object",
+    "title": "IntRange",
+    "description": "A template decision: an integer of the inclusive range [lowest, highest], by step.",
+    "properties": {
+        "int": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+                "description": "[lowest, highest], both included."},
+        "step": {"type": "integer", "minimum": 1, "description": "Distance between options (default 1)."},
+        "name": {"type": "string", "description": "Annotations with the same name are one decision."},
+        "default": {"type": "integer", "description": "The starting option (default: the lowest)."},
+    },
+    "required": ["int"],
+    "additionalProperties": False,
+}
+CONSTRAINTS_SCHEMA = {
+    "type": "array",
+    "description": "Template rules over the whole decoded document, e.g. {sum: ['stages[*].depth'], equals: 16}.",
+    "items": {
+        "type": "object",
+        "properties": {"sum": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                       "equals": {"type": "number"}, "min": {"type": "number"}, "max": {"type": "number"}},
+        "required": ["sum"],
+        "minProperties": 2,
+        "maxProperties": 2,
+        "additionalProperties": False,
+    },
+}
+
+
+def with_template_annotations(schema: dict, documents: tuple[str, ...]) -> dict:
+    """The document schema extended to templates: every field (and list item) of every model may
+    also be a `Choice` or an `IntRange`, and the top-level `documents` may hold `constraints`."""
+    defs = schema.setdefault("$defs", {})
+    for model in defs.values():
+        for name, prop in list(model.get("properties", {}).items()):
+            if name != "type":  # the kind tags stay plain: they pick the model
+                model["properties"][name] = _annotatable(prop)
+    for name in documents:
+        if name in defs:
+            defs[name].setdefault("properties", {})["constraints"] = CONSTRAINTS_SCHEMA
+    defs["Choice"] = CHOICE_SCHEMA
+    defs["IntRange"] = INT_RANGE_SCHEMA
+    return schema
+
+
+def _annotatable(prop: dict) -> dict:
+    meta = {k: v for k, v in prop.items() if k in _META}
+    rest = {k: v for k, v in prop.items() if k not in _META}
+    if "items" in rest and isinstance(rest["items"], dict):
+        rest["items"] = _annotatable(rest["items"])
+    for key in ("anyOf", "oneOf"):
+        if key in rest:
+            rest[key] = [_annotatable(option) if "items" in option else option for option in rest[key]]
+    return {**meta, "anyOf": [rest, {"$ref": "#/$defs/Choice"}, {"$ref": "#/$defs/IntRange"}]}
