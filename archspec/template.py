@@ -95,7 +95,13 @@ class Decision:
     """(decision, option) pairs that make its first occurrence count (empty: always)."""
 
     def label(self, index: int) -> str:
-        return _short(self.values[index])
+        """An option for people: a value, or a sub-document as ``kind(field=value, ...)`` with
+        ``?`` for the fields chosen inside it."""
+        value = self.values[index]
+        if isinstance(value, dict) and isinstance(value.get("type"), str):
+            fields = [f"{k}={'?' if is_template(v) else _short(v)}" for k, v in value.items() if k != "type"]
+            return value["type"] + (f"({', '.join(fields)})" if fields else "")
+        return _short(value)
 
 
 @dataclass(frozen=True)
@@ -183,14 +189,22 @@ class Template:
         problem = self.check(genotype)
         if problem:
             raise SpecError("", problem, source=self.source)
-        spec = validate(self.data(genotype), base_dir=self.base_dir or Path.cwd())
-        if self.constraints:
-            full = spec.model_dump(mode="json")
-            for index, constraint in enumerate(self.constraints):
-                problem = constraint.problem(full)
-                if problem:
-                    raise ConstraintError(f"constraints[{index}]", problem)
+        data = self.data(genotype)
+        self._check_constraints(data, written=True)  # cheap: before validation, on the fields as written
+        spec = validate(data, base_dir=self.base_dir or Path.cwd())
+        self._check_constraints(spec.model_dump(mode="json"), written=False)  # fields left to defaults
         return spec
+
+    def _check_constraints(self, data: Any, written: bool) -> None:
+        """`ConstraintError` for the first broken constraint; with `written`, only constraints
+        whose every pattern names fields written in the document (the rest wait for defaults)."""
+        for index, constraint in enumerate(self.constraints):
+            present = all(list(_resolve(data, _pattern_parts(p))) for p in constraint.patterns)
+            if written and not present:
+                continue
+            problem = constraint.problem(data)
+            if problem:
+                raise ConstraintError(f"constraints[{index}]", problem)
 
     # -- random moves ----------------------------------------------------------------------
     def random(self, rng: random.Random) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ reason, before anything is built.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -562,3 +563,59 @@ def sample_specs(config_path, count: int = 64, seed: int = 0) -> list:
         except Rejected:
             continue
     return list(found.values())
+
+
+def open_space(path) -> tuple[object, object]:
+    """The space a file describes and its starting spec: a search config (its space over its
+    base), or a template document on its own (the `annotated` space of it, from its defaults).
+    Errors name the file and the field."""
+    from pathlib import Path
+
+    from archspec.io import _format_of, _read, parse_text
+    from archspec.search_config import AnnotatedSpace, load_search_config
+    from archspec.template import is_template, load_template
+
+    path = Path(path)
+    data = parse_text(_read(path), format=_format_of(path), source=str(path))
+    if isinstance(data, dict) and data.get("type") == "search":
+        config, base = load_search_config(path)
+        return make_space(config.space, base), base
+    if not is_template(data):
+        raise SpecError("", "neither a search config (type: search) nor a template (a spec with choices)",
+                        source=str(path))
+    template = load_template(path)
+    config = AnnotatedSpace(type="annotated", template=template.to_data())
+    try:
+        base = template.decode(template.default)
+    except SpecError as exc:
+        raise SpecError("", f"the template's defaults do not make a valid spec: {exc}", source=str(path)) from None
+    return AnnotatedSearchSpace(config, base), base
+
+
+def draw(space, rng: random.Random, base: Genotype) -> Genotype:
+    """One genotype from anywhere in the space: a random draw where the space can, else the
+    base mutated 1..4 times (`Rejected` when the move fails)."""
+    if callable(getattr(space, "random", None)):
+        return space.random(rng)
+    return space.mutate(base, rng, rng.randint(1, 4))
+
+
+def sample_space(space, count: int, seed: int = 0, tries: int = 50) -> tuple[list, dict[str, int]]:
+    """Up to `count` distinct valid specs drawn from a space (seeded; `tries` draws per spec at
+    most), and how many draws were refused, by reason (the validator's, or the space's)."""
+    rng = random.Random(f"space-sample:{seed}")
+    found: dict[Genotype, object] = {}
+    refused: dict[str, int] = {}
+    for _ in range(count * tries):
+        if len(found) >= count:
+            break
+        try:
+            genotype = draw(space, rng, space.base)
+            if genotype in found:
+                continue
+            space.check(genotype)
+            found[genotype] = space.decode(genotype)
+        except Rejected as exc:
+            reason = re.sub(r" \(and \d+ more problems?\)$", "", str(exc))
+            refused[reason] = refused.get(reason, 0) + 1
+    return list(found.values()), refused
