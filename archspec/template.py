@@ -271,10 +271,14 @@ class Template:
     def match(self, spec) -> tuple[int, ...] | None:
         """The genotype that decodes to `spec` (same fingerprint), or None if the template
         does not contain it (membership test)."""
-        from archspec.io import fingerprint
+        from archspec.io import FINGERPRINT_EXCLUDES, fingerprint
 
         target = fingerprint(spec)
         data = spec.model_dump(mode="json")
+        written = self.data(self.default)
+        for key in FINGERPRINT_EXCLUDES:  # names and descriptions are for people: not matched
+            if key in written:
+                data[key] = written[key]
         for assignment in _match(self.tree, data, {}):
             genotype = self.canonical(tuple(assignment.get(i, d.default) for i, d in enumerate(self.decisions)))
             try:
