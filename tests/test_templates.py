@@ -343,3 +343,36 @@ def test_my_backbone_is_searched_under_flops_and_latency_budgets(tmp_path):
     assert feasible and all(float(r["flops"]) <= config.budgets.max_flops for r in feasible)
     assert all(float(r["latency_ms"]) <= config.budgets.max_latency_ms for r in feasible)
     assert load_template(SEARCH / "my_backbone_template.yaml").match(result.best_spec) is not None
+
+
+def test_detector_templates_choose_neck_and_head_fields_with_paths():
+    """Detector documents take choices too (here inline backbone, neck width, head kind)."""
+    backbone = yaml.safe_load((ROOT / "examples" / "backbones" / "resnet18.yaml").read_text())
+    doc = {"type": "detector", "backbone": backbone,
+           "neck": {"type": "fpn", "in_features": ["C3", "C4", "C5"], "min_level": 3, "max_level": 5,
+                    "channels": {"choice": [64, 128]}},
+           "head": {"choice": [{"type": "retinanet"}, {"type": "fcos", "convs": {"int": [1, 4]}}]},
+           "num_classes": 3, "input_size": 256}
+    t = parse_template(doc)
+    assert t.kind == "detector" and t.size() == 2 * (1 + 4)
+    spec = t.decode((1, 1, 2))
+    assert spec.neck.channels == 128 and spec.head.type == "fcos" and spec.head.convs == 3
+    assert t.match(spec) == (1, 1, 2)
+    doc["head"]["choice"][1]["convs"] = {"int": [7, 9]}
+    with pytest.raises(archspec.SpecError) as caught:
+        parse_template(doc)
+    assert [(i.path, i.message) for i in caught.value.issues] == [
+        ("head.choice[1].convs.int", "9: Input should be less than or equal to 8")]
+
+
+def test_validate_command_checks_templates_as_templates(tmp_path):
+    ok = _cli("validate", str(SEARCH / "my_backbone_template.yaml"))
+    assert ok.returncode == 0
+    assert ok.stdout == (f"ok: {SEARCH / 'my_backbone_template.yaml'} (template of staged specs: 24 decisions, "
+                         f"96,367,968 architectures)\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: staged\nstem: [{type: conv, out_channels: 16, stride: 2}]\n"
+                   "stages: [{block: {type: basic}, depth: {choice: [1, 1]}, out_channels: 32}]\n")
+    done = _cli("validate", str(bad))
+    assert done.returncode == 2
+    assert done.stderr == f"error: {bad}: stages[0].depth.choice[1]: 1 is listed twice\n"
