@@ -263,14 +263,16 @@ def test_capabilities_decide_exactly_the_shipped_pairs():
 
 
 @pytest.mark.parametrize("space,strategy", [(space, strategy) for space, strategies in SHIPPED_PAIRS.items()
-                                            for strategy in sorted(strategies) if space != "annotated"])
+                                            for strategy in sorted(strategies)])
 def test_every_compatible_shipped_pair_runs(space, strategy, tmp_path):
     """A pair the capabilities allow runs (a few trials) without AttributeError or TypeError."""
+    search = ROOT / "examples" / "search"
     example = {"maedet": "maedet_r50_base.yaml", "detnas": "../backbones/detnas_coco_fpn_300m.yaml",
-               "crnas": "../backbones/resnet50.yaml", "spinenet": "../backbones/spinenet49.yaml"}[space]
-    base = (ROOT / "examples" / "search" / example).resolve()
+               "crnas": "../backbones/resnet50.yaml", "spinenet": "../backbones/spinenet49.yaml"}.get(space)
+    where = f"base: {(search / example).resolve()}\nspace: {{type: {space}}}" if example else \
+        f"space: {{type: annotated, template: {search / 'my_backbone_template.yaml'}}}"
     path = tmp_path / "pair.yaml"
-    path.write_text(f"type: search\nbase: {base}\nspace: {{type: {space}}}\nstrategy: {{type: {strategy}}}\n"
+    path.write_text(f"type: search\n{where}\nstrategy: {{type: {strategy}}}\n"
                     f"budgets: {{input_size: 64}}\ntrials: 6\n")
     result = run_search(path, tmp_path / "run", progress=False)
     assert result.trials == 6
