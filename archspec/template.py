@@ -602,8 +602,9 @@ def _match(node: Any, data: Any, assignment: dict[int, int]) -> Iterator[dict[in
         for option in options:
             yield from _match(node.options[option], data, {**assignment, node.decision: option})
     elif isinstance(node, Mapping):
-        if isinstance(data, dict) and all(k in data for k, _ in node.items):
-            yield from _match_all([v for _, v in node.items], [data[k] for k, _ in node.items], assignment)
+        keyed = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+        if isinstance(data, dict) and all(str(k) in keyed for k, _ in node.items):
+            yield from _match_all([v for _, v in node.items], [keyed[str(k)] for k, _ in node.items], assignment)
     elif isinstance(data, list) and len(data) == len(node.items):
         yield from _match_all(list(node.items), data, assignment)
 
@@ -619,7 +620,10 @@ def _match_all(nodes: list, values: list, assignment: dict[int, int]) -> Iterato
 def _covers(written: Any, data: Any) -> bool:
     """Whether a value as written in the template agrees with the full (defaults filled) data."""
     if isinstance(written, dict):
-        return isinstance(data, dict) and all(k in data and _covers(v, data[k]) for k, v in written.items())
+        if not isinstance(data, dict):
+            return False
+        keyed = {str(k): v for k, v in data.items()}  # JSON data has string keys (level_filters: {1: 32})
+        return all(str(k) in keyed and _covers(v, keyed[str(k)]) for k, v in written.items())
     if isinstance(written, list):
         return isinstance(data, list) and len(data) == len(written) and all(map(_covers, written, data))
     return _same(written, data)

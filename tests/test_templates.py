@@ -376,3 +376,19 @@ def test_validate_command_checks_templates_as_templates(tmp_path):
     done = _cli("validate", str(bad))
     assert done.returncode == 2
     assert done.stderr == f"error: {bad}: stages[0].depth.choice[1]: 1 is listed twice\n"
+
+
+def test_scale_permuted_templates_choose_kinds_parents_and_filter_scale():
+    data = yaml.safe_load((ROOT / "examples" / "backbones" / "spinenet49.yaml").read_text())
+    data["filter_size_scale"] = {"choice": [0.5, 1.0]}
+    data["blocks"][1]["block"] = {"choice": [{"type": "basic"}, {"type": "bottleneck"}]}
+    data["blocks"][4]["parents"] = {"choice": [[3, 5], [2, 5]]}
+    t = parse_template(data)
+    assert t.kind == "scale_permuted" and t.size() == 8 == len(list(t.enumerate()))
+    base = archspec.load(ROOT / "examples" / "backbones" / "spinenet49.yaml")
+    assert t.match(base) == (1, 0, 0)  # spinenet49 itself is a member
+    spec = t.decode((0, 1, 1))
+    assert spec.filter_size_scale == 0.5 and spec.blocks[1].block.type == "bottleneck"
+    assert spec.blocks[4].parents == [2, 5]
+    space = _space(t)
+    assert sorted(space.enumerate()) == sorted(itertools.product(range(2), range(2), range(2)))
