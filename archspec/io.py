@@ -159,8 +159,12 @@ def fingerprint(spec) -> str:
 
 
 def json_schema() -> dict:
-    """JSON Schema of every spec document, for editors (YAML language server) and tools."""
-    schema = _spec_adapter().json_schema()
+    """JSON Schema of every spec document and template (any field may be a choice: see
+    `archspec.template`), for editors (YAML language server) and tools."""
+    from archspec.template import with_template_annotations
+
+    schema = with_template_annotations(_spec_adapter().json_schema(),
+                                       ("StagedBackbone", "ScalePermutedBackbone", "Detector"))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "archspec document"
     return schema

@@ -11,18 +11,147 @@ which budgets, and scored how. Pure data, validated like every spec (`type: sear
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from archspec.blocks import Spec
 from archspec.detector import DetectorTemplate
+from archspec.registry import Registry
+
+CAPABILITIES = ("random", "mutate", "crossover", "enumerate", "redraw", "reallocate")
+"""What a search space can do for a strategy, in the order messages list them:
+
+* ``random``: ``random(rng)``, a genotype drawn from the whole space;
+* ``mutate``: ``mutate(genotype, rng, times)``, a nearby genotype (the space's own moves);
+* ``crossover``: ``crossover(a, b, rng)``, a child mixing two parents;
+* ``enumerate``: ``enumerate(limit)``, every genotype (when the space is small enough);
+* ``redraw``: ``redraw(genotype, rng, prob)``, every decision redrawn with probability ``prob``
+  (DetNAS's mutation; it needs a genotype of independent decisions);
+* ``reallocate``: CR-NAS's stage allocations and per-block dilations (``allocations``,
+  ``split``, ``with_allocation``, ``with_dilation``, ``total``).
+
+Every space also has ``base`` (its starting genotype), ``check`` and ``decode``. Capabilities
+are declared as data on the config models (`SpaceConfig.offers`, `StrategyConfig.needs`) so the
+spec layer can refuse a strategy the space cannot serve when the config loads, before any run
+folder is touched; the search layer checks at registration that an implementation has the
+methods its config declares."""
+
+SPACE_CONFIGS: Registry[type["SpaceConfig"]] = Registry("search space config")
+"""Space ``type`` tag -> its config model (the members of `AnySpace`)."""
+STRATEGY_CONFIGS: Registry[type["StrategyConfig"]] = Registry("search strategy config")
+"""Strategy ``type`` tag -> its config model (the members of `AnyStrategy`)."""
+EVALUATOR_CONFIGS: Registry[type["EvaluatorConfig"]] = Registry("search evaluator config")
+"""Evaluator ``type`` tag -> its config model (the members of `AnyEvaluator`)."""
 
 
-class MaedetSpace(Spec):
+class RegisteredUnion:
+    """A discriminated union whose members are the models of a registry, looked up by their
+    ``type`` tag when a document is validated. Unlike a ``Union[...]`` written in the source, a
+    plug-in extends it by registering one more model, without editing this package.
+
+    Errors read like pydantic's own discriminated unions (``space.type: unknown kind ...``)."""
+
+    def __init__(self, registry: Registry, what: str):
+        self.registry = registry
+        self.what = what
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            self.validate,
+            json_schema_input_schema=core_schema.any_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(_dump_member, info_arg=True))
+
+    def validate(self, value: Any) -> BaseModel:
+        from archspec.errors import SpecError
+
+        if isinstance(value, BaseModel) and self.registry.find(getattr(value, "type", None)) is type(value):
+            return value
+        if not isinstance(value, dict):
+            raise SpecError("", f"a {self.what} must be a mapping with a 'type' field")
+        tag = value.get("type")
+        if tag is None:
+            raise SpecError("type", "missing 'type' field naming the kind")
+        model = self.registry.find(tag) if isinstance(tag, str) else None
+        if model is None:
+            known = ", ".join(repr(k) for k in self.registry)
+            raise SpecError("type", f"unknown kind {tag!r}; expected one of {known}")
+        return _validate_model(model, value)
+
+
+def _validate_model(model: type[BaseModel], value: dict) -> BaseModel:
+    from pydantic import ValidationError
+
+    from archspec.io import _from_validation_error
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, None) from None
+
+
+def _dump_member(value: BaseModel, info: Any) -> Any:
+    return value.model_dump(mode=info.mode, exclude_defaults=info.exclude_defaults, exclude_none=info.exclude_none,
+                            exclude_unset=info.exclude_unset, by_alias=bool(info.by_alias))
+
+
+class SpaceConfig(Spec):
+    """Base of every space config: what the space offers and which base specs it edits."""
+
+    offers: ClassVar[frozenset[str]] = frozenset()
+    """Capabilities (`CAPABILITIES`) the space implements."""
+    base_types: ClassVar[tuple[str, ...]] = ("staged",)
+    """Spec kinds (`type` tags) of the base the space edits."""
+
+    def default_base(self) -> dict | None:
+        """The base spec data when the search config gives none (spaces that carry their own
+        starting point, such as a template's defaults); None when a base is required."""
+        return None
+
+    def resolved(self, config_dir: Path, source: str) -> "SpaceConfig":
+        """The config with files it names read in (relative to the search config's folder), so
+        that the run's identity covers their content; errors name the file and field."""
+        return self
+
+    def check_base(self, base) -> None:
+        """`SpecError` (path under ``base``) if the space cannot start from this base spec."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.offers) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.offers names unknown capabilities {sorted(unknown)}")
+
+
+class StrategyConfig(Spec):
+    """Base of every strategy config: what the strategy needs from a space."""
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    """Capabilities (`CAPABILITIES`) the strategy calls."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.needs) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.needs names unknown capabilities {sorted(unknown)}")
+
+
+class EvaluatorConfig(Spec):
+    """Base of every evaluator config."""
+
+
+def ordered(capabilities) -> list[str]:
+    """Capabilities in the order of `CAPABILITIES` (messages list them so)."""
+    return sorted(capabilities, key=CAPABILITIES.index)
+
+
+@SPACE_CONFIGS.register("maedet")
+class MaedetSpace(SpaceConfig):
     """MAE-DET's k1kxk1 space (papers.md 2.2): per stage the output width, kernel, bottleneck
     width and depth mutate; the stem mutates only its width."""
 
+    offers: ClassVar[frozenset[str]] = frozenset({"mutate"})
     type: Literal["maedet"]
     """Space kind tag."""
     kernels: list[Annotated[int, Field(ge=1, le=15)]] = [3, 5]
@@ -45,9 +174,11 @@ DETNAS_CHOICES = [{"type": "shufflenet_v2", "kernel": 3}, {"type": "shufflenet_v
                   {"type": "shufflenet_v2", "kernel": 7}, {"type": "shuffle_xception"}]
 
 
-class DetnasSpace(Spec):
+@SPACE_CONFIGS.register("detnas")
+class DetnasSpace(SpaceConfig):
     """DetNAS's space (papers.md 3.1): every layer of every stage picks one choice block."""
 
+    offers: ClassVar[frozenset[str]] = frozenset({"random", "mutate", "crossover", "redraw"})
     type: Literal["detnas"]
     """Space kind tag."""
     choices: list[dict] = Field(default_factory=lambda: [dict(c) for c in DETNAS_CHOICES], min_length=2)
@@ -59,11 +190,13 @@ CRNAS_RESNET_DEPTHS = [list(range(1, 11)), list(range(1, 11)), [2, 3, 5, 6, 9, 1
 """CR-NAS's allowed block counts per stage for the ResNet series (papers.md 4.1)."""
 
 
-class CrnasSpace(Spec):
+@SPACE_CONFIGS.register("crnas")
+class CrnasSpace(SpaceConfig):
     """CR-NAS's computation reallocation (papers.md 4.1): the number of blocks per stage, with
     their total fixed (so FLOPs stay about constant), and the dilation of every block's spatial
     convolution (which changes neither params nor FLOPs)."""
 
+    offers: ClassVar[frozenset[str]] = frozenset({"random", "mutate", "crossover", "reallocate"})
     type: Literal["crnas"]
     """Space kind tag."""
     depth_choices: list[list[Annotated[int, Field(ge=1, le=256)]]] = Field(
@@ -75,12 +208,15 @@ class CrnasSpace(Spec):
     """Dilation choices of every block (the paper: 1, 2, 3)."""
 
 
-class SpinenetSpace(Spec):
+@SPACE_CONFIGS.register("spinenet")
+class SpinenetSpace(SpaceConfig):
     """SpineNet's search space (papers.md 1): over a scale-permuted base, the levels of the
     intermediate blocks are permuted (and, separately, those of the output blocks), each block's
     two parents are rewired to any earlier blocks, and block kinds switch between bottleneck
     and basic ("block adjustment")."""
 
+    offers: ClassVar[frozenset[str]] = frozenset({"random", "mutate"})
+    base_types: ClassVar[tuple[str, ...]] = ("scale_permuted",)
     type: Literal["spinenet"]
     """Space kind tag."""
     kinds: list[Literal["bottleneck", "basic"]] = Field(default_factory=lambda: ["bottleneck", "basic"], min_length=1)
@@ -89,16 +225,72 @@ class SpinenetSpace(Spec):
     """Whether output blocks also permute their levels among themselves."""
 
 
-AnySpace = Annotated[Union[MaedetSpace, DetnasSpace, CrnasSpace, SpinenetSpace], Field(discriminator="type")]
+@SPACE_CONFIGS.register("annotated")
+class AnnotatedSpace(SpaceConfig):
+    """A space written in a spec document itself (a template: see `archspec.template`): the
+    genotype is the vector of the template's decisions; random draws, mutation (k decisions),
+    uniform crossover, DetNAS's per-decision redraw and (for small spaces) enumeration are
+    generic, and every decoded spec is checked by the spec validator."""
 
-SPACE_BASE_TYPES = {"maedet": "staged", "detnas": "staged", "crnas": "staged", "spinenet": "scale_permuted"}
-"""The base spec kind each space edits."""
+    offers: ClassVar[frozenset[str]] = frozenset({"random", "mutate", "crossover", "enumerate", "redraw"})
+    base_types: ClassVar[tuple[str, ...]] = ("staged", "scale_permuted")
+    type: Literal["annotated"]
+    """Space kind tag."""
+    template: str | dict
+    """The template: a file (relative to the search config) or the template document inline.
+    When the config loads, a file is read in, so a run's identity covers the template's text."""
+    enumerate_limit: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """Largest space `enumerate` walks (a strategy that enumerates refuses larger ones)."""
+
+    def parsed(self):
+        """The parsed template (inline data; `resolved` has read any file in)."""
+        from archspec.template import parse_template
+
+        if not isinstance(self.template, dict):
+            raise ValueError("an annotated space config must be resolved before its template is parsed")
+        return parse_template(self.template, check_branches=False)
+
+    def resolved(self, config_dir: Path, source: str) -> "AnnotatedSpace":
+        from archspec.errors import SpecError
+        from archspec.template import load_template, parse_template
+
+        if isinstance(self.template, str):
+            template = load_template(config_dir / self.template)  # errors name the template file
+        else:
+            try:
+                template = parse_template(self.template, source=source, base_dir=config_dir)
+            except SpecError as exc:
+                raise exc.with_prefix("space.template") from None
+        return self.model_copy(update={"template": template.to_data()})
+
+    def default_base(self) -> dict | None:
+        from archspec.errors import SpecError
+
+        template = self.parsed()
+        try:
+            return template.data(template.default) if template.decode(template.default) else None
+        except SpecError as exc:
+            raise SpecError("template", f"the template's defaults (first options, or `default:`) do not make a "
+                                        f"valid spec: {exc}") from None
+
+    def check_base(self, base) -> None:
+        from archspec.errors import SpecError
+
+        if self.parsed().match(base) is None:
+            raise SpecError("base", "the base spec is not one of the template's architectures (leave `base` out "
+                                    "to start from the template's defaults)")
 
 
-class MaedetEvolution(Spec):
+AnySpace = Annotated[SpaceConfig, RegisteredUnion(SPACE_CONFIGS, "search space")]
+"""Any registered space config, chosen by its `type` tag."""
+
+
+@STRATEGY_CONFIGS.register("maedet_evolution")
+class MaedetEvolution(StrategyConfig):
     """MAE-DET's evolution: mutate a random member of the population, insert the child if it
     meets the budgets, keep the best `population` by score."""
 
+    needs: ClassVar[frozenset[str]] = frozenset({"mutate"})
     type: Literal["maedet_evolution"]
     """Strategy kind tag."""
     population: Annotated[int, Field(ge=1, le=100000)] = 256
@@ -107,21 +299,25 @@ class MaedetEvolution(Spec):
     """Mutations applied to make one child (the release's block_num = 2)."""
 
 
-class RandomWalk(Spec):
+@STRATEGY_CONFIGS.register("random")
+class RandomWalk(StrategyConfig):
     """Random search: every candidate is the base mutated a random number of times."""
 
+    needs: ClassVar[frozenset[str]] = frozenset({"mutate"})
     type: Literal["random"]
     """Strategy kind tag."""
     max_mutations: Annotated[int, Field(ge=1, le=100)] = 8
     """Each candidate applies 1..max_mutations random mutations to the base."""
 
 
-class DetnasEvolution(Spec):
+@STRATEGY_CONFIGS.register("detnas_evolution")
+class DetnasEvolution(StrategyConfig):
     """DetNAS's evolutionary search (papers.md 3.4): generations of `population` candidates made
     of `mutations` mutated and `crossovers` crossed-over children of the `parents` best so far,
     topped up with random ones; only candidates within the params/FLOPs budgets are admitted
     (up to 10x tries each)."""
 
+    needs: ClassVar[frozenset[str]] = frozenset({"random", "redraw", "crossover"})
     type: Literal["detnas_evolution"]
     """Strategy kind tag."""
     population: Annotated[int, Field(ge=2, le=10000)] = 50
@@ -136,10 +332,12 @@ class DetnasEvolution(Spec):
     """Probability that a gene is redrawn in a mutation."""
 
 
-class AgingEvolution(Spec):
+@STRATEGY_CONFIGS.register("aging_evolution")
+class AgingEvolution(StrategyConfig):
     """Regularized (aging) evolution (Real et al. 2019): sample `sample_size` members of the
     population, mutate the best; the oldest member dies when a child joins."""
 
+    needs: ClassVar[frozenset[str]] = frozenset({"mutate"})
     type: Literal["aging_evolution"]
     """Strategy kind tag."""
     population: Annotated[int, Field(ge=1, le=100000)] = 64
@@ -148,11 +346,13 @@ class AgingEvolution(Spec):
     """Tournament size."""
 
 
-class CrnasTwoStep(Spec):
+@STRATEGY_CONFIGS.register("crnas_two_step")
+class CrnasTwoStep(StrategyConfig):
     """CR-NAS's two steps (papers.md 4.1): score every allowed stage allocation (dilations as in
     the base) and keep the best; then choose dilations block by block, greedily, keeping the
     `top_k` best partial choices (blocks not yet chosen keep dilation 1). Stops by itself."""
 
+    needs: ClassVar[frozenset[str]] = frozenset({"reallocate"})
     type: Literal["crnas_two_step"]
     """Strategy kind tag."""
     top_k: Annotated[int, Field(ge=1, le=100)] = 3
@@ -161,8 +361,21 @@ class CrnasTwoStep(Spec):
     """Allocations scored in step one; a seeded sample when more are allowed."""
 
 
-AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution, AgingEvolution, CrnasTwoStep],
-                        Field(discriminator="type")]
+AnyStrategy = Annotated[StrategyConfig, RegisteredUnion(STRATEGY_CONFIGS, "search strategy")]
+"""Any registered strategy config, chosen by its `type` tag."""
+
+
+@EVALUATOR_CONFIGS.register("analytic")
+class AnalyticEvaluatorConfig(EvaluatorConfig):
+    """The training-free evaluator: the space's rules, the validated spec, analytic params and
+    FLOPs budgets, and the config's `score` (microseconds per candidate)."""
+
+    type: Literal["analytic"]
+    """Evaluator kind tag."""
+
+
+AnyEvaluator = Annotated[EvaluatorConfig, RegisteredUnion(EVALUATOR_CONFIGS, "search evaluator")]
+"""Any registered evaluator config, chosen by its `type` tag."""
 
 
 class Budgets(Spec):
@@ -210,12 +423,15 @@ class SearchConfig(Spec):
     """A name for people."""
     description: str = ""
     """Free text."""
-    base: str | dict
-    """The starting spec: a path (relative to this file) or an inline spec document."""
+    base: str | dict | None = None
+    """The starting spec: a path (relative to this file) or an inline spec document. Spaces that
+    carry their own starting point (`annotated`: the template's defaults) may leave it out."""
     space: AnySpace
     """Which choices a candidate may make."""
     strategy: AnyStrategy
-    """How candidates are proposed."""
+    """How candidates are proposed (it must need only capabilities the space offers)."""
+    evaluator: AnyEvaluator = Field(default_factory=lambda: AnalyticEvaluatorConfig(type="analytic"))
+    """How candidates are evaluated (default: the analytic, training-free evaluator)."""
     budgets: Budgets = Budgets()
     """Limits every feasible candidate respects."""
     score: Literal["maedet", "maedet_rf"] = "maedet"
@@ -239,7 +455,7 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
     from pydantic import TypeAdapter, ValidationError
 
     from archspec.errors import SpecError
-    from archspec.io import _from_validation_error, load, parse_text, validate
+    from archspec.io import _from_validation_error, parse_text
 
     path = Path(path)
     try:
@@ -253,24 +469,60 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
         config = TypeAdapter(SearchConfig).validate_python(data)
     except ValidationError as exc:
         raise _from_validation_error(exc, str(path)) from None
-    if isinstance(config.base, str):
-        base_path = (path.parent / config.base).resolve()
-        try:
-            base = load(base_path)
-        except SpecError as exc:
-            raise SpecError(issues=exc.with_prefix("base").issues, source=str(path)) from None
-    else:
-        try:
-            base = validate(config.base)
-        except SpecError as exc:
-            raise exc.with_prefix("base").with_source(str(path)) from None
-    wanted = SPACE_BASE_TYPES[config.space.type]
-    if base.type != wanted:
+    check_capabilities(config, source=str(path))
+    config = config.model_copy(update={"space": config.space.resolved(path.parent, str(path))})
+    base = _load_base(config, path)
+    if base.type not in config.space.base_types:
+        wanted = " or ".join(config.space.base_types)
         raise SpecError("base", f"the {config.space.type} space edits {wanted} backbones, not {base.type!r}",
                         source=str(path))
+    if config.base is not None:
+        try:
+            config.space.check_base(base)
+        except SpecError as exc:
+            raise exc.with_source(str(path)) from None
     if config.detector is not None:
         try:
             config.detector.around(base)
         except SpecError as exc:
             raise SpecError(issues=exc.with_prefix("detector").issues, source=str(path)) from None
     return config, base
+
+
+def check_capabilities(config: SearchConfig, source: str | None = None) -> None:
+    """Refuse a strategy that needs capabilities the space does not offer (`strategy.type`)."""
+    from archspec.errors import SpecError
+
+    missing = config.strategy.needs - config.space.offers
+    if missing:
+        offers = ", ".join(ordered(config.space.offers)) or "nothing"
+        raise SpecError("strategy.type", f"{config.strategy.type!r} needs a space that can {', '.join(ordered(missing))}; "
+                                         f"the {config.space.type!r} space offers {offers}", source=source)
+
+
+def _load_base(config: SearchConfig, path: Path):
+    """The validated base spec: the config's `base`, or the space's own default."""
+    from archspec.errors import SpecError
+    from archspec.io import load, validate
+
+    if config.base is None:
+        try:
+            data = config.space.default_base()
+        except SpecError as exc:
+            raise exc.with_prefix("space").with_source(str(path)) from None
+        if data is None:
+            raise SpecError("base", f"required field is missing (the {config.space.type} space edits a base spec)",
+                            source=str(path))
+        try:
+            return validate(data, base_dir=path.parent)
+        except SpecError as exc:
+            raise exc.with_prefix("space").with_source(str(path)) from None
+    if isinstance(config.base, str):
+        try:
+            return load((path.parent / config.base).resolve())
+        except SpecError as exc:
+            raise SpecError(issues=exc.with_prefix("base").issues, source=str(path)) from None
+    try:
+        return validate(config.base)
+    except SpecError as exc:
+        raise exc.with_prefix("base").with_source(str(path)) from None

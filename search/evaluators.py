@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import archspec
+from archspec.registry import Registry
 from archspec.search.budgets import BudgetChecker
 from archspec.search.score import ScoreError, config_score
 from archspec.search.space import Genotype, Rejected, make_space
+from archspec.search_config import EVALUATOR_CONFIGS
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,33 @@ class Outcome:
 
 
 class Evaluator(Protocol):
-    """Evaluates genotypes; built once per process, then a pure function of the genotype."""
+    """Evaluates genotypes; built once per process with ``from_config(config, base, space)``
+    (the search config, its validated base spec, the space), then a pure function of the
+    genotype."""
+
+    @classmethod
+    def from_config(cls, config, base, space) -> "Evaluator": ...
 
     def evaluate(self, genotype: Genotype) -> Outcome: ...
 
 
+EVALUATORS: Registry[type] = Registry("search evaluator")
+"""Evaluator ``type`` tag (the search config's ``evaluator.type``) -> implementation."""
+
+
+def register_evaluator(tag: str):
+    """Class decorator: register the implementation of the evaluator config registered as `tag`."""
+    def decorator(cls: type) -> type:
+        EVALUATOR_CONFIGS.get(tag)  # the config must exist: a clear error otherwise
+        for method in ("from_config", "evaluate"):
+            if not callable(getattr(cls, method, None)):
+                raise TypeError(f"evaluator {tag!r}: {cls.__name__} lacks {method}")
+        EVALUATORS.register(tag, cls)
+        return cls
+    return decorator
+
+
+@register_evaluator("analytic")
 class AnalyticEvaluator:
     """Rules of the space -> validated spec -> analytic params/FLOPs budgets -> score and the
     latency kernel keys."""
@@ -80,6 +104,11 @@ class AnalyticEvaluator:
         self.space = space
         self.checker = checker
         self.objective = objective
+
+    @classmethod
+    def from_config(cls, config, base, space) -> "AnalyticEvaluator":
+        # No latency table here: evaluators only derive kernel keys (see the module docstring).
+        return cls(space, BudgetChecker(config.budgets), lambda spec: config_score(spec, config))
 
     def evaluate(self, genotype: Genotype) -> Outcome:
         start = time.perf_counter()
@@ -102,8 +131,8 @@ class AnalyticEvaluator:
 
 
 def make_evaluator(config, base, space=None) -> Evaluator:
-    """The evaluator a search config asks for (today: the analytic one), built once per process.
-    `config` and `base` are what `load_search_config` returns; `space` reuses one already built."""
+    """The evaluator a search config asks for (a registry lookup of ``evaluator.type``), built
+    once per process. `config` and `base` are what `load_search_config` returns; `space` reuses
+    one already built."""
     space = space if space is not None else make_space(config.space, base)
-    # No latency table here: evaluators only derive kernel keys (see the module docstring).
-    return AnalyticEvaluator(space, BudgetChecker(config.budgets), lambda spec: config_score(spec, config))
+    return EVALUATORS.get(config.evaluator.type).from_config(config, base, space)

@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
+from archspec.registry import Registry
 from archspec.search.evaluators import Evaluator, Outcome, make_evaluator
 from archspec.search.space import Genotype
 
@@ -33,7 +34,12 @@ must not depend on it."""
 
 
 class Executor(Protocol):
+    """Runs evaluations; built with ``from_config(workers, config, base, space)``."""
+
     workers: int
+
+    @classmethod
+    def from_config(cls, workers: int, config, base, space) -> "Executor": ...
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
         """The outcomes of `jobs`, in the order of `jobs`."""
@@ -42,6 +48,12 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+EXECUTORS: Registry[type] = Registry("search executor")
+"""Executor name -> implementation. `make_executor` picks ``serial`` for one worker and ``pool``
+for more; another executor (Ray, a job queue) registers here and is passed to `run_search`."""
+
+
+@EXECUTORS.register("serial")
 class SerialExecutor:
     """Evaluates in the calling process."""
 
@@ -50,6 +62,12 @@ class SerialExecutor:
     def __init__(self, evaluator: Evaluator):
         self.evaluator = evaluator
 
+    @classmethod
+    def from_config(cls, workers: int, config, base, space=None) -> "SerialExecutor":
+        if workers != 1:
+            raise ValueError(f"a serial executor has 1 worker, not {workers}")
+        return cls(make_evaluator(config, base, space))
+
     def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
         return [self.evaluator.evaluate(genotype) for _, genotype in jobs]
 
@@ -57,8 +75,11 @@ class SerialExecutor:
         pass
 
 
+@EXECUTORS.register("pool")
 class PoolExecutor:
-    """Evaluates in `workers` spawned processes, each with its own evaluator."""
+    """Evaluates in `workers` spawned processes, each with its own evaluator (evaluators,
+    spaces and strategies registered by a plug-in must be registered when the worker imports
+    the modules it needs, e.g. at import of the plug-in's package)."""
 
     CHUNKS_PER_WORKER = 2
     """Chunks per worker and round: a little slack for uneven chunks, few messages."""
@@ -69,6 +90,10 @@ class PoolExecutor:
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=init_worker, initargs=(config, base))
+
+    @classmethod
+    def from_config(cls, workers: int, config, base, space=None) -> "PoolExecutor":
+        return cls(workers, config, base)  # each worker builds its own space
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
         if not jobs:
@@ -92,9 +117,7 @@ def make_executor(workers: int, config, base, space=None) -> Executor:
     """`SerialExecutor` for one worker, `PoolExecutor` for more."""
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, not {workers}")
-    if workers == 1:
-        return SerialExecutor(make_evaluator(config, base, space))
-    return PoolExecutor(workers, config, base)
+    return EXECUTORS.get("serial" if workers == 1 else "pool").from_config(workers, config, base, space)
 
 
 # -- the worker side ---------------------------------------------------------------------------

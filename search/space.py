@@ -8,17 +8,70 @@ reason, before anything is built.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import archspec
 from archspec.errors import SpecError
-from archspec.search_config import MaedetSpace
+from archspec.registry import Registry
+from archspec.search_config import CAPABILITIES, SPACE_CONFIGS, MaedetSpace
 
 Genotype = tuple[int, ...]
 
 
 class Rejected(ValueError):
     """A candidate that breaks a rule of the space (or of validity); `str()` is the reason."""
+
+
+class SearchSpace(Protocol):
+    """What every space has: built as ``Space(config, base)`` from its config model and the
+    validated base spec, a starting genotype, the space's rules and the decoder. The methods of
+    each capability it offers (its config's ``offers``) come on top: see `CAPABILITY_METHODS`."""
+
+    base: Genotype
+    """The starting genotype (the base spec's, or the template's defaults)."""
+
+    def __init__(self, config: Any, base: Any) -> None: ...
+
+    def check(self, genotype: Genotype) -> None:
+        """`Rejected` with the first rule of the space the genotype breaks."""
+
+    def decode(self, genotype: Genotype) -> Any:
+        """The validated spec of a genotype, or `Rejected` with the validator's reason."""
+
+
+CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "random": ("random",),
+    "mutate": ("mutate",),
+    "crossover": ("crossover",),
+    "enumerate": ("enumerate",),
+    "redraw": ("redraw",),
+    "reallocate": ("split", "with_allocation", "with_dilation"),
+}
+"""Capability -> the methods a space that offers it implements (signatures in
+`archspec.search_config.CAPABILITIES`)."""
+assert set(CAPABILITY_METHODS) == set(CAPABILITIES)
+
+SPACES: Registry[type] = Registry("search space")
+"""Space ``type`` tag -> implementation (a `SearchSpace` class)."""
+
+
+def register_space(tag: str):
+    """Class decorator: register the implementation of the space config registered as `tag`,
+    after checking it has the methods of every capability the config offers."""
+    def decorator(cls: type) -> type:
+        config = SPACE_CONFIGS.get(tag)
+        missing = [f"{cap} ({method})" for cap in sorted(config.offers)
+                   for method in CAPABILITY_METHODS[cap] if not callable(getattr(cls, method, None))]
+        for required in ("check", "decode"):
+            if not callable(getattr(cls, required, None)):
+                missing.append(required)
+        if missing:
+            raise TypeError(f"space {tag!r}: {cls.__name__} lacks {', '.join(missing)}, which its config offers")
+        SPACES.register(tag, cls)
+        return cls
+    return decorator
 
 
 def smart_round(value: float, base: int = 8) -> int:
@@ -34,6 +87,7 @@ class StageGenes:
     depth: int
 
 
+@register_space("maedet")
 class MaedetSearchSpace:
     """MAE-DET's k1kxk1 space over a staged base spec whose stem starts with a conv and whose
     stages are all k1kxk1. Genotype: (stem width, then out, kernel, btn, depth per stage)."""
@@ -161,6 +215,7 @@ def _copy(data):
     return data
 
 
+@register_space("detnas")
 class DetnasSearchSpace:
     """DetNAS's space over a staged base: genotype = the choice index of every layer of every
     stage, in order (4^20 genotypes for the 300M base)."""
@@ -209,6 +264,10 @@ class DetnasSearchSpace:
             genes = [rng.randrange(len(self.choices)) if rng.random() < prob else g for g in genes]
         return tuple(genes)
 
+    def redraw(self, genotype: Genotype, rng: random.Random, prob: float) -> Genotype:
+        """Each gene redrawn with probability `prob` (DetNAS's mutation)."""
+        return self.mutate(genotype, rng, prob=prob)
+
     def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
         """Uniform crossover: each gene from either parent."""
         return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
@@ -225,6 +284,7 @@ def _block_spec(data: dict, path: str):
         raise SpecError(path, exc.errors(include_url=False)[0]["msg"]) from None
 
 
+@register_space("crnas")
 class CrnasSearchSpace:
     """CR-NAS's space over a staged base: genotype = (blocks per stage..., dilation of every
     block in order...). The total block count is fixed, so the genotype length is too; moving a
@@ -332,6 +392,7 @@ class CrnasSearchSpace:
         return depths + dilations
 
 
+@register_space("spinenet")
 class SpinenetSearchSpace:
     """SpineNet's space over a scale-permuted base: genotype = (level, first parent, second
     parent, kind index) for every block in order. Intermediate blocks permute their levels among
@@ -430,13 +491,56 @@ class SpinenetSearchSpace:
         return pool
 
 
-SPACES = {"maedet": MaedetSearchSpace, "detnas": DetnasSearchSpace, "crnas": CrnasSearchSpace,
-          "spinenet": SpinenetSearchSpace}
-"""Space kind -> implementation."""
+@register_space("annotated")
+class AnnotatedSearchSpace:
+    """The generic space of a template (`archspec.template`): genotype = one option index per
+    decision. Nothing here knows what a decision means: decoding fills the template in and the
+    spec validator accepts the result or says why not (`Rejected` with its reason)."""
+
+    def __init__(self, config, base):
+        self.config = config
+        self.template = config.parsed()
+        genotype = self.template.match(base) if base is not None else None
+        self.base = genotype if genotype is not None else self.template.default
+
+    @property
+    def decisions(self):
+        return self.template.decisions
+
+    def size(self) -> int:
+        return self.template.size()
+
+    def check(self, genotype: Genotype) -> None:
+        problem = self.template.check(genotype)
+        if problem:
+            raise Rejected(problem)
+
+    def decode(self, genotype: Genotype):
+        try:
+            return self.template.decode(genotype)
+        except SpecError as exc:
+            raise Rejected(f"invalid spec: {exc}") from None
+
+    def random(self, rng: random.Random) -> Genotype:
+        return self.template.random(rng)
+
+    def mutate(self, genotype: Genotype, rng: random.Random, times: int = 1) -> Genotype:
+        return self.template.mutate(genotype, rng, times)
+
+    def redraw(self, genotype: Genotype, rng: random.Random, prob: float) -> Genotype:
+        return self.template.redraw(genotype, rng, prob)
+
+    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
+        return self.template.crossover(a, b, rng)
+
+    def enumerate(self, limit: int | None = None) -> list[Genotype]:
+        """Every genotype (`ValueError` when there are more than the config's limit)."""
+        return list(self.template.enumerate(limit or self.config.enumerate_limit))
 
 
 def make_space(config, base):
-    return SPACES[config.type](config, base)
+    """The space a space config names, over a validated base spec (a registry lookup)."""
+    return SPACES.get(config.type)(config, base)
 
 
 def sample_specs(config_path, count: int = 64, seed: int = 0) -> list:
@@ -459,3 +563,59 @@ def sample_specs(config_path, count: int = 64, seed: int = 0) -> list:
         except Rejected:
             continue
     return list(found.values())
+
+
+def open_space(path) -> tuple[object, object]:
+    """The space a file describes and its starting spec: a search config (its space over its
+    base), or a template document on its own (the `annotated` space of it, from its defaults).
+    Errors name the file and the field."""
+    from pathlib import Path
+
+    from archspec.io import _format_of, _read, parse_text
+    from archspec.search_config import AnnotatedSpace, load_search_config
+    from archspec.template import is_template, load_template
+
+    path = Path(path)
+    data = parse_text(_read(path), format=_format_of(path), source=str(path))
+    if isinstance(data, dict) and data.get("type") == "search":
+        config, base = load_search_config(path)
+        return make_space(config.space, base), base
+    if not is_template(data):
+        raise SpecError("", "neither a search config (type: search) nor a template (a spec with choices)",
+                        source=str(path))
+    template = load_template(path)
+    config = AnnotatedSpace(type="annotated", template=template.to_data())
+    try:
+        base = template.decode(template.default)
+    except SpecError as exc:
+        raise SpecError("", f"the template's defaults do not make a valid spec: {exc}", source=str(path)) from None
+    return AnnotatedSearchSpace(config, base), base
+
+
+def draw(space, rng: random.Random, base: Genotype) -> Genotype:
+    """One genotype from anywhere in the space: a random draw where the space can, else the
+    base mutated 1..4 times (`Rejected` when the move fails)."""
+    if callable(getattr(space, "random", None)):
+        return space.random(rng)
+    return space.mutate(base, rng, rng.randint(1, 4))
+
+
+def sample_space(space, count: int, seed: int = 0, tries: int = 50) -> tuple[list, dict[str, int]]:
+    """Up to `count` distinct valid specs drawn from a space (seeded; `tries` draws per spec at
+    most), and how many draws were refused, by reason (the validator's, or the space's)."""
+    rng = random.Random(f"space-sample:{seed}")
+    found: dict[Genotype, object] = {}
+    refused: dict[str, int] = {}
+    for _ in range(count * tries):
+        if len(found) >= count:
+            break
+        try:
+            genotype = draw(space, rng, space.base)
+            if genotype in found:
+                continue
+            space.check(genotype)
+            found[genotype] = space.decode(genotype)
+        except Rejected as exc:
+            reason = re.sub(r" \(and \d+ more problems?\)$", "", str(exc))
+            refused[reason] = refused.get(reason, 0) + 1
+    return list(found.values()), refused

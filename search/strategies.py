@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from archspec.registry import Registry
 from archspec.search.space import Genotype, Rejected
+from archspec.search_config import STRATEGY_CONFIGS
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,21 @@ class Proposal:
 
 
 class Strategy:
-    """Ask/tell interface."""
+    """Ask/tell interface. A strategy is built with `from_config(config, space, seed, admit)`,
+    the same way for every strategy; it calls only the space methods of the capabilities its
+    config `needs` (checked when the search config loads)."""
 
     def __init__(self, space, seed: int):
         self.space = space
         self.rng = random.Random(seed)
+
+    @classmethod
+    def from_config(cls, config, space, seed: int, admit: Callable[[Genotype], bool] | None = None) -> "Strategy":
+        """Build from a strategy config: its fields (all but ``type``) are the constructor's
+        keyword arguments. `admit` is the run's cheap pre-screen (params/FLOPs budgets) for
+        strategies that filter what they propose; most ignore it."""
+        fields = {name: getattr(config, name) for name in type(config).model_fields if name != "type"}
+        return cls(space, seed, **fields)
 
     def propose(self) -> Proposal:
         raise NotImplementedError
@@ -43,6 +56,22 @@ class Strategy:
         return False
 
 
+STRATEGIES: Registry[type[Strategy]] = Registry("search strategy")
+"""Strategy ``type`` tag -> implementation (a `Strategy` subclass)."""
+
+
+def register_strategy(tag: str):
+    """Class decorator: register the implementation of the strategy config registered as `tag`."""
+    def decorator(cls: type[Strategy]) -> type[Strategy]:
+        STRATEGY_CONFIGS.get(tag)  # the config must exist: a clear error otherwise
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise TypeError(f"strategy {tag!r}: {cls!r} is not a Strategy subclass")
+        STRATEGIES.register(tag, cls)
+        return cls
+    return decorator
+
+
+@register_strategy("maedet_evolution")
 class MaedetEvolutionStrategy(Strategy):
     """MAE-DET's evolution (papers.md 2.3): a uniformly random parent from the population is
     mutated `mutations_per_child` times; feasible children join the population, which is kept
@@ -75,6 +104,7 @@ class MaedetEvolutionStrategy(Strategy):
         del self.population[self.size:]
 
 
+@register_strategy("random")
 class RandomWalkStrategy(Strategy):
     """Random search: the base mutated 1..max_mutations times."""
 
@@ -89,6 +119,7 @@ class RandomWalkStrategy(Strategy):
             return Proposal(None, str(exc))
 
 
+@register_strategy("detnas_evolution")
 class DetnasEvolutionStrategy(Strategy):
     """DetNAS's evolution (papers.md 3.4), one generation at a time: the first is random; each
     next one holds `mutations` mutated and `crossovers` crossed-over children of the best
@@ -107,6 +138,10 @@ class DetnasEvolutionStrategy(Strategy):
         self.scored: dict[Genotype, float] = {}
         self.seen: set[Genotype] = set()
         self.generation = 0
+
+    @classmethod
+    def from_config(cls, config, space, seed: int, admit=None) -> "DetnasEvolutionStrategy":
+        return cls(space, seed, config, admit)
 
     def propose(self) -> Proposal:
         if not self.queue:
@@ -135,7 +170,7 @@ class DetnasEvolutionStrategy(Strategy):
         top = [g for g, _ in sorted(self.scored.items(), key=lambda item: -item[1])[:c.parents]]
         batch: list[Genotype] = []
         if top:
-            self._fill(lambda: space.mutate(rng.choice(top), rng, prob=c.mutation_prob), c.mutations, batch)
+            self._fill(lambda: space.redraw(rng.choice(top), rng, c.mutation_prob), c.mutations, batch)
             if len(top) > 1:
                 self._fill(lambda: space.crossover(*rng.sample(top, 2), rng), c.crossovers, batch)
         self._fill(lambda: space.random(rng), c.population - len(batch), batch)
@@ -143,6 +178,7 @@ class DetnasEvolutionStrategy(Strategy):
         self.generation += 1
 
 
+@register_strategy("aging_evolution")
 class AgingEvolutionStrategy(Strategy):
     """Regularized evolution: tournament of `sample_size` from the population, mutate the
     winner once; feasible children join and the oldest member leaves."""
@@ -171,6 +207,7 @@ class AgingEvolutionStrategy(Strategy):
             self.population.pop(0)
 
 
+@register_strategy("crnas_two_step")
 class CrnasTwoStepStrategy(Strategy):
     """CR-NAS's search (papers.md 4.1). Step one scores stage allocations (all allowed ones, or
     a seeded sample of `max_allocations`) with the base's dilations and keeps the best. Step two
@@ -246,14 +283,5 @@ class CrnasTwoStepStrategy(Strategy):
 
 
 def make_strategy(config, space, seed: int, admit=None) -> Strategy:
-    if config.type == "maedet_evolution":
-        return MaedetEvolutionStrategy(space, seed, config.population, config.mutations_per_child)
-    if config.type == "random":
-        return RandomWalkStrategy(space, seed, config.max_mutations)
-    if config.type == "aging_evolution":
-        return AgingEvolutionStrategy(space, seed, config.population, config.sample_size)
-    if config.type == "detnas_evolution":
-        return DetnasEvolutionStrategy(space, seed, config, admit)
-    if config.type == "crnas_two_step":
-        return CrnasTwoStepStrategy(space, seed, config.top_k, config.max_allocations)
-    raise ValueError(f"unknown strategy {config.type!r}")
+    """The strategy a strategy config names (a registry lookup), built the one way."""
+    return STRATEGIES.get(config.type).from_config(config, space, seed, admit)

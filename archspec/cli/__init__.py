@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("archspec.cli.spec_commands:schema", "Print the JSON Schema of spec documents."),
     "graph": ("archspec.cli.spec_commands:graph", "Render a spec's block graph (DOT, Mermaid or PNG)."),
     "search": ("archspec.cli.search_commands:search", "Search a space under budgets (resumable)."),
+    "space": ("archspec.cli.space_commands:space", "Search spaces: summary (decisions, size, FLOPs range), sample."),
     "score": ("archspec.cli.search_commands:score", "A spec's training-free MAE-DET score."),
     "export": ("archspec.cli.deploy_commands:export", "Export a spec to ONNX (checked, with the spec in its metadata)."),
     "bench": ("archspec.cli.deploy_commands:bench", "Measure latency on ONNX Runtime and/or torch eager."),

@@ -19,18 +19,39 @@ input_size_option = click.option(
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
-    """Validate spec files; print one line per file. Exit code 2 if any is invalid."""
+    """Validate spec files (and templates: specs with choices, checked branch by branch); print
+    one line per file. Exit code 2 if any is invalid."""
+    from archspec.template import is_template, load_template
+
     bad = 0
     for path in files:
         try:
             spec = load(path)
         except SpecError as exc:
-            click.echo(f"error: {exc}", err=True)
-            bad += 1
+            template = _template_of(path, is_template, load_template, exc)
+            if isinstance(template, SpecError):
+                click.echo(f"error: {template}", err=True)
+                bad += 1
+                continue
+            click.echo(f"ok: {path} (template of {template.kind} specs: {len(template.decisions)} decisions, "
+                       f"{template.size():,} architectures)")
             continue
         click.echo(f"ok: {path} ({spec.type} {spec.name})")
     if bad:
         sys.exit(2)
+
+
+def _template_of(path: Path, is_template, load_template, error: SpecError):
+    """The template a file that is not a plain spec holds, or the error to report: the
+    template's own when it is one, else the spec's."""
+    from archspec.io import _format_of, _read, parse_text
+
+    try:
+        if not is_template(parse_text(_read(path), format=_format_of(path), source=str(path))):
+            return error
+        return load_template(path)
+    except SpecError as exc:
+        return exc
 
 
 @click.command()
