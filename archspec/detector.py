@@ -169,8 +169,9 @@ class Detector(Spec):
     """Number of object classes (no background class: the heads use sigmoids)."""
     class_names: list[str] | None = None
     """Names of the classes, in label order (length `num_classes`)."""
-    input_size: Annotated[int, Field(ge=32, le=4096)] | tuple[
-        Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] = 640
+    input_size: Annotated[int, Field(ge=32, le=4096)] | Annotated[tuple[
+        Annotated[int, Field(ge=32, le=4096, strict=True)], Annotated[int, Field(ge=32, le=4096, strict=True)]],
+        Field(strict=False)] = 640
     """Input height and width (one number for a square input); images are resized to it."""
     postprocess: Postprocess = Field(default_factory=Postprocess)
     """Score threshold, NMS and detection limits."""
@@ -262,8 +263,9 @@ class DetectorTemplate(Spec):
     """Number of object classes (no background class: the heads use sigmoids)."""
     class_names: list[str] | None = None
     """Names of the classes, in label order (length `num_classes`)."""
-    input_size: Annotated[int, Field(ge=32, le=4096)] | tuple[
-        Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] = 640
+    input_size: Annotated[int, Field(ge=32, le=4096)] | Annotated[tuple[
+        Annotated[int, Field(ge=32, le=4096, strict=True)], Annotated[int, Field(ge=32, le=4096, strict=True)]],
+        Field(strict=False)] = 640
     """Input height and width (one number for a square input); images are resized to it."""
     postprocess: Postprocess = Field(default_factory=Postprocess)
     """Score threshold, NMS and detection limits."""

@@ -241,12 +241,11 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
     from archspec.errors import SpecError
     from archspec.io import _from_validation_error, load, parse_text, validate
 
+    from archspec.files import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", "no such file", source=str(path)) from None
-    data = parse_text(text, source=str(path))
+    data = parse_text(read_text(path, kind="search config"), format="json" if path.suffix.lower() == ".json"
+                      else "yaml", source=str(path))
     if not isinstance(data, dict):
         raise SpecError("", "a search config must be a mapping with 'type: search'", source=str(path))
     try:
