@@ -89,8 +89,12 @@ def parse_input_size(size) -> tuple[int, int]:
         parts = size.lower().replace(",", "x").split("x")
         try:
             values = [int(p) for p in parts if p.strip()]
+            if len(size) > 40:
+                raise ValueError
         except ValueError:
             raise ValueError(f"input size {size!r}: expected H or HxW") from None
+    elif isinstance(size, bool):
+        raise ValueError(f"input size {size!r}: expected one or two positive integers")
     elif isinstance(size, int):
         values = [size]
     else:
@@ -99,4 +103,10 @@ def parse_input_size(size) -> tuple[int, int]:
         values = values * 2
     if len(values) != 2 or min(values) < 1:
         raise ValueError(f"input size {size!r}: expected one or two positive integers")
+    if max(values) > MAX_INPUT_SIDE:
+        raise ValueError(f"input size {size!r}: at most {MAX_INPUT_SIDE} pixels a side")
     return values[0], values[1]
+
+
+MAX_INPUT_SIDE = 8192
+"""Largest input height or width any command takes (specs allow 4096; twice that for tools)."""

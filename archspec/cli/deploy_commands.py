@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import guard, max_memory_option
 from archspec.io import load
 
 RUNTIME_CHOICES = click.Choice(["ort", "torch", "both"])
@@ -32,8 +33,9 @@ def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
 @click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset (default: the exporter's).")
 @click.option("--optimize", is_flag=True,
               help="Save ONNX Runtime's basic graph optimizations (constant folding, Conv+BN fusion) in the file.")
+@max_memory_option
 def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch: bool, weights: Path | None,
-           opset: int | None, optimize: bool) -> None:
+           opset: int | None, optimize: bool, max_memory: str | None) -> None:
     """Export a spec to ONNX (dynamo exporter, checked with the ONNX checker's full check).
 
     Outputs are named as the spec's outputs; the spec JSON and its fingerprint are stored in the
@@ -45,6 +47,7 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
     from archspec.compiler.export import io_shapes, optimize_onnx
 
     spec = load(spec_file)
+    guard(spec, None if input_size is None else _size(input_size), purpose="export", max_memory=max_memory)
     options = {}
     if spec.type == "detector":
         options["module"] = _detector_with_weights(spec, weights)
@@ -86,8 +89,9 @@ def _detector_with_weights(spec, weights: Path | None):
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="cpu: CPU time of the calling thread (needs --threads 1): steadier on a shared machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@max_memory_option
 def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup: int, repeat: int,
-          input_size: str | None, batch: int, clock: str, as_json: bool) -> None:
+          input_size: str | None, batch: int, clock: str, as_json: bool, max_memory: str | None) -> None:
     """Latency of a spec or an exported .onnx file: median, p10, p90, min and standard deviation
     in ms, with the runtime, provider, threads and machine fingerprint. With --runtime both,
     ONNX Runtime and torch eager are measured in the same run and their ratio is printed."""
@@ -106,6 +110,9 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
             raise click.UsageError(f"--input-size: a detector runs at its spec's input_size "
                                    f"{spec.image_size[0]}x{spec.image_size[1]}")
         size = spec.image_size
+    if spec is not None:
+        guard(spec, size, batch=batch, purpose="export" if runtime != "torch" else "inference",
+              max_memory=max_memory)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         if runtime in ("ort", "both"):

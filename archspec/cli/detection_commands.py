@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import guard, max_memory_option
 from archspec.io import load
 
 DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
@@ -54,14 +55,17 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.option("--eval-every", type=click.IntRange(1, 10000), default=1, show_default=True)
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@max_memory_option
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool) -> None:
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool,
+          max_memory: str | None) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue."""
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
     spec = _detector(spec_file)
+    guard(spec, batch=batch_size, purpose="training", max_memory=max_memory)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
     result = run_training(spec, data_dir, out, options, resume=resume)
