@@ -11,6 +11,8 @@ from archspec.cli.options import guard, max_memory_option
 from archspec.io import load
 
 DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
+TRAIN_OUTPUTS = ("spec.yaml", "history.jsonl", "last.pt", "best.pt")
+"""Files `archspec train` writes in its run folder."""
 
 
 @click.group()
@@ -64,11 +66,18 @@ def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: i
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
+    from archspec.files import RunFolder
+
     spec = _detector(spec_file)
     guard(spec, batch=batch_size, purpose="training", max_memory=max_memory)
+    folder = RunFolder(out, "train")  # the folder's lock is held until the command ends
+    folder.record(*TRAIN_OUTPUTS)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
-    result = run_training(spec, data_dir, out, options, resume=resume)
+    try:
+        result = run_training(spec, data_dir, out, options, resume=resume)
+    finally:
+        folder.close()
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
@@ -107,12 +116,20 @@ def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: b
 def detect(model: Path, images: tuple[Path, ...], out: Path, provider: str, min_score: float) -> None:
     """Run an exported detector (.onnx from `archspec export`) on images in ONNX Runtime."""
     from archspec.detection.deploy import OnnxDetector, write_outputs
+    from archspec.files import RunFolder
 
     detector = OnnxDetector(model, provider=provider)
-    found = detector.detect_files(images)
-    path = write_outputs(found, out, min_score)
-    total = sum(len(item.labels) for item in found)
-    click.echo(f"{len(found)} images, {total} detections -> {path}")
+    counts = [0, 0]
+
+    def counted(found):
+        for item in found:
+            counts[0] += 1
+            counts[1] += len(item.labels)
+            yield item
+
+    with RunFolder(out, "detect") as folder:  # one image at a time, each output recorded before written
+        path = write_outputs(counted(detector.iter_detections(images)), out, min_score, folder=folder)
+    click.echo(f"{counts[0]} images, {counts[1]} detections -> {path}")
 
 
 def _detector(path: Path):
