@@ -52,6 +52,10 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+DEBUG_ENV = "ARCHSPEC_DEBUG"
+"""Set to 1 to see tracebacks (as --debug does)."""
+
+
 def _debug_option(ctx, param, value) -> None:
     if value:
         os.environ[DEBUG_ENV] = "1"
@@ -74,9 +78,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-DEBUG_ENV = "ARCHSPEC_DEBUG"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point and the CLI's one error boundary: an expected failure (bad input, a
     refused file, a resource guard) is one line on stderr and exit code 2; anything else is a
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="archspec", standalone_mode=False)
     except click.exceptions.Abort:
         fail("aborted", 130)
+    except click.exceptions.UsageError as exc:  # one line, not click's usage block
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        fail(where + " ".join(exc.format_message().split()), exc.exit_code)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
