@@ -22,7 +22,7 @@ import torch
 
 from archspec.io import canonical_json, fingerprint, save
 from archspec.detection.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
-from archspec.files import atomic_write_text
+from archspec.files import RunFolder, atomic_write_text
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import Detector, build_detector
 from archspec.detection.postprocess import select_detections
@@ -54,12 +54,23 @@ class TrainResult:
     seconds: float = 0.0
 
 
+RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt")
+"""Files a training run writes in its folder."""
+
+
 def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
           resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train `spec` on ``data_dir``'s train split, evaluating on its val split."""
+    """Train `spec` on ``data_dir``'s train split, evaluating on its val split. `out` is a run
+    folder (`archspec.files.RunFolder`): made by a training run or empty, held by one process."""
+    with RunFolder(out, "train") as folder:
+        folder.record(*RUN_FILES)
+        return _train(spec, data_dir, Path(out), options, resume=resume, progress=progress)
+
+
+def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resume: bool,
+           progress: bool) -> TrainResult:
     from archspec.detection.coco import make_loader, open_split
 
-    out = Path(out)
     device = _device(options.device)
     torch.manual_seed(options.seed)
     model = build_detector(spec).to(device)

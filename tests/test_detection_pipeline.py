@@ -21,6 +21,7 @@ from archspec.detection.checkpoint import CheckpointError, load_checkpoint
 from archspec.detection.coco import CocoDetection, DataError, coco_evaluate, letterbox, load_coco, open_split
 from archspec.detection.synthetic import synthesize
 from archspec.detection.train import TrainOptions, evaluate, train
+from archspec.files import RunFolder
 
 from tests.conftest import ROOT
 
@@ -241,7 +242,8 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(synth, tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(trained, synth, tmp_path):
     run, _ = trained
     broken = tmp_path / "run"
-    broken.mkdir()
+    with RunFolder(broken, "train") as folder:  # a training run's folder whose last.pt got damaged
+        folder.record("last.pt", "spec.yaml")
     data = (run / "last.pt").read_bytes()
     (broken / "last.pt").write_bytes(data[: len(data) // 2])
     (broken / "spec.yaml").write_text((run / "spec.yaml").read_text())

@@ -11,8 +11,6 @@ from archspec.cli.options import guard, max_memory_option
 from archspec.io import load
 
 DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
-TRAIN_OUTPUTS = ("spec.yaml", "history.jsonl", "last.pt", "best.pt")
-"""Files `archspec train` writes in its run folder."""
 
 
 @click.group()
@@ -66,18 +64,11 @@ def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: i
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
-    from archspec.files import RunFolder
-
     spec = _detector(spec_file)
     guard(spec, batch=batch_size, purpose="training", max_memory=max_memory)
-    folder = RunFolder(out, "train")  # the folder's lock is held until the command ends
-    folder.record(*TRAIN_OUTPUTS)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
-    try:
-        result = run_training(spec, data_dir, out, options, resume=resume)
-    finally:
-        folder.close()
+    result = run_training(spec, data_dir, out, options, resume=resume)  # holds the run folder (marker, lock)
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
