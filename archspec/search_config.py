@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from archspec.blocks import Spec
 from archspec.detector import DetectorTemplate
+from archspec.errors import SpecError
 
 
 class MaedetSpace(Spec):
@@ -168,7 +169,8 @@ AnyStrategy = Annotated[Union[MaedetEvolution, RandomWalk, DetnasEvolution, Agin
 class Budgets(Spec):
     """Limits a feasible candidate respects, checked in order of cost (params, FLOPs, latency)."""
 
-    input_size: Annotated[int, Field(ge=16, le=4096)] | list[Annotated[int, Field(ge=16, le=4096)]] = 224
+    input_size: Annotated[int, Field(ge=16, le=4096)] | Annotated[
+        list[Annotated[int, Field(ge=16, le=4096)]], Field(min_length=2, max_length=2)] = 224
     """Input size (H or [H, W]) at which FLOPs, latency and the score are taken."""
     max_params: Annotated[float, Field(gt=0)] | None = None
     """Most parameters."""
@@ -186,6 +188,14 @@ class Budgets(Spec):
     """Provider the latency budget refers to."""
     latency_input_size: Annotated[int, Field(ge=16, le=4096)] | None = None
     """Input size for latency (default: `input_size`); smaller keeps kernel tables small."""
+
+    @model_validator(mode="after")
+    def _minimum_within_maximum(self) -> "Budgets":
+        for low, high in (("min_params", "max_params"), ("min_flops", "max_flops")):
+            lowest, highest = getattr(self, low), getattr(self, high)
+            if lowest is not None and highest is not None and lowest > highest:
+                raise SpecError(low, f"{lowest:g} is above {high} {highest:g}: no candidate could be feasible")
+        return self
 
 
 class ReceptiveFieldTarget(Spec):

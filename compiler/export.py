@@ -34,6 +34,8 @@ METADATA_NAME = "archspec.name"
 METADATA_INPUT_SIZE = "archspec.input_size"
 METADATA_EXPORTER = "archspec.exporter"
 
+MIN_OPSET = 18
+"""Oldest opset the dynamo exporter writes (it converts to older ones only for a few models)."""
 LEGACY_OPSET = 17
 """Opset for the legacy exporter when none is asked for (its own default is older)."""
 
@@ -59,6 +61,9 @@ def export_onnx(module, example_input, path: str | Path, *, output_names: Sequen
     was there before (or none), never a partial one."""
     from archspec.files import atomic_path
 
+    if opset is not None and opset < MIN_OPSET:
+        raise ExportError(f"opset {opset}: the exporter writes opset {MIN_OPSET} or newer; ask for one of those or "
+                          "omit --opset")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
