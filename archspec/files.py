@@ -247,6 +247,10 @@ class RunFolder:
                                      f"`archspec {self.command}`; choose another folder")
         else:
             files = set()
+        for name in sorted(present - files):  # temporary files of a killed writer: ours, and no one writes now
+            if _is_temporary(name, files | {MARKER}):
+                (self.path / name).unlink(missing_ok=True)
+                present.discard(name)
         foreign = sorted(name for name in present - files if not _is_companion(name, files))
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -283,9 +287,14 @@ class RunFolder:
 
 def _is_companion(name: str, files: set[str]) -> bool:
     """Files the tool's own files bring along: SQLite's journals, our temporary files."""
-    if any(name == f + suffix for f in files for suffix in ("-wal", "-shm", "-journal")):
-        return True
-    return name.startswith(".") and ".tmp" in name and any(name.startswith(f".{Path(f).stem}.") for f in files)
+    return any(name == f + suffix for f in files for suffix in ("-wal", "-shm", "-journal")) or \
+        _is_temporary(name, files)
+
+
+def _is_temporary(name: str, files: set[str]) -> bool:
+    """A temporary file `atomic_path` makes for one of `files` (``.<stem>.<random>.tmp<suffix>``)."""
+    return name.startswith(".") and any(
+        name.startswith(f".{Path(f).stem}.") and name.endswith(f".tmp{Path(f).suffix}") for f in files)
 
 
 def _lock(folder: Path) -> int:

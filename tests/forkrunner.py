@@ -85,11 +85,36 @@ def serve() -> None:
             run_child(job)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        left = _session_left(pid, float(job.get("grace", 0)))
         try:  # a job's own children (its session) must not outlive it
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
-        print(json.dumps({"status": code}), flush=True)
+        print(json.dumps({"status": code, "left": left}), flush=True)
+
+
+def _session_left(session: int, grace: float) -> list[str]:
+    """Processes still alive in a finished job's session after `grace` seconds (what the job left
+    behind: e.g. the pool workers of a killed search)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = (entry / "stat").read_text()
+                fields = text[text.rindex(")") + 2:].split()
+                if int(fields[3]) == session and fields[0] != "Z":
+                    left.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+            except (OSError, ValueError, IndexError):
+                continue
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
 
 
 class ForkRunner:
@@ -106,11 +131,17 @@ class ForkRunner:
 
     def run(self, argv: list[str], *, cwd: str, env: dict, memory: int, seconds: int, stdout: str,
             stderr: str) -> int:
+        return self.run_job(argv, cwd=cwd, env=env, memory=memory, seconds=seconds, stdout=stdout,
+                            stderr=stderr)["status"]
+
+    def run_job(self, argv: list[str], *, cwd: str, env: dict, memory: int, seconds: int, stdout: str,
+                stderr: str, grace: float = 0.0) -> dict:
+        """``{"status": ..., "left": [processes of the job still alive after `grace` s]}``."""
         job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "memory": memory, "seconds": seconds,
-               "stdout": str(stdout), "stderr": str(stderr)}
+               "stdout": str(stdout), "stderr": str(stderr), "grace": grace}
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())["status"]
+        return json.loads(self.process.stdout.readline())
 
     def close(self) -> None:
         self.process.stdin.close()
