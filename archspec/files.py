@@ -271,7 +271,14 @@ class RunFolder:
 
         data = {"command": self.command, "version": getattr(archspec, "__version__", "unknown"),
                 "files": sorted(files)}
-        atomic_write_text(self.path / MARKER, json.dumps(data, indent=1) + "\n")
+        text = json.dumps(data, indent=1) + "\n"
+        marker = self.path / MARKER
+        try:
+            if marker.is_file() and marker.read_text(encoding="utf-8") == text:
+                return  # unchanged: a resumed run leaves its marker as it was
+        except (OSError, UnicodeDecodeError):
+            pass
+        atomic_write_text(marker, text)
 
     def close(self) -> None:
         if self._lock is not None:

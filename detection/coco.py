@@ -18,6 +18,7 @@ import io
 import json
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def read_image(path: Path) -> Image.Image:
     except FileRefused as exc:
         raise DataError(str(exc)) from None
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(f"{path}: the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "

@@ -72,11 +72,11 @@ def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resu
     from archspec.detection.coco import make_loader, open_split
 
     device = _device(options.device)
-    torch.manual_seed(options.seed)
-    model = build_detector(spec).to(device)
-    train_set = open_split(data_dir, "train", spec, train=True, seed=options.seed)
+    train_set = open_split(data_dir, "train", spec, train=True, seed=options.seed)  # bad data fails before building
     val_set = open_split(data_dir, "val", spec, train=False, seed=options.seed)
     _check_classes(spec, train_set)
+    torch.manual_seed(options.seed)
+    model = build_detector(spec).to(device)
     steps_per_epoch = _steps(len(train_set), options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     total_steps = max(1, steps_per_epoch * options.epochs)

@@ -88,3 +88,16 @@ def test_hostile_input(case, runner, tmp_path):
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"pre-existing files changed or removed: {changed}"
     assert not (folder / "hacked.txt").exists()
+
+
+def test_validate_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    spec = ROOT / "examples" / "backbones" / "resnet50.yaml"
+    code = ("import sys\nfrom archspec.cli import main\ntry:\n    main(['validate', sys.argv[1]])\n"
+            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+            "assert 'torch' not in sys.modules, 'validate imported torch'\nprint('torch-free')")
+    result = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0 and "torch-free" in result.stdout, result.stderr

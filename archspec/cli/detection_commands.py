@@ -31,9 +31,12 @@ def data() -> None:
 def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_objects: int, seed: int) -> None:
     """Write a small synthetic COCO-format dataset of coloured shapes (train and val splits)."""
     from archspec.detection.synthetic import synthesize
+    from archspec.files import RunFolder
 
-    summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
-                         max_objects=max_objects, seed=seed)
+    with RunFolder(out, "data synth") as folder:  # never into a folder of the user's own files
+        folder.record("annotations", "train", "val")
+        summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
+                             max_objects=max_objects, seed=seed)
     for split in ("train", "val"):
         info = summary[split]
         click.echo(f"{split}: {info['images']} images, {info['annotations']} boxes -> {info['annotation_file']}")
