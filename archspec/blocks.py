@@ -32,9 +32,12 @@ MAX_DILATION = 32
 
 
 class Spec(BaseModel):
-    """Base of every spec model: unknown fields are errors, instances are immutable."""
+    """Base of every spec model: unknown fields are errors, instances are immutable, and values
+    are never coerced (strict: ``true``, ``"64"`` or ``64.0`` is not a count; integers are
+    still accepted where a float is expected)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True,
+                              strict=True)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ GROUP_NORM_GROUPS = 32
 
 Level = Annotated[int, Field(ge=2, le=MAX_LEVEL)]
 ImageSide = Annotated[int, Field(ge=32, le=4096)]
-DetectorInputSize = ImageSide | tuple[ImageSide, ImageSide]
+_StrictSide = Annotated[int, Field(ge=32, le=4096, strict=True)]
+# a list or tuple of exactly two strict integers (a YAML list arrives as a list, so the pair itself is lax)
+DetectorInputSize = ImageSide | Annotated[tuple[_StrictSide, _StrictSide], Field(strict=False)]
 """A detector's input size as written: one side (square) or exactly (height, width)."""
 Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
 Probability = Annotated[float, Field(gt=0, lt=1)]

@@ -1,6 +1,7 @@
 """Reading, writing, fingerprinting and the JSON Schema of spec documents.
 
-Documents are YAML or JSON; YAML is read with `yaml.safe_load` only. Every failure comes out
+Documents are YAML or JSON; YAML is read with a strict safe loader
+(`archspec.parsing`: no duplicate keys, no alias bombs), files through `archspec.files`. Every failure comes out
 as a `SpecError` naming the file and the field path.
 """
 
@@ -40,15 +41,20 @@ def _spec_adapter() -> TypeAdapter:
     return _adapter
 
 
-def validate(data: Any, *, source: str | None = None, base_dir: str | Path | None = None):
+def validate(data: Any, *, source: str | None = None, base_dir: str | Path | None = None,
+             includes: bool = True):
     """A validated spec from plain data (a dict as parsed from YAML/JSON). Included files
     (a detector's ``backbone: path.yaml``) are read relative to `base_dir` (default: the
-    directory of `source`, else the current directory)."""
+    directory of `source`, else the current directory). With ``includes=False`` (a spec stored
+    in an ONNX file or a checkpoint, which is written self-contained) a file reference is an
+    error: reading such a spec never opens another path."""
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
         raise SpecError("", f"a spec document must be a mapping with a 'type' field, not {kind}", source=source)
+    if not includes:
+        _refuse_includes(data, source)
     if base_dir is None:
-        base_dir = Path(source).parent if source and Path(source).exists() else Path.cwd()
+        base_dir = Path(source).parent if source and Path(source).is_file() else Path.cwd()
     data = _resolve_includes(data, Path(base_dir), source)
     try:
         return _spec_adapter().validate_python(data)
@@ -65,8 +71,18 @@ def loads(text: str, *, format: str = "yaml", source: str | None = None, base_di
     return validate(parse_text(text, format=format, source=source), source=source, base_dir=base_dir)
 
 
+def _refuse_includes(data: dict, source: str | None) -> None:
+    kind = data.get("type")
+    for field in INCLUDE_FIELDS.get(kind, ()) if isinstance(kind, str) else ():
+        if isinstance(data.get(field), str):
+            raise SpecError(field, "a stored spec must hold its parts inline, not name a file", source=source)
+
+
 def _resolve_includes(data: dict, base_dir: Path, source: str | None) -> dict:
-    """Replace file references in include fields by the validated specs they name (as data)."""
+    """Replace file references in include fields by the validated specs they name (as data).
+    An included file must be a backbone, which has no include fields itself, so includes are
+    one level deep and cannot form a cycle (a detector naming itself is refused as 'not a
+    backbone spec')."""
     kind = data.get("type")
     fields = INCLUDE_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
     if not any(isinstance(data.get(field), str) for field in fields):
@@ -101,20 +117,22 @@ def load(path: str | Path):
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", "no such file", source=str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError("", f"cannot read the file ({type(exc).__name__})", source=str(path)) from None
+    """The text of a spec file: a regular file of at most a few MiB (`archspec.files`)."""
+    from archspec.files import read_text
+
+    return read_text(path, kind="spec")
 
 
 def parse_text(text: str, *, format: str = "yaml", source: str | None = None) -> Any:
     """YAML or JSON text -> plain data, with syntax errors as `SpecError`."""
+    from archspec.parsing import DuplicateKeyError, load_json, load_yaml
+
     try:
         if format == "json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return load_json(text)
+        return load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise SpecError("", f"invalid JSON: {exc}", source=source) from None
     except json.JSONDecodeError as exc:
         raise SpecError("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                         source=source) from None
@@ -125,6 +143,8 @@ def parse_text(text: str, *, format: str = "yaml", source: str | None = None) ->
         raise SpecError("", f"invalid YAML{where}: {problem}", source=source) from None
     except RecursionError:
         raise SpecError("", "the document is nested too deeply", source=source) from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int() limit)
+        raise SpecError("", f"invalid {format.upper()}: {str(exc).splitlines()[0][:200]}", source=source) from None
 
 
 def to_data(spec) -> dict:
@@ -141,9 +161,10 @@ def dumps(spec, *, format: str = "yaml") -> str:
 
 def save(spec, path: str | Path) -> Path:
     """Write a spec as YAML or JSON (chosen by the file extension)."""
+    from archspec.files import atomic_write_text
+
     path = Path(path)
-    path.write_text(dumps(spec, format=_format_of(path)), encoding="utf-8")
-    return path
+    return atomic_write_text(path, dumps(spec, format=_format_of(path)))
 
 
 def canonical_json(spec) -> str:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, GetCoreSchemaHandler
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, model_validator
 from pydantic_core import core_schema
 
 from archspec.blocks import Spec
 from archspec.detector import DetectorTemplate
+from archspec.errors import SpecError
 from archspec.registry import Registry
 
 CAPABILITIES = ("random", "mutate", "crossover", "enumerate", "redraw", "reallocate")
@@ -381,7 +382,8 @@ AnyEvaluator = Annotated[EvaluatorConfig, RegisteredUnion(EVALUATOR_CONFIGS, "se
 class Budgets(Spec):
     """Limits a feasible candidate respects, checked in order of cost (params, FLOPs, latency)."""
 
-    input_size: Annotated[int, Field(ge=16, le=4096)] | list[Annotated[int, Field(ge=16, le=4096)]] = 224
+    input_size: Annotated[int, Field(ge=16, le=4096)] | Annotated[
+        list[Annotated[int, Field(ge=16, le=4096)]], Field(min_length=2, max_length=2)] = 224
     """Input size (H or [H, W]) at which FLOPs, latency and the score are taken."""
     max_params: Annotated[float, Field(gt=0)] | None = None
     """Most parameters."""
@@ -399,6 +401,14 @@ class Budgets(Spec):
     """Provider the latency budget refers to."""
     latency_input_size: Annotated[int, Field(ge=16, le=4096)] | None = None
     """Input size for latency (default: `input_size`); smaller keeps kernel tables small."""
+
+    @model_validator(mode="after")
+    def _minimum_within_maximum(self) -> "Budgets":
+        for low, high in (("min_params", "max_params"), ("min_flops", "max_flops")):
+            lowest, highest = getattr(self, low), getattr(self, high)
+            if lowest is not None and highest is not None and lowest > highest:
+                raise SpecError(low, f"{lowest:g} is above {high} {highest:g}: no candidate could be feasible")
+        return self
 
 
 class ReceptiveFieldTarget(Spec):
@@ -457,12 +467,11 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
     from archspec.errors import SpecError
     from archspec.io import _from_validation_error, parse_text
 
+    from archspec.files import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", "no such file", source=str(path)) from None
-    data = parse_text(text, source=str(path))
+    data = parse_text(read_text(path, kind="search config"), format="json" if path.suffix.lower() == ".json"
+                      else "yaml", source=str(path))
     if not isinstance(data, dict):
         raise SpecError("", "a search config must be a mapping with 'type: search'", source=str(path))
     try:

@@ -34,6 +34,8 @@ METADATA_NAME = "archspec.name"
 METADATA_INPUT_SIZE = "archspec.input_size"
 METADATA_EXPORTER = "archspec.exporter"
 
+MIN_OPSET = 18
+"""Oldest opset the dynamo exporter writes (it converts to older ones only for a few models)."""
 LEGACY_OPSET = 17
 """Opset for the legacy exporter when none is asked for (its own default is older)."""
 
@@ -55,11 +57,26 @@ def export_onnx(module, example_input, path: str | Path, *, output_names: Sequen
     Outputs (a tensor, a tuple or a dict; flattened in order) are named `output_names`. With
     `dynamic_batch` the first dimension of every input and output is symbolic (``batch``).
     The file passes `onnx.checker.check_model(full_check=True)`; `metadata` is stored in
-    `metadata_props`."""
-    import torch
+    `metadata_props`. It is written atomically: a failed or killed export leaves the file that
+    was there before (or none), never a partial one."""
+    from archspec.files import atomic_path
 
+    if opset is not None and opset < MIN_OPSET:
+        raise ExportError(f"opset {opset}: the exporter writes opset {MIN_OPSET} or newer; ask for one of those or "
+                          "omit --opset")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        _export_onnx_to(module, example_input, tmp, output_names=output_names, input_names=input_names,
+                        dynamic_batch=dynamic_batch, opset=opset, metadata=metadata)
+    return path
+
+
+def _export_onnx_to(module, example_input, path: Path, *, output_names: Sequence[str],
+                    input_names: Sequence[str], dynamic_batch: bool, opset: int | None,
+                    metadata: dict[str, str] | None) -> Path:
+    import torch
+
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     module = module.eval()
     input_names, output_names = list(input_names), list(output_names)
@@ -82,12 +99,23 @@ def export_onnx(module, example_input, path: str | Path, *, output_names: Sequen
                                   f"{type(legacy_exc).__name__}: {_first_line(legacy_exc)}") from legacy_exc
             exporter = "legacy"
     model = onnx.load(str(path))
+    _check_opset(model, opset)
     _rename_outputs(model, output_names)
     props = {METADATA_EXPORTER: exporter, **(metadata or {})}
     set_metadata(model, props)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     return path
+
+
+def _check_opset(model: onnx.ModelProto, opset: int | None) -> None:
+    """An asked-for opset is the file's opset, or an error (exporters may quietly write another)."""
+    if opset is None:
+        return
+    written = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ExportError(f"opset {opset} was asked for, but the exporter can only write opset {written} for this "
+                          f"model; omit --opset or ask for {written}")
 
 
 def _export_dynamo(module, args, path: Path, input_names, output_names, dynamic_batch, opset) -> None:
@@ -159,25 +187,49 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+def load_onnx_model(path: str | Path) -> onnx.ModelProto:
+    """An ONNX file's model proto, read through `archspec.files` (a regular file under the cap;
+    external data is never loaded); `ValueError` naming the file when it is not ONNX."""
+    from google.protobuf.message import DecodeError
+
+    from archspec.files import read_bytes
+
+    data = read_bytes(path, kind="ONNX file")
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, RecursionError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not a valid ONNX file ({type(exc).__name__})") from None
+    if not model.HasField("graph"):
+        raise ValueError(f"{path}: not a valid ONNX file (no graph)")
+    return model
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """`metadata_props` of an ONNX file as a dict (the weights are not loaded)."""
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx_model(path)
     return {p.key: p.value for p in model.metadata_props}
 
 
 def spec_from_onnx(path: str | Path):
-    """The spec an ONNX file was exported from (its ``archspec.spec`` metadata), validated."""
+    """The spec an ONNX file was exported from (its ``archspec.spec`` metadata), validated. The
+    stored spec is self-contained: reading it never opens another file."""
     from archspec.io import validate
+    from archspec.parsing import load_json
 
     metadata = read_metadata(path)
     if METADATA_SPEC not in metadata:
         raise ValueError(f"{path}: no {METADATA_SPEC!r} metadata; the file was not exported by archspec")
-    return validate(json.loads(metadata[METADATA_SPEC]), source=f"{path}:{METADATA_SPEC}")
+    source = f"{path}:{METADATA_SPEC}"
+    try:
+        data = load_json(metadata[METADATA_SPEC])
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{source}: not a valid spec JSON ({type(exc).__name__})") from None
+    return validate(data, source=source, includes=False)
 
 
 def io_shapes(path: str | Path) -> dict[str, dict[str, list[int | str]]]:
     """``{"inputs": {name: shape}, "outputs": {name: shape}}``; symbolic dims are strings."""
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx_model(path)
 
     def shape(value) -> list[int | str]:
         dims = value.type.tensor_type.shape.dim
@@ -250,18 +302,19 @@ def optimize_onnx(path: str | Path, output: str | Path | None = None) -> Path:
 
     path = Path(path)
     output = Path(output) if output is not None else path
+    from archspec.files import atomic_path
+
     metadata = read_metadata(path)
-    tmp = output.with_name(output.name + ".opt.tmp")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(tmp)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    model = onnx.load(str(tmp))
-    tmp.unlink()
-    set_metadata(model, {**metadata, "archspec.optimized": "ort-basic"})
-    onnx.save(model, str(output))
-    onnx.checker.check_model(str(output), full_check=True)
+    with atomic_path(output) as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(tmp)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = onnx.load(str(tmp))
+        set_metadata(model, {**metadata, "archspec.optimized": "ort-basic"})
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
     return output
 
 

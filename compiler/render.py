@@ -118,7 +118,12 @@ def to_png(graph: Graph, path: str | Path) -> Path:
         ax.scatter([], [], color=color, label=kind)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
+    from archspec.files import atomic_path
+
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +60,31 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[torch.Tensor, 
     return out, Letterbox(scale, new_h, new_w)
 
 
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest image (width x height) read; checked from the header before decoding (a 140 KB PNG
+can hold 12000 x 12000 pixels, 430 MB once decoded)."""
+
+
 def read_image(path: Path) -> Image.Image:
+    """An image file as RGB: a regular file under the image cap, its pixel count checked from
+    the header before any decoding."""
+    from archspec.files import FileRefused, read_bytes
+
     try:
-        with Image.open(path) as image:
+        data = read_bytes(path, kind="image")
+    except FileRefused as exc:
+        raise DataError(str(exc)) from None
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "
+                                "pixels are read")
             return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
 
 
@@ -156,38 +175,78 @@ def _finite(value) -> bool:
 
 
 def load_coco(path: str | Path):
-    """pycocotools' COCO for an annotation file, with readable errors (and no printing)."""
+    """pycocotools' COCO for an annotation file, with readable errors (and no printing). The
+    file is read through `archspec.files` (a regular file under the cap); its structure is
+    checked before pycocotools indexes it: every entry an object, ids integers and unique,
+    file names relative paths inside the image folder."""
     from pycocotools.coco import COCO
+
+    from archspec.files import FileRefused, read_text
+    from archspec.parsing import load_json
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such annotation file") from None
+        data = load_json(read_text(path, kind="COCO annotation file"))
+    except FileRefused as exc:
+        raise DataError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: invalid JSON: {str(exc)[:200] or type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: a COCO annotation file is a JSON object, not {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{path}: missing the {key!r} list")
+    _check_entries(path, data["images"], "images", ("id", "file_name", "width", "height"))
+    _check_entries(path, data["annotations"], "annotations", ("id", "image_id", "category_id", "bbox"))
+    _check_entries(path, data["categories"], "categories", ("id",))
     for i, image in enumerate(data["images"]):
-        if not all(k in image for k in ("id", "file_name", "width", "height")):
-            raise DataError(f"{path}: images[{i}] needs id, file_name, width and height")
         for key in ("width", "height"):
-            if not (isinstance(image[key], int) and not isinstance(image[key], bool) and image[key] > 0):
-                raise DataError(f"{path}: image {image['id']}: {key} must be a positive integer, not {image[key]!r}")
+            if not (_is_int(image[key]) and image[key] > 0):
+                raise DataError(f"{path}: images[{i}].{key} must be a positive integer, not {image[key]!r}")
+        name = image["file_name"]
+        if not (isinstance(name, str) and name and not Path(name).is_absolute() and ".." not in Path(name).parts):
+            raise DataError(f"{path}: images[{i}].file_name must be a relative path inside the image folder, "
+                            f"not {name!r}")
     for i, ann in enumerate(data["annotations"]):
-        if not all(k in ann for k in ("id", "image_id", "category_id", "bbox")):
-            raise DataError(f"{path}: annotations[{i}] needs id, image_id, category_id and bbox")
+        for key in ("image_id", "category_id"):
+            if not _is_int(ann[key]):
+                raise DataError(f"{path}: annotations[{i}].{key} must be an integer, not {ann[key]!r}")
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
+            raise DataError(f"{path}: annotations[{i}].bbox must be four finite numbers [x, y, width, height], "
+                            f"not {bbox!r}")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            raise DataError(f"{path}: annotations[{i}].iscrowd must be 0 or 1, not {ann['iscrowd']!r}")
     for ann in data["annotations"]:
         ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3] if len(ann["bbox"]) == 4 else 0)
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_entries(path: Path, entries: list, key: str, required: tuple[str, ...]) -> None:
+    """Every entry of a COCO list is an object with the `required` fields and a unique integer id."""
+    seen: set[int] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: {key}[{i}] must be an object, not {type(entry).__name__}")
+        missing = [field for field in required if field not in entry]
+        if missing:
+            raise DataError(f"{path}: {key}[{i}] needs {', '.join(required)} (missing {', '.join(missing)})")
+        if not _is_int(entry["id"]):
+            raise DataError(f"{path}: {key}[{i}].id must be an integer, not {entry['id']!r}")
+        if entry["id"] in seen:
+            raise DataError(f"{path}: {key}[{i}].id {entry['id']} is used twice")
+        seen.add(entry["id"])
 
 
 def split_paths(data_dir: str | Path, split: str) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from archspec.compiler.export import EXPORTERS, export_onnx, set_metadata, spec_metadata
+from archspec.files import atomic_path
 
 CANDIDATE_OUTPUTS = ("candidate_boxes", "candidate_scores")
 OUTPUTS = ("boxes", "scores", "labels")
@@ -50,12 +51,14 @@ def export_detector(spec, path: str | Path, *, module=None, input_size=None, dyn
     detector = (module or build_detector(spec)).eval()
     example = torch.rand(1, spec.backbone.in_channels, *spec.image_size, generator=torch.Generator().manual_seed(0))
     path = Path(path)
-    export_onnx(CandidateModule(detector), example, path, output_names=list(CANDIDATE_OUTPUTS),
-                dynamic_batch=dynamic_batch, opset=opset, metadata=spec_metadata(spec, spec.image_size))
-    model = onnx.load(str(path))
-    append_postprocess(model, spec)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:  # the file appears once complete (post-processing included)
+        export_onnx(CandidateModule(detector), example, tmp, output_names=list(CANDIDATE_OUTPUTS),
+                    dynamic_batch=dynamic_batch, opset=opset, metadata=spec_metadata(spec, spec.image_size))
+        model = onnx.load(str(tmp))
+        append_postprocess(model, spec)
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, str(tmp))
     return path
 
 

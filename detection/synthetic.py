@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from archspec.files import atomic_path, atomic_write_text
+
 SHAPES = ("square", "disc", "triangle", "cross", "ring", "diamond")
 MIN_GAP = 1
 """Pixels kept free between any two boxes."""
@@ -40,7 +42,7 @@ def synthesize(out_dir: str | Path, *, num_train: int = 256, num_val: int = 64, 
         rng = random.Random(f"archspec-synth:{seed}:{split}")
         data = _split(out, split, count, image_size, num_classes, max_objects, (min_size, max_size), rng)
         path = out / "annotations" / f"instances_{split}.json"
-        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        atomic_write_text(path, json.dumps(data, indent=1))
         summary[split] = {"images": len(data["images"]), "annotations": len(data["annotations"]),
                           "annotation_file": str(path), "image_dir": str(out / split)}
     return summary
@@ -55,7 +57,8 @@ def _split(out: Path, split: str, count: int, size: int, num_classes: int, max_o
         image_id = index + 1
         picture, objects = _image(size, num_classes, max_objects, size_range, rng)
         name = f"{split}_{image_id:06d}.png"
-        picture.save(folder / name, format="PNG", optimize=False)
+        with atomic_path(folder / name) as tmp:
+            picture.save(tmp, format="PNG", optimize=False)
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         for label, (x0, y0, x1, y1) in objects:
             width, height = x1 - x0 + 1, y1 - y0 + 1

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from archspec.io import canonical_json, fingerprint, save
-from archspec.detection.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from archspec.detection.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from archspec.files import RunFolder, atomic_write_text
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import Detector, build_detector
 from archspec.detection.postprocess import select_detections
@@ -53,18 +54,29 @@ class TrainResult:
     seconds: float = 0.0
 
 
+RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt")
+"""Files a training run writes in its folder."""
+
+
 def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
           resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train `spec` on ``data_dir``'s train split, evaluating on its val split."""
+    """Train `spec` on ``data_dir``'s train split, evaluating on its val split. `out` is a run
+    folder (`archspec.files.RunFolder`): made by a training run or empty, held by one process."""
+    with RunFolder(out, "train") as folder:
+        folder.record(*RUN_FILES)
+        return _train(spec, data_dir, Path(out), options, resume=resume, progress=progress)
+
+
+def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resume: bool,
+           progress: bool) -> TrainResult:
     from archspec.detection.coco import make_loader, open_split
 
-    out = Path(out)
     device = _device(options.device)
-    torch.manual_seed(options.seed)
-    model = build_detector(spec).to(device)
-    train_set = open_split(data_dir, "train", spec, train=True, seed=options.seed)
+    train_set = open_split(data_dir, "train", spec, train=True, seed=options.seed)  # bad data fails before building
     val_set = open_split(data_dir, "val", spec, train=False, seed=options.seed)
     _check_classes(spec, train_set)
+    torch.manual_seed(options.seed)
+    model = build_detector(spec).to(device)
     steps_per_epoch = _steps(len(train_set), options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     total_steps = max(1, steps_per_epoch * options.epochs)
@@ -90,19 +102,24 @@ def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = T
                 save_checkpoint(_weights_state(spec, model, epoch + 1, history + [record], best), out / "best.pt")
         history.append(record)
         save_checkpoint(_state(spec, model, optimizer, scheduler, scaler, epoch + 1, history, best), out / "last.pt")
-        with open(out / "history.jsonl", "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
+        _write_history(out, history)
         if progress:
             _print_record(record)
     return TrainResult(out, options.epochs, history, best, time.perf_counter() - began)
 
 
+def _write_history(out: Path, history: list) -> None:
+    """history.jsonl, rewritten atomically (an append cut by a kill would leave half a line)."""
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
 def _prepare_run(out: Path) -> None:
-    if (out / "last.pt").exists():
-        raise CheckpointError(f"{out}: holds a run already (last.pt); pass --resume to continue it or choose "
-                              "another --out")
+    for name in ("last.pt", "best.pt"):
+        if (out / name).exists():
+            raise CheckpointError(f"{out}: holds a run already ({name}); pass --resume to continue it or choose "
+                                  "another --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "history.jsonl").write_text("", encoding="utf-8")
+    _write_history(out, [])
 
 
 def _resume(out: Path, spec, model, optimizer, scheduler, scaler, device):
@@ -113,18 +130,18 @@ def _resume(out: Path, spec, model, optimizer, scheduler, scaler, device):
         _prepare_run(out)
         save(spec, out / "spec.yaml")
         return 0, [], None
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path, map_location=device, resumable=True)
     if state.get("fingerprint") != fingerprint(spec):
         raise CheckpointError(f"{path}: was trained from another spec (fingerprint {state.get('fingerprint')}, "
                               f"this one is {fingerprint(spec)})")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    load_state(model, state["model"], path, "model")
+    load_state(optimizer, state["optimizer"], path, "optimizer")
+    load_state(scheduler, state["scheduler"], path, "scheduler")
     if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+        load_state(scaler, state["scaler"], path, "scaler")
     history = list(state["history"])
     # keep history.jsonl consistent with the checkpoint (an epoch may have been logged after it)
-    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    _write_history(out, history)
     return int(state["epoch"]), history, state.get("best")
 
 
@@ -218,7 +235,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, *, checkpoint: str = "be
     state = load_checkpoint(path)
     spec = spec_of(state, str(path))
     model = build_detector(spec)
-    model.load_state_dict(state["model"])
+    load_state(model, state["model"], path, "model")
     model = model.to(_device(device))
     dataset = open_split(data_dir, "val", spec, train=False)
     metrics = evaluate(model, dataset, device=device, batch_size=batch_size)

@@ -125,9 +125,31 @@ _evaluator: Evaluator | None = None
 
 
 def init_worker(config, base) -> None:
-    """Build this process's evaluator (once per worker process)."""
+    """Build this process's evaluator (once per worker process). A worker dies with its parent:
+    a killed run must not leave evaluation processes behind."""
     global _evaluator
+    _die_with_parent()
     _evaluator = make_evaluator(config, base)
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal the kernel sends this process when its parent dies (Linux)."""
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the worker exits when its pipe to the parent closes
+            return
+    if os.getppid() != parent or parent == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def evaluate_jobs(jobs: Sequence[Job]) -> list[Outcome]:

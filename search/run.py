@@ -33,6 +33,7 @@ from pathlib import Path
 
 import archspec
 from archspec.errors import SpecError
+from archspec.files import RunFolder, atomic_path, atomic_write_text
 from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
@@ -80,27 +81,86 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
     """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
     executor (never the results); `batch` sets the proposals per round (see the module
     docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
-    one); the caller closes it."""
+    one); the caller closes it.
+
+    `out` is a run folder (`archspec.files.RunFolder`): made by `archspec search` or empty, and
+    held by one process at a time."""
     config, base = load_search_config(config_path)
-    seed = config.seed if seed is None else seed
-    total = config.trials if max_trials is None else max_trials
+    if max_trials is not None and max_trials < 1:
+        raise ValueError(f"--max-trials must be at least 1, not {max_trials}")
     if batch is not None and batch < 1:
         raise ValueError(f"--batch must be at least 1, not {batch}")
     out = Path(out)
+    with RunFolder(out, "search") as folder:
+        folder.record(*SEARCH_OUTPUTS)
+        try:
+            return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
+                               progress=progress, workers=workers, batch=batch, executor=executor)
+        except SpecError as exc:  # the space's own rules (e.g. too many CR-NAS allocations) name the config
+            raise (exc if exc.source else exc.with_source(str(config_path))) from None
+
+
+SEARCH_OUTPUTS = ("trials.sqlite", "latency.sqlite", "latency.sqlite.lock", "trials.csv", "pareto.csv",
+                  "pareto.png", "best.yaml", "report.txt")
+"""Files a search writes in its run folder (SQLite's -wal/-shm companions go with the stores)."""
+
+
+def run_identity(config, base, seed: int, batch: int | None) -> dict:
+    """What a run's trials depend on: the resolved config's and base spec's full content (not the
+    base's path: an edited base file is another run), the seed, and --batch (--workers never
+    changes the trials, so it is not part of it)."""
+    return {"config": config.model_dump(mode="json", exclude={"base"}), "base": base.model_dump(mode="json"),
+            "seed": seed} | ({"batch": batch} if batch is not None else {})
+
+
+def identity_changes(stored: dict, current: dict) -> list[str]:
+    """What differs between a stored run identity and the current one, for the refusal."""
+    changes = []
+    for part, label in (("config", "the search config"), ("base", "the base spec"), ("seed", "the seed"),
+                        ("batch", "--batch")):
+        old, new = stored.get(part), current.get(part)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            fields = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            changes.append(f"{label} ({', '.join(fields)})")
+        else:
+            changes.append(f"{label} ({old!r} -> {new!r})" if part in ("seed", "batch") else label)
+    return changes
+
+
+def _check_identity(store: TrialStore, out: Path, identity: dict) -> None:
+    text = store.meta("identity")
+    if text is None:
+        store.set_meta("identity", json.dumps(identity, sort_keys=True))
+        return
+    try:
+        stored = json.loads(text)
+        if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{out}: the stored search was written by another archspec version; it cannot be "
+                         f"resumed (choose another --out)") from None
+    changes = identity_changes(stored, identity)
+    if changes:
+        raise ValueError(f"{out}: cannot resume: {'; '.join(changes)} changed since the run started "
+                         f"(restore them or choose another --out)")
+
+
+def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_trials: int | None,
+                progress: bool, workers: int, batch: int | None, executor: Executor | None) -> RunResult:
+    seed = config.seed if seed is None else seed
+    total = config.trials if max_trials is None else max_trials
     db_path = out / "trials.sqlite"
     if db_path.exists() and not resume:
         raise ValueError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     store = TrialStore(db_path)
-    # --batch changes what is proposed, --workers never does: only the batch is part of the identity.
-    identity = json.dumps({"config": archspec.canonical_json(config), "seed": seed} |
-                          ({"batch": batch} if batch is not None else {}))
-    if store.meta("identity") not in (None, identity):
+    try:
+        _check_identity(store, out, run_identity(config, base, seed, batch))
+        space = make_space(config.space, base)
+    except BaseException:
         store.close()
-        raise ValueError(f"{out} holds a search with another config or seed (or --batch); it cannot be resumed "
-                         f"with this one")
-    store.set_meta("identity", identity)
-    space = make_space(config.space, base)
+        raise
     checker = BudgetChecker(config.budgets, out / "latency.sqlite")
 
     def admit(genotype) -> bool:
@@ -291,15 +351,16 @@ def pareto_front(trials: list[Trial]) -> list[Trial]:
 
 
 def write_outputs(out: Path, trials: list[Trial], space) -> RunResult:
+    """trials.csv, pareto.csv, best.yaml, pareto.png and report.txt, each written atomically."""
     metric_names = ["params", "macs", "flops", "latency_ms", "score"]
-    with open(out / "trials.csv", "w", newline="") as handle:
+    with atomic_path(out / "trials.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "status", "reason", "fingerprint", "genotype", *metric_names, "seconds"])
         writer.writerows((t.id, t.status, t.reason or "", t.fingerprint or "",
                           " ".join(map(str, t.genotype)) if t.genotype else "",
                           *[t.metrics.get(m, "") for m in metric_names], f"{t.seconds:.6f}") for t in trials)
     front = pareto_front(trials)
-    with open(out / "pareto.csv", "w", newline="") as handle:
+    with atomic_path(out / "pareto.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "fingerprint", *metric_names])
         for t in front:
@@ -322,7 +383,7 @@ def write_outputs(out: Path, trials: list[Trial], space) -> RunResult:
         lines.append(f"pareto front (score vs FLOPs): {len(front)} candidates")
     else:
         lines.append("no feasible candidate")
-    (out / "report.txt").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.txt", "\n".join(lines) + "\n")
     return RunResult(out, len(trials), counts["feasible"], best.score if best else None, best_spec)
 
 
@@ -342,7 +403,8 @@ def _plot(path: Path, feasible: list[Trial], front: list[Trial]) -> None:
     ax.set_ylabel("MAE-DET score")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 __all__ = ["RunResult", "run_search", "pareto_front", "SpecError"]

@@ -148,10 +148,16 @@ def _score_maedet_rf(spec, *, receptive_field=None, **_options) -> ScoreResult:
 
 
 @SCORERS.register("maedet-forward")
-def _score_maedet_forward(spec, *, input_size: object = (224, 224), seed: int = 0, **_options) -> ScoreResult:
+def _score_maedet_forward(spec, *, input_size: object = (224, 224), seed: int = 0, max_memory=None,
+                          **_options) -> ScoreResult:
+    from archspec.compiler.resources import guard_memory
     from archspec.sizes import parse_input_size
 
-    return ScoreResult(maedet_forward_score(spec, parse_input_size(input_size), seed=seed))
+    size = parse_input_size(input_size)
+    # batch 8 in float64: as much memory as batch 16 in the guard's float32
+    guard_memory(spec.backbone if spec.type == "detector" else spec, size, batch=16, purpose="inference",
+                 limit=max_memory)
+    return ScoreResult(maedet_forward_score(spec, size, seed=seed))
 
 
 def config_score(spec, config) -> float:

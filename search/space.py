@@ -284,6 +284,28 @@ def _block_spec(data: dict, path: str):
         raise SpecError(path, exc.errors(include_url=False)[0]["msg"]) from None
 
 
+MAX_ALLOCATIONS = 1_000_000
+"""Most (partial) CR-NAS allocations a space may list (the paper's ResNet table at 16 blocks has
+a few hundred)."""
+
+
+def count_allocations(depth_choices: list[list[int]], total: int) -> int:
+    """The largest number of (partial) allocations `CrnasSearchSpace._allocations` holds at any
+    stage, counted by dynamic programming over partial sums (no listing)."""
+    ways = {0: 1}
+    largest = 1
+    for i, choices in enumerate(depth_choices):
+        rest_min = sum(min(c) for c in depth_choices[i + 1:])
+        step: dict[int, int] = {}
+        for partial, count in ways.items():
+            for d in set(choices):
+                if partial + d + rest_min <= total:
+                    step[partial + d] = step.get(partial + d, 0) + count
+        ways = step
+        largest = max(largest, sum(ways.values()))
+    return largest
+
+
 @register_space("crnas")
 class CrnasSearchSpace:
     """CR-NAS's space over a staged base: genotype = (blocks per stage..., dilation of every
@@ -309,7 +331,13 @@ class CrnasSearchSpace:
         self.base = self.encode(base)
 
     def _allocations(self) -> list[tuple[int, ...]]:
-        """Every allowed allocation (depth per stage) with the fixed total, in lexical order."""
+        """Every allowed allocation (depth per stage) with the fixed total, in lexical order;
+        counted first (`count_allocations`), so a space too large to list is refused, not listed."""
+        largest = count_allocations(self.config.depth_choices, self.total)
+        if largest > MAX_ALLOCATIONS:
+            raise SpecError("space.depth_choices", f"these choices make {largest:,} partial allocations to list; "
+                                                   f"the limit is {MAX_ALLOCATIONS:,} (narrow the choices or "
+                                                   f"total_blocks)")
         found: list[tuple[int, ...]] = [()]
         for i, choices in enumerate(self.config.depth_choices):
             rest_min = sum(min(c) for c in self.config.depth_choices[i + 1:])

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from archspec.detection.checkpoint import CheckpointError, load_checkpoint
 from archspec.detection.coco import CocoDetection, DataError, coco_evaluate, letterbox, load_coco, open_split
 from archspec.detection.synthetic import synthesize
 from archspec.detection.train import TrainOptions, evaluate, train
+from archspec.files import RunFolder
 
 from tests.conftest import ROOT
 
@@ -213,35 +212,14 @@ def test_onnx_detections_match_pytorch_on_the_validation_set(trained, synth, tmp
     assert (out / "val_000001.png").is_file()
 
 
-def test_resume_after_a_kill_equals_the_uninterrupted_run(synth, tmp_path):
-    args = ["train", TINY_SPEC, "--data", synth, "--epochs", "3", "--batch-size", "8", "--max-steps-per-epoch", "2",
-            "--seed", "1", "--eval-every", "10"]
-    assert cli(*args, "--out", tmp_path / "whole").returncode == 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([*ARCHSPEC, *map(str, args), "--out", str(tmp_path / "cut")], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    history = tmp_path / "cut" / "history.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if history.exists() and history.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] < 3
-    resumed = cli(*args, "--out", tmp_path / "cut", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    whole, cut = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert cut["epoch"] == 3
-    for name, tensor in whole["model"].items():
-        assert torch.equal(tensor, cut["model"][name]), name
-    assert [r["loss"] for r in whole["history"]] == [r["loss"] for r in cut["history"]]
+# Kill-and-resume of training at every write point: tests/test_faults.py (through the fault hook).
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(trained, synth, tmp_path):
     run, _ = trained
     broken = tmp_path / "run"
-    broken.mkdir()
+    with RunFolder(broken, "train") as folder:  # a training run's folder whose last.pt got damaged
+        folder.record("last.pt", "spec.yaml")
     data = (run / "last.pt").read_bytes()
     (broken / "last.pt").write_bytes(data[: len(data) // 2])
     (broken / "spec.yaml").write_text((run / "spec.yaml").read_text())

@@ -53,8 +53,19 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+DEBUG_ENV = "ARCHSPEC_DEBUG"
+"""Set to 1 to see tracebacks (as --debug does)."""
+
+
+def _debug_option(ctx, param, value) -> None:
+    if value:
+        os.environ[DEBUG_ENV] = "1"
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="archspec-nas")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_option,
+              help=f"Show the traceback of an error (same as {DEBUG_ENV}=1).")
 def cli() -> None:
     """archspec: declarative architecture graphs for detection backbones.
 
@@ -69,26 +80,36 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2
-    (set ARCHSPEC_DEBUG=1 to see the traceback instead)."""
-    if os.environ.get("ARCHSPEC_DEBUG"):
-        cli.main(args=argv, prog_name="archspec")
-        return
+    """Console entry point and the CLI's one error boundary: an expected failure (bad input, a
+    refused file, a resource guard) is one line on stderr and exit code 2; anything else is a
+    short "internal error" line and exit code 1. ``--debug`` (or ARCHSPEC_DEBUG=1) shows the
+    traceback instead."""
+    from archspec.cli.errors import describe_expected
+
     try:
         cli.main(args=argv, prog_name="archspec", standalone_mode=False)
     except click.exceptions.Abort:
         fail("aborted", 130)
+    except click.exceptions.UsageError as exc:  # one line, not click's usage block
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        fail(where + " ".join(exc.format_message().split()), exc.exit_code)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except SpecError as exc:
-        fail(str(exc))
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    except OSError as exc:  # e.g. an output path under a file, a read-only folder
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}")
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 (the boundary: every error becomes one line)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        message = describe_expected(exc)
+        if message is not None:
+            fail(message)
+        fail(f"internal error ({type(exc).__name__}: {_first_line(exc)}); please report it, with the "
+             f"traceback shown by --debug", 1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "no message"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import guard, max_memory_option
 from archspec.io import load
 
 RUNTIME_CHOICES = click.Choice(["ort", "torch", "both"])
@@ -32,8 +33,9 @@ def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
 @click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset (default: the exporter's).")
 @click.option("--optimize", is_flag=True,
               help="Save ONNX Runtime's basic graph optimizations (constant folding, Conv+BN fusion) in the file.")
+@max_memory_option
 def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch: bool, weights: Path | None,
-           opset: int | None, optimize: bool) -> None:
+           opset: int | None, optimize: bool, max_memory: str | None) -> None:
     """Export a spec to ONNX (dynamo exporter, checked with the ONNX checker's full check).
 
     Outputs are named as the spec's outputs; the spec JSON and its fingerprint are stored in the
@@ -45,6 +47,7 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
     from archspec.compiler.export import io_shapes, optimize_onnx
 
     spec = load(spec_file)
+    guard(spec, None if input_size is None else _size(input_size), purpose="export", max_memory=max_memory)
     options = {}
     if spec.type == "detector":
         options["module"] = _detector_with_weights(spec, weights)
@@ -54,9 +57,14 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
     else:
         size = _size(input_size)
         options["dynamic_batch"] = dynamic_batch
-    path = export_any(spec, output, input_size=size, opset=opset, **options)
-    if optimize:
-        optimize_onnx(path)
+    from archspec.files import atomic_path
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:  # exported and optimized, then in place: a kill leaves the old file
+        export_any(spec, tmp, input_size=size, opset=opset, **options)
+        if optimize:
+            optimize_onnx(tmp)
+    path = output
     shapes = io_shapes(path)
     outs = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes["outputs"].items())
     click.echo(f"wrote {path} ({spec.name}; outputs: {outs}{'; optimized' if optimize else ''})")
@@ -86,8 +94,9 @@ def _detector_with_weights(spec, weights: Path | None):
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="cpu: CPU time of the calling thread (needs --threads 1): steadier on a shared machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@max_memory_option
 def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup: int, repeat: int,
-          input_size: str | None, batch: int, clock: str, as_json: bool) -> None:
+          input_size: str | None, batch: int, clock: str, as_json: bool, max_memory: str | None) -> None:
     """Latency of a spec or an exported .onnx file: median, p10, p90, min and standard deviation
     in ms, with the runtime, provider, threads and machine fingerprint. With --runtime both,
     ONNX Runtime and torch eager are measured in the same run and their ratio is printed."""
@@ -97,8 +106,10 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
     if runtime != "ort" and provider != "cpu":
         raise click.UsageError("--runtime torch/both measures torch on the CPU only; use --provider cpu")
     is_onnx = model.suffix.lower() == ".onnx"
-    if is_onnx and not model.exists():
-        raise FileNotFoundError(f"{model}: no such file")
+    if is_onnx:
+        from archspec.files import check_readable
+
+        check_readable(model, kind="ONNX file")
     spec = _spec_of(model, is_onnx, needed=runtime != "ort")
     size = _bench_size(model, is_onnx, input_size)
     if spec is not None and spec.type == "detector":
@@ -106,6 +117,9 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
             raise click.UsageError(f"--input-size: a detector runs at its spec's input_size "
                                    f"{spec.image_size[0]}x{spec.image_size[1]}")
         size = spec.image_size
+    if spec is not None:
+        guard(spec, size, batch=batch, purpose="export" if runtime != "torch" else "inference",
+              max_memory=max_memory)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         if runtime in ("ort", "both"):
@@ -113,7 +127,10 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
             if not is_onnx or (input_size is not None and _static_size(model) not in (None, size)):
                 onnx_path = _export_for_bench(spec, Path(tmp) / "model.onnx", size, batch)
             channels = _in_channels(spec) if spec is not None else _input_channels(onnx_path)
-            results["ort"] = measure_onnx(onnx_path, (batch, channels, *size), provider=provider, threads=threads,
+            from archspec.files import read_bytes
+
+            # the bytes, not the path: ONNX Runtime then never opens other files (external data)
+            results["ort"] = measure_onnx(read_bytes(onnx_path, kind="ONNX file"), (batch, channels, *size), provider=provider, threads=threads,
                                           warmup=warmup, repeat=repeat, clock=clock)
         if runtime in ("torch", "both"):
             from archspec.compiler.runtime import measure_torch
@@ -178,19 +195,24 @@ def _spec_of(model: Path, is_onnx: bool, needed: bool):
     return None
 
 
-def _static_size(path: Path) -> tuple[int, int] | None:
+def _first_input_shape(path: Path) -> list:
     from archspec.compiler.export import io_shapes
 
-    shape = next(iter(io_shapes(path)["inputs"].values()))
+    inputs = io_shapes(path)["inputs"]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: the model has {len(inputs)} inputs; bench runs models with one image input")
+    return next(iter(inputs.values()))
+
+
+def _static_size(path: Path) -> tuple[int, int] | None:
+    shape = _first_input_shape(path)
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
         return (shape[2], shape[3])
     return None
 
 
 def _input_channels(path: Path) -> int:
-    from archspec.compiler.export import io_shapes
-
-    shape = next(iter(io_shapes(path)["inputs"].values()))
+    shape = _first_input_shape(path)
     if len(shape) != 4 or not isinstance(shape[1], int):
         raise ValueError(f"{path}: expected an N x C x H x W input, found {shape}")
     return shape[1]
@@ -261,7 +283,9 @@ def _specs_from(paths: tuple[Path, ...]) -> list:
 
     specs = []
     for path in paths:
-        data = parse_text(path.read_text(encoding="utf-8"), format="json" if path.suffix == ".json" else "yaml",
+        from archspec.files import read_text
+
+        data = parse_text(read_text(path, kind="spec"), format="json" if path.suffix == ".json" else "yaml",
                           source=str(path))
         kind = data.get("type") if isinstance(data, dict) else None
         if kind in SPACE_SAMPLERS:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import guard, max_memory_option
 from archspec.io import load
 
 DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
@@ -30,9 +31,12 @@ def data() -> None:
 def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_objects: int, seed: int) -> None:
     """Write a small synthetic COCO-format dataset of coloured shapes (train and val splits)."""
     from archspec.detection.synthetic import synthesize
+    from archspec.files import RunFolder
 
-    summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
-                         max_objects=max_objects, seed=seed)
+    with RunFolder(out, "data synth") as folder:  # never into a folder of the user's own files
+        folder.record("annotations", "train", "val")
+        summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
+                             max_objects=max_objects, seed=seed)
     for split in ("train", "val"):
         info = summary[split]
         click.echo(f"{split}: {info['images']} images, {info['annotations']} boxes -> {info['annotation_file']}")
@@ -54,17 +58,20 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.option("--eval-every", type=click.IntRange(1, 10000), default=1, show_default=True)
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@max_memory_option
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool) -> None:
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool,
+          max_memory: str | None) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue."""
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
     spec = _detector(spec_file)
+    guard(spec, batch=batch_size, purpose="training", max_memory=max_memory)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
-    result = run_training(spec, data_dir, out, options, resume=resume)
+    result = run_training(spec, data_dir, out, options, resume=resume)  # holds the run folder (marker, lock)
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
@@ -103,12 +110,20 @@ def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: b
 def detect(model: Path, images: tuple[Path, ...], out: Path, provider: str, min_score: float) -> None:
     """Run an exported detector (.onnx from `archspec export`) on images in ONNX Runtime."""
     from archspec.detection.deploy import OnnxDetector, write_outputs
+    from archspec.files import RunFolder
 
     detector = OnnxDetector(model, provider=provider)
-    found = detector.detect_files(images)
-    path = write_outputs(found, out, min_score)
-    total = sum(len(item.labels) for item in found)
-    click.echo(f"{len(found)} images, {total} detections -> {path}")
+    counts = [0, 0]
+
+    def counted(found):
+        for item in found:
+            counts[0] += 1
+            counts[1] += len(item.labels)
+            yield item
+
+    with RunFolder(out, "detect") as folder:  # one image at a time, each output recorded before written
+        path = write_outputs(counted(detector.iter_detections(images)), out, min_score, folder=folder)
+    click.echo(f"{counts[0]} images, {counts[1]} detections -> {path}")
 
 
 def _detector(path: Path):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import max_memory_option
+
 
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
@@ -48,13 +50,14 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
 @click.option("--input-size", default="224", show_default=True, help="Input size (the forward form only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the forward form.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool) -> None:
+@max_memory_option
+def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool, max_memory: str | None) -> None:
     """A spec's training-free MAE-DET score (C3:C4:C5 = 1:1:6; higher is better)."""
     from archspec import load
     from archspec.search.score import SCORERS
 
     spec = load(file)
-    result = SCORERS[scorer](spec, input_size=input_size, seed=seed)
+    result = SCORERS[scorer](spec, input_size=input_size, seed=seed, max_memory=max_memory)
     value, levels, extra = result.value, result.levels, result.terms
     if as_json:
         info = {"name": spec.name, "scorer": scorer, "score": value, **extra}

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from archspec.errors import SpecError
+from archspec.files import atomic_write_text
 from archspec.io import json_schema, load
 
 input_size_option = click.option(
@@ -128,7 +129,7 @@ def schema(output: Path | None) -> None:
     """Print the JSON Schema of spec documents (point your editor's YAML plugin at it)."""
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        output.write_text(text)
+        atomic_write_text(output, text)
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
@@ -154,7 +155,7 @@ def graph(file: Path, fmt: str, output: Path | None) -> None:
         return
     text = render.to_dot(ir) if fmt == "dot" else render.to_mermaid(ir)
     if output:
-        output.write_text(text)
+        atomic_write_text(output, text)
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)

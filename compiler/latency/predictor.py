@@ -114,13 +114,20 @@ class LatencyPredictor:
 
     # -- measuring -------------------------------------------------------------------------------
     def measure_kernel(self, key: KernelKey, *, budget_ms: float = 150.0) -> float:
-        """Measure one kernel now, store it, return its median ms."""
-        stats, features = measure_kernel(key, self.context, budget_ms=budget_ms)
-        self.table.put_kernel(self.context, key, stats, features)
-        self._ms[key] = stats.median_ms
+        """Measure one kernel now, store it, return its median ms. Under the table's lock, a
+        kernel another process stored meanwhile is read instead of measured again."""
+        with self.table.measuring():
+            stored = self.table.kernel(self.context, key)
+            if stored is not None:
+                median_ms, features = stored
+            else:
+                stats, features = measure_kernel(key, self.context, budget_ms=budget_ms)
+                self.table.put_kernel(self.context, key, stats, features)
+                median_ms = stats.median_ms
+        self._ms[key] = median_ms
         self._features[key] = features
-        self._adjusted[key] = self.coefficients.adjust(stats.median_ms, features)
-        return stats.median_ms
+        self._adjusted[key] = self.coefficients.adjust(median_ms, features)
+        return median_ms
 
     def measure_keys(self, keys: Iterable[KernelKey], progress: Callable[[KernelKey], None] | None = None,
                      *, budget_ms: float = 150.0) -> int:

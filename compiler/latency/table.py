@@ -15,6 +15,8 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,18 +70,67 @@ class CalibrationRun:
     features: dict
 
 
-class LatencyTable:
-    """Persistent store of kernel latencies and calibration runs (one SQLite file)."""
+SCHEMA_VERSION = 1
+"""`PRAGMA user_version` of the tables this code writes."""
+TABLES = {"machines": ("hash", "info"),
+          "kernels": ("machine", "runtime", "provider", "threads", "key", "median_ms", "p10_ms", "p90_ms", "min_ms",
+                      "std_ms", "repeats", "measured_at", "features"),
+          "calibration": ("machine", "runtime", "provider", "threads", "fingerprint", "height", "width", "name",
+                          "measured_ms", "features", "measured_at")}
+"""Tables and the columns this code names in its queries."""
 
-    def __init__(self, path: str | Path | None = None):
+
+def _insert(table: str) -> str:
+    return f"INSERT OR REPLACE INTO {table} ({', '.join(TABLES[table])}) VALUES ({', '.join('?' * len(TABLES[table]))})"
+
+
+class LatencyTable:
+    """Persistent store of kernel latencies and calibration runs (one SQLite file).
+
+    A table the process may not write (a shared, read-only file) is opened read-only and serves
+    predictions; measuring into it is an error. Several processes may measure into one table:
+    measuring a kernel holds an OS lock on ``<table>.lock`` and first re-reads the table, so a
+    kernel another process has just measured is taken, not measured again (and two measurements
+    never disturb each other's timings)."""
+
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False):
+        from archspec.sqlite_store import open_sqlite
+
         self.path = Path(path).expanduser() if path is not None else default_table_path()
-        if str(self.path) != ":memory:":
+        if str(self.path) == ":memory:":
+            self._db = sqlite3.connect(":memory:")
+            self._db.executescript(SCHEMA)
+            self.read_only = False
+            return
+        if not read_only and not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30)
-        if str(self.path) != ":memory:":
+        self._db, self.read_only = open_sqlite(self.path, kind="latency table", version=SCHEMA_VERSION,
+                                               schema=SCHEMA, tables=TABLES, read_only=read_only)
+        if not self.read_only:
             self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        self._db.commit()
+            self._db.commit()
+
+    @contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Exclusive across processes while one kernel is measured and stored."""
+        from archspec.sqlite_store import StoreError
+
+        if self.read_only:
+            raise StoreError(f"{self.path}: the latency table is read-only; it serves predictions but cannot "
+                             "take new measurements (give a writable --table)")
+        if str(self.path) == ":memory:":
+            yield
+            return
+        from archspec.files import file_lock
+
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            yield
+
+    def kernel(self, context: Context, key: str) -> tuple[float, dict] | None:
+        """(median ms, features) of one kernel as stored now (another process may have added it)."""
+        row = self._db.execute("SELECT median_ms, features FROM kernels WHERE machine=? AND runtime=? AND "
+                               "provider=? AND threads=? AND key=?", (*context.as_tuple(), key)).fetchone()
+        return (row[0], json.loads(row[1] or "{}")) if row else None
 
     def close(self) -> None:
         self._db.close()
@@ -92,7 +143,10 @@ class LatencyTable:
 
     # -- machines --------------------------------------------------------------------------------
     def add_machine(self, info: dict) -> None:
-        self._db.execute("INSERT OR REPLACE INTO machines VALUES (?, ?)", (info["hash"], json.dumps(info)))
+        """Record this machine's description (skipped for a read-only table: it is only shown)."""
+        if self.read_only:
+            return
+        self._db.execute(_insert("machines"), (info["hash"], json.dumps(info)))
         self._db.commit()
 
     def machine(self, digest: str) -> dict | None:
@@ -116,7 +170,7 @@ class LatencyTable:
 
     def put_kernel(self, context: Context, key: str, stats, features: dict | None = None) -> None:
         """Store one kernel's statistics (a `LatencyStats`) and static features, and commit."""
-        self._db.execute("INSERT OR REPLACE INTO kernels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        self._db.execute(_insert("kernels"),
                          (*context.as_tuple(), key, stats.median_ms, stats.p10_ms, stats.p90_ms, stats.min_ms,
                           stats.std_ms, stats.repeats, time.time(), json.dumps(features or {}, sort_keys=True)))
         self._db.commit()
@@ -129,7 +183,7 @@ class LatencyTable:
 
     # -- calibration -----------------------------------------------------------------------------
     def put_calibration(self, context: Context, run: CalibrationRun) -> None:
-        self._db.execute("INSERT OR REPLACE INTO calibration VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        self._db.execute(_insert("calibration"),
                          (*context.as_tuple(), run.fingerprint, run.height, run.width, run.name, run.measured_ms,
                           json.dumps(run.features, sort_keys=True), time.time()))
         self._db.commit()
