@@ -6,8 +6,10 @@ as a `SpecError` naming the file and the field path.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -17,7 +19,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from archspec.backbones import StagedBackbone
 from archspec.detector import Detector
 from archspec.scale_permuted import ScalePermutedBackbone
-from archspec.errors import Issue, SpecError, format_path
+from archspec.errors import Issue, SpecError, format_path, join_path
 
 AnySpec = Annotated[Union[StagedBackbone, ScalePermutedBackbone, Detector], Field(discriminator="type")]
 """Every kind of top-level document, chosen by its `type` tag."""
@@ -84,9 +86,8 @@ def _resolve_includes(data: dict, base_dir: Path, source: str | None) -> dict:
                 raise SpecError("", f"is a {kind!r} document, not a backbone spec")
             included = validate(included, source=str(path))
         except SpecError as exc:
-            issue = exc.issues[0]
-            where = f"{reference}: {issue.path}: " if issue.path else f"{reference}: "
-            raise SpecError(field, where + issue.message, source=source) from None
+            raise SpecError(issues=[Issue(field, f"{reference}: {issue}") for issue in exc.issues],
+                            source=source) from None
         data[field] = to_data(included)
     return data
 
@@ -189,18 +190,136 @@ def _tags() -> frozenset[str]:
 
 
 def _from_validation_error(exc: ValidationError, source: str | None) -> SpecError:
-    issues: list[Issue] = []
+    """Every problem pydantic found, as document paths and plain sentences: union tags and
+    union-member labels dropped from paths, the failed members of a union merged into one
+    line, and an unknown field next to a missing one reported as a misspelling."""
     tags = _tags()
+    found: list[_Found] = []
     for err in exc.errors(include_url=False):
-        loc = [part for part in err["loc"] if not (isinstance(part, str) and part in tags)]
+        loc, member = _document_loc(err["loc"], tags)
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, SpecError):
-            issues += inner.with_prefix(format_path(loc)).issues
+            found += [_Found(issue.path, "nested", issue.message) for issue in inner.with_prefix(format_path(loc)).issues]
             continue
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc.append("type")
-        issues.append(Issue(format_path(loc), _message(err)))
-    return SpecError(issues=issues, source=source)
+        found.append(_Found(format_path(loc), err["type"], _message(err), member))
+    return SpecError(issues=_suggest_spellings(_merge_union_members(found)), source=source)
+
+
+@dataclass
+class _Found:
+    """One pydantic error on its way to becoming an `Issue`."""
+
+    path: str
+    kind: str
+    message: str
+    member: str | None = None
+    """The union member (pydantic's label, e.g. ``list[int]``) the error came from, if any."""
+
+
+_MEMBER_NOUNS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+                 "none": "null", "list": "a list", "tuple": "a list", "dict": "a mapping", "set": "a list"}
+"""pydantic's union-member labels (their part before ``[``) -> what a YAML author writes."""
+
+
+def _is_member_label(part) -> bool:
+    """Union-member labels that pydantic puts in error locations (``constrained-int``,
+    ``list[constrained-int]``, ``function-after[...]``); document keys never look like that."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part in _MEMBER_NOUNS)
+
+
+def _document_loc(loc, tags: frozenset[str]) -> tuple[list, str | None]:
+    parts, member = [], None
+    for part in loc:
+        if isinstance(part, str) and part in tags:
+            continue
+        if _is_member_label(part):
+            member = part
+            continue
+        parts.append(part)
+    return parts, member
+
+
+def _member_noun(label: str) -> str | None:
+    base = label.split("[", 1)[0].removeprefix("constrained-")
+    return _MEMBER_NOUNS.get(base)
+
+
+def _merge_union_members(found: list[_Found]) -> list[_Found]:
+    """A value that fits no member of a union yields one error per member; users need one line:
+    the member whose type matched but whose constraint failed, else what the value may be."""
+    by_path: dict[str, list[_Found]] = {}
+    for item in found:
+        if item.member is not None:
+            by_path.setdefault(item.path, []).append(item)
+    merged: list[_Found] = []
+    done: set[str] = set()
+    for item in found:
+        group = by_path.get(item.path) if item.member is not None else None
+        if not group or len(group) == 1:
+            merged.append(item)
+            continue
+        if item.path in done:
+            continue
+        done.add(item.path)
+        specific = [g for g in group if not g.kind.endswith(("_type", "_parsing"))]
+        if specific:
+            merged.extend(specific)
+            continue
+        nouns = list(dict.fromkeys(n for n in (_member_noun(g.member) for g in group) if n))
+        message = f"should be {' or '.join(nouns)}" if nouns else group[0].message
+        merged.append(_Found(item.path, "union", message))
+    return merged
+
+
+def _parent_and_field(path: str) -> tuple[str, str]:
+    parent, _, field = path.rpartition(".")
+    return parent, field
+
+
+def _suggest_spellings(found: list[_Found]) -> list[Issue]:
+    """An unknown field beside a missing required one is almost always a typo of it (``deph:``
+    for ``depth:``): report the typo with the fix instead of two unrelated-looking problems.
+    Other unknown fields get the closest field name any spec kind has, if one is close."""
+    missing: dict[str, list[str]] = {}
+    for item in found:
+        if item.kind == "missing":
+            parent, field = _parent_and_field(item.path)
+            missing.setdefault(parent, []).append(field)
+    explained: set[str] = set()
+    issues: list[Issue] = []
+    for item in found:
+        if item.kind != "extra_forbidden":
+            continue
+        parent, field = _parent_and_field(item.path)
+        match = difflib.get_close_matches(field, missing.get(parent, []), n=1, cutoff=0.5)
+        if match:
+            explained.add(join_path(parent, match[0]))
+            item.message = f"unknown field; did you mean {match[0]!r} (a required field that is missing)?"
+        else:
+            known = [name for name in _field_names() if name != field]
+            close = difflib.get_close_matches(field, known, n=1, cutoff=0.75)
+            if close and field not in _field_names():
+                item.message = f"unknown field; did you mean {close[0]!r}?"
+    for item in found:
+        if item.kind == "missing" and item.path in explained:
+            continue
+        issues.append(Issue(item.path, item.message))
+    return issues
+
+
+def _field_names() -> list[str]:
+    """Every field name of every spec model (the vocabulary for spelling suggestions)."""
+    from archspec.blocks import Spec
+
+    names: set[str] = set()
+    pending = [Spec]
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        names.update(model.model_fields)
+    return sorted(names)
 
 
 def _message(err: dict) -> str:
@@ -210,7 +329,7 @@ def _message(err: dict) -> str:
     if kind == "union_tag_not_found":
         return "missing 'type' field naming the kind"
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; `archspec schema` lists the fields)"
+        return "unknown field (`archspec schema` lists the fields of every document kind)"
     if kind == "missing":
         return "required field is missing"
     return err["msg"]

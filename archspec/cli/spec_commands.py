@@ -25,7 +25,8 @@ def validate(files: tuple[Path, ...]) -> None:
         try:
             spec = load(path)
         except SpecError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in exc.lines():
+                click.echo(f"error: {line}", err=True)
             bad += 1
             continue
         click.echo(f"ok: {path} ({spec.type} {spec.name})")
