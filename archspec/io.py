@@ -148,10 +148,24 @@ def save(spec, path: str | Path) -> Path:
 
 
 def canonical_json(spec) -> str:
-    """Canonical JSON of the architecture: defaults filled in, keys sorted, no whitespace,
-    name and description left out. The same for YAML and JSON forms and any field order."""
+    """Canonical JSON of the architecture: the resolved spec (defaults filled in, `outputs`
+    written out), keys sorted, no whitespace, names and descriptions left out (of included
+    specs too). The same for YAML and JSON forms, any field order, and defaults written or not."""
+    return json.dumps(_canonical_data(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _canonical_data(spec) -> dict:
+    resolve = getattr(spec, "resolved", None)
+    if resolve is not None:
+        spec = resolve()
     data = spec.model_dump(mode="json", exclude=set(FINGERPRINT_EXCLUDES))
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    for field in INCLUDE_FIELDS.get(spec.type, ()):
+        data[field] = _canonical_data(getattr(spec, field))
+    if spec.type == "staged":
+        for stage in data["stages"]:
+            if stage.get("name") is None:  # unnamed stages hash as before stage names existed
+                stage.pop("name", None)
+    return data
 
 
 def fingerprint(spec) -> str:
