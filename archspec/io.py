@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Union
 
 import yaml
@@ -20,6 +21,7 @@ from archspec.backbones import StagedBackbone
 from archspec.detector import Detector
 from archspec.scale_permuted import ScalePermutedBackbone
 from archspec.errors import Issue, SpecError, format_path, join_path
+from archspec.registry import Registry
 
 AnySpec = Annotated[Union[StagedBackbone, ScalePermutedBackbone, Detector], Field(discriminator="type")]
 """Every kind of top-level document, chosen by its `type` tag."""
@@ -49,6 +51,9 @@ def validate(data: Any, *, source: str | None = None, base_dir: str | Path | Non
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
         raise SpecError("", f"a spec document must be a mapping with a 'type' field, not {kind}", source=source)
+    if data.get("type") == "search":
+        raise SpecError("type", "a search config, not a spec: load it with `archspec.load_document` or "
+                                "`archspec.search_config.load_search_config`", source=source)
     if base_dir is None:
         base_dir = Path(source).parent if source and Path(source).exists() else Path.cwd()
     data = _resolve_includes(data, Path(base_dir), source)
@@ -62,9 +67,23 @@ def validate(data: Any, *, source: str | None = None, base_dir: str | Path | Non
         raise SpecError("", "the document is nested too deeply", source=source) from None
 
 
-def loads(text: str, *, format: str = "yaml", source: str | None = None, base_dir: str | Path | None = None):
-    """Parse and validate a YAML (default) or JSON document."""
-    return validate(parse_text(text, format=format, source=source), source=source, base_dir=base_dir)
+def loads(text: str, *, format: str = "yaml", source: str | None = None, base_dir: str | Path | None = None,
+          overrides: Sequence[str] = ()):
+    """Parse and validate a YAML (default) or JSON document (`overrides`: ``key.path=value``
+    strings applied before validation, see `archspec.overrides`)."""
+    data = _overridden(parse_text(text, format=format, source=source), overrides, source)
+    return validate(data, source=source, base_dir=base_dir)
+
+
+def _overridden(data: Any, overrides: Sequence[str], source: str | None) -> Any:
+    if not overrides:
+        return data
+    from archspec.overrides import apply_overrides
+
+    try:
+        return apply_overrides(data, overrides)
+    except SpecError as exc:
+        raise (exc.with_source(source) if source else exc) from None
 
 
 def _resolve_includes(data: dict, base_dir: Path, source: str | None) -> dict:
@@ -95,10 +114,75 @@ def _resolve_includes(data: dict, base_dir: Path, source: str | None) -> dict:
 _BACKBONE_TYPES = ("staged", "scale_permuted")
 
 
-def load(path: str | Path):
-    """A validated spec from a ``.yaml``/``.yml``/``.json`` file."""
+def load(path: str | Path, *, overrides: Sequence[str] = ()):
+    """A validated spec from a ``.yaml``/``.yml``/``.json`` file (`overrides`: ``key.path=value``
+    strings applied before validation)."""
     path = Path(path)
-    return loads(_read(path), format=_format_of(path), source=str(path))
+    return loads(_read(path), format=_format_of(path), source=str(path), overrides=overrides)
+
+
+# -- document kinds ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DocumentKind:
+    """One kind of top-level document: its model, how it is validated, which fields may name files."""
+
+    model: type
+    """The pydantic model (its ``type`` field is the kind's tag)."""
+    validate: Callable[[dict, str | None, Path | None], Any]
+    """(data, source, base directory) -> the validated document; raises `SpecError`."""
+    includes: dict[str, str]
+    """Field -> what a string there names (a file read relative to the document); the JSON Schema
+    offers a string beside the field's own schema."""
+
+
+DOCUMENT_KINDS: Registry[DocumentKind] = Registry("document kind")
+"""``type`` tag -> document kind: what `load_document`, `archspec validate`, `summary` and the JSON
+Schema accept. A new kind of file registers here and is first-class everywhere."""
+
+
+def _validate_spec(data: dict, source: str | None, base_dir: Path | None):
+    return validate(data, source=source, base_dir=base_dir)
+
+
+def _validate_search(data: dict, source: str | None, base_dir: Path | None):
+    from archspec.search_config import search_config_from_data
+
+    return search_config_from_data(data, source=source, base_dir=base_dir)[0]
+
+
+def _register_document_kinds() -> None:
+    from archspec.search_config import SearchConfig
+
+    DOCUMENT_KINDS.register("staged", DocumentKind(StagedBackbone, _validate_spec, {}))
+    DOCUMENT_KINDS.register("scale_permuted", DocumentKind(ScalePermutedBackbone, _validate_spec, {}))
+    DOCUMENT_KINDS.register("detector", DocumentKind(
+        Detector, _validate_spec, {"backbone": "a backbone spec file, relative to this file"}))
+    DOCUMENT_KINDS.register("search", DocumentKind(
+        SearchConfig, _validate_search, {"base": "the base spec file, relative to this file"}))
+
+
+def validate_document(data: Any, *, source: str | None = None, base_dir: str | Path | None = None):
+    """Any registered document (a spec, a search config...) validated from plain data."""
+    if not isinstance(data, dict):
+        kind = "nothing" if data is None else type(data).__name__
+        raise SpecError("", f"a document must be a mapping with a 'type' field, not {kind}", source=source)
+    tag = data.get("type")
+    if tag is None:
+        raise SpecError("type", "missing 'type' field naming the kind", source=source)
+    if not isinstance(tag, str) or tag not in DOCUMENT_KINDS:
+        expected = ", ".join(repr(name) for name in DOCUMENT_KINDS)
+        raise SpecError("type", f"unknown kind {tag!r}; expected one of {expected}", source=source)
+    if base_dir is None:
+        base_dir = Path(source).parent if source and Path(source).exists() else Path.cwd()
+    return DOCUMENT_KINDS.get(tag).validate(data, source, Path(base_dir))
+
+
+def load_document(path: str | Path, *, overrides: Sequence[str] = ()):
+    """Any registered document from a file: a spec (as `load`) or a search config (its base
+    checked too), with ``key.path=value`` `overrides` applied before validation."""
+    path = Path(path)
+    data = parse_text(_read(path), format=_format_of(path), source=str(path))
+    return validate_document(_overridden(data, overrides, str(path)), source=str(path))
 
 
 def _read(path: Path) -> str:
@@ -174,11 +258,36 @@ def fingerprint(spec) -> str:
 
 
 def json_schema() -> dict:
-    """JSON Schema of every spec document, for editors (YAML language server) and tools."""
-    schema = _spec_adapter().json_schema()
+    """JSON Schema (Draft 2020-12) of every registered document kind, for editors (YAML language
+    server) and tools: the discriminated union of the kinds' models, with a string (a file
+    name) allowed wherever the loader reads an included file."""
+    kinds = [DOCUMENT_KINDS.get(tag) for tag in DOCUMENT_KINDS]
+    union = Annotated[Union[tuple(kind.model for kind in kinds)], Field(discriminator="type")]
+    schema = TypeAdapter(union).json_schema(ref_template="#/$defs/{model}")
+    definitions = schema.get("$defs", {})
+    for kind in kinds:
+        properties = definitions[kind.model.__name__]["properties"]
+        for field, meaning in kind.includes.items():
+            properties[field] = _with_file_reference(properties[field], meaning, definitions)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "archspec document"
     return schema
+
+
+def _with_file_reference(field_schema: dict, meaning: str, definitions: dict) -> dict:
+    """A field's schema widened to accept a file name. A field typed as any mapping (a search
+    config's ``base``) is narrowed to what the loader accepts there: a backbone spec."""
+    description = field_schema.get("description", "")
+    alternatives = [alternative for alternative in field_schema.get("anyOf", [field_schema])
+                    if alternative.get("type") not in ("string", "object") or "$ref" in alternative
+                    or "oneOf" in alternative]
+    if not alternatives:  # `str | dict`: the loader takes a backbone spec
+        alternatives = [{"oneOf": [{"$ref": f"#/$defs/{StagedBackbone.__name__}"},
+                                   {"$ref": f"#/$defs/{ScalePermutedBackbone.__name__}"}],
+                         "discriminator": {"propertyName": "type"}}]
+    inline = [{key: value for key, value in alternative.items() if key not in ("description", "title")}
+              for alternative in alternatives]
+    return {"anyOf": [{"type": "string", "description": meaning}, *inline], "description": description}
 
 
 def _format_of(path: Path) -> str:
@@ -347,3 +456,6 @@ def _message(err: dict) -> str:
     if kind == "missing":
         return "required field is missing"
     return err["msg"]
+
+
+_register_document_kinds()

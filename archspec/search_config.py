@@ -10,6 +10,7 @@ which budgets, and scored how. Pure data, validated like every spec (`type: sear
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -234,43 +235,50 @@ class SearchConfig(Spec):
     """Seed of every random choice (``--seed`` overrides)."""
 
 
-def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
-    """The validated config and its validated base spec (errors name file and field)."""
+def load_search_config(path: str | Path, *, overrides: Sequence[str] = ()) -> tuple[SearchConfig, object]:
+    """The validated config and its validated base spec (errors name file and field);
+    `overrides` are ``key.path=value`` strings applied before validation (``--set``)."""
+    from archspec.io import _format_of, _overridden, _read, parse_text
+
+    path = Path(path)
+    data = parse_text(_read(path), format=_format_of(path), source=str(path))
+    return search_config_from_data(_overridden(data, overrides, str(path)), source=str(path),
+                                   base_dir=path.parent)
+
+
+def search_config_from_data(data, *, source: str | None = None,
+                            base_dir: Path | None = None) -> tuple[SearchConfig, object]:
+    """A search config validated from plain data, with its base (a file relative to `base_dir`,
+    default the current directory, or inline) and its detector template checked against it."""
     from pydantic import TypeAdapter, ValidationError
 
     from archspec.errors import SpecError
-    from archspec.io import _from_validation_error, load, parse_text, validate
+    from archspec.io import _from_validation_error, load, validate
 
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", "no such file", source=str(path)) from None
-    data = parse_text(text, source=str(path))
     if not isinstance(data, dict):
-        raise SpecError("", "a search config must be a mapping with 'type: search'", source=str(path))
+        raise SpecError("", "a search config must be a mapping with 'type: search'", source=source)
     try:
         config = TypeAdapter(SearchConfig).validate_python(data)
     except ValidationError as exc:
-        raise _from_validation_error(exc, str(path)) from None
+        raise _from_validation_error(exc, source) from None
     if isinstance(config.base, str):
-        base_path = (path.parent / config.base).resolve()
+        base_path = (Path(base_dir or Path.cwd()) / config.base).resolve()
         try:
             base = load(base_path)
         except SpecError as exc:
-            raise SpecError(issues=exc.with_prefix("base").issues, source=str(path)) from None
+            raise SpecError(issues=exc.with_prefix("base").issues, source=source) from None
     else:
         try:
             base = validate(config.base)
         except SpecError as exc:
-            raise exc.with_prefix("base").with_source(str(path)) from None
+            raise SpecError(issues=exc.with_prefix("base").issues, source=source) from None
     wanted = SPACE_BASE_TYPES[config.space.type]
     if base.type != wanted:
         raise SpecError("base", f"the {config.space.type} space edits {wanted} backbones, not {base.type!r}",
-                        source=str(path))
+                        source=source)
     if config.detector is not None:
         try:
             config.detector.around(base)
         except SpecError as exc:
-            raise SpecError(issues=exc.with_prefix("detector").issues, source=str(path)) from None
+            raise SpecError(issues=exc.with_prefix("detector").issues, source=source) from None
     return config, base

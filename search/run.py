@@ -29,6 +29,7 @@ import json
 import time
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import archspec
@@ -76,12 +77,14 @@ class RunResult:
 
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
                max_trials: int | None = None, progress: bool = True, workers: int = 1,
-               batch: int | None = None, executor: Executor | None = None) -> RunResult:
+               batch: int | None = None, executor: Executor | None = None,
+               overrides: Sequence[str] = ()) -> RunResult:
     """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
     executor (never the results); `batch` sets the proposals per round (see the module
     docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
-    one); the caller closes it."""
-    config, base = load_search_config(config_path)
+    one); the caller closes it. `overrides` (``key.path=value``, the CLI's ``--set``) change the
+    config before it is validated; they are part of the config, so a resume must repeat them."""
+    config, base = load_search_config(config_path, overrides=overrides)
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
     if batch is not None and batch < 1:
@@ -201,11 +204,17 @@ class _Run:
         self.best: float | None = None
 
     def loop(self, total: int, batch: int | None, progress: bool) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Column
 
-        columns = [TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[status]}")]
-        with Progress(*columns, disable=not progress, transient=False) as bar:
+        # One line that fits 80 columns: a short bar, and a status cut at its end rather than
+        # wrapped mid-word. No bar at all in a pipe or a log (it would only add noise there).
+        console = Console(stderr=True)
+        columns = [TextColumn("search"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis"))]
+        shown_bar = progress and console.is_terminal
+        with Progress(*columns, console=console, disable=not shown_bar, transient=False) as bar:
             task = bar.add_task("search", total=total, completed=0, status="")
             shown = 0.0
             while len(self.trials) < total:
@@ -275,8 +284,8 @@ class _Run:
         c = self.counts
         best = "-" if self.best is None else f"{self.best:.2f}"
         bar.update(task, completed=len(self.trials),
-                   status=f"best {best}  feasible {c['feasible']}  infeasible {c['infeasible']}  "
-                          f"rejected {c['rejected']}  duplicates {c['duplicate']}")
+                   status=f"best {best}, {c['feasible']} ok, {c['infeasible']} over budget, "
+                          f"{c['rejected']} rejected, {c['duplicate']} dup")
 
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import resume_hint_on_interrupt, set_option
 from archspec.io import load
 
 DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
@@ -42,7 +43,8 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.command()
 @click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="COCO-format folder (annotations/instances_{train,val}.json and the image folders).")
+              help="COCO-format folder: annotations/instances_{train,val}.json or instances_{train,val}2017.json, "
+                   "and the image folders.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=12, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
@@ -54,17 +56,20 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.option("--eval-every", type=click.IntRange(1, 10000), default=1, show_default=True)
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@set_option
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool) -> None:
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool,
+          overrides: tuple[str, ...]) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue."""
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
-    spec = _detector(spec_file)
+    spec = _detector(spec_file, overrides)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
-    result = run_training(spec, data_dir, out, options, resume=resume)
+    with resume_hint_on_interrupt("train"):
+        result = run_training(spec, data_dir, out, options, resume=resume)
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
@@ -99,20 +104,22 @@ def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: b
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="ONNX Runtime execution provider (an error if unavailable).")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-              help="Draw boxes scoring at least this (detections.json keeps all).")
+              help="Drawing threshold: draw boxes scoring at least this. detections.json keeps every detection "
+                   "down to the spec's evaluation threshold (postprocess.score_threshold), as COCO AP needs.")
 def detect(model: Path, images: tuple[Path, ...], out: Path, provider: str, min_score: float) -> None:
     """Run an exported detector (.onnx from `archspec export`) on images in ONNX Runtime."""
-    from archspec.detection.deploy import OnnxDetector, write_outputs
+    from archspec.detection.deploy import OnnxDetector, drawn_count, write_outputs
 
     detector = OnnxDetector(model, provider=provider)
     found = detector.detect_files(images)
     path = write_outputs(found, out, min_score)
     total = sum(len(item.labels) for item in found)
-    click.echo(f"{len(found)} images, {total} detections -> {path}")
+    click.echo(f"{len(found)} images: {drawn_count(found, min_score)} detections scoring >= {min_score:g} drawn "
+               f"in {out}; all {total} (for COCO AP) in {path}")
 
 
-def _detector(path: Path):
-    spec = load(path)
+def _detector(path: Path, overrides: tuple[str, ...] = ()):
+    spec = load(path, overrides=overrides)
     if spec.type != "detector":
         raise click.UsageError(f"{path} is a {spec.type!r} spec; training needs a detector spec "
                                "(see examples/detectors/)")
