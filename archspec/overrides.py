@@ -44,7 +44,7 @@ def parse_key_path(key: str) -> list[str | int]:
         cursor = 0
         while cursor < len(segment) or cursor == 0:
             match = _TOKEN.match(segment, cursor)
-            if match is None or not match.group(0):
+            if match is None or not match.group(0) or (cursor > 0 and match.group(1) is not None):
                 raise SpecError("", f"--set {key}: cannot read the key path at {segment[cursor:]!r} "
                                     "(expected field names and [index], e.g. stages[1].depth)")
             parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))

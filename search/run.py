@@ -357,7 +357,8 @@ def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReferenc
     return RunResult(out, len(trials), counts["feasible"], best.score if best else None, best_spec)
 
 
-def _plot(path: Path, feasible: list[Trial], front: list[Trial], reference: PlotReference) -> None:
+def _plot(path: Path, feasible: list[Trial], front: list[Trial], reference: PlotReference):
+    """Draw pareto.png; returns the figure (tests read its axes)."""
     # The Figure API, not pyplot (no global figure state), and markers drawn as one line
     # artist, not a scatter collection: four times faster for a paper-scale run's 70,000 points.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -374,6 +375,7 @@ def _plot(path: Path, feasible: list[Trial], front: list[Trial], reference: Plot
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def shares_flops(trials: list[Trial]) -> bool:

@@ -172,3 +172,186 @@ def test_unnamed_stages_hash_as_before_stage_names_existed():
     named = copy.deepcopy(three_stage())
     named["stages"][0]["name"] = "first"
     assert archspec.fingerprint(archspec.validate(named)) != archspec.fingerprint(archspec.validate(three_stage()))
+
+
+# -- 3. search configs are first-class documents; the schema matches the loader -----------------------
+def test_validate_accepts_every_shipped_file_search_configs_included():
+    result = cli("validate", *map(str, EXAMPLES))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(EXAMPLES) == 29 and all(line.startswith("ok: ") for line in lines)
+    assert sum("(search " in line for line in lines) == 4 and sum("(detector " in line for line in lines) == 5
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_file_validates_against_the_json_schema(path):
+    import jsonschema
+
+    from archspec.io import parse_text
+
+    validator = jsonschema.Draft202012Validator(archspec.json_schema())
+    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(parse_text(path.read_text()))]
+    assert errors == []
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"head": {"type": "classifier"}}, "head.type"),
+    ({"head": {"type": "fcos", "channel": 64}}, "head.channel"),
+    ({"backbone": 7}, "backbone"),
+])
+def test_the_schema_rejects_what_the_loader_rejects_in_a_detector(change, words):
+    import jsonschema
+
+    doc = {"type": "detector", "backbone": "../backbones/resnet18.yaml", "head": {"type": "retinanet"},
+           "num_classes": 3}
+    assert jsonschema.Draft202012Validator(archspec.json_schema()).is_valid(doc)
+    assert archspec.validate(doc, base_dir=ROOT / "examples" / "detectors").head.type == "retinanet"
+    bad = {**doc, **change}
+    assert not jsonschema.Draft202012Validator(archspec.json_schema()).is_valid(bad)
+    with pytest.raises(SpecError) as info:
+        archspec.validate(bad, base_dir=ROOT / "examples" / "detectors")
+    assert words in str(info.value)
+
+
+def test_the_schema_describes_search_configs_with_an_inline_or_file_base():
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(archspec.json_schema())
+    config = {"type": "search", "base": "resnet18.yaml", "space": {"type": "crnas"},
+              "strategy": {"type": "crnas_two_step"}}
+    assert validator.is_valid(config)
+    assert validator.is_valid({**config, "base": three_stage()})
+    assert not validator.is_valid({**config, "base": {"type": "detector"}})
+    assert not validator.is_valid({**config, "strategy": {"type": "annealing"}})
+    with pytest.raises(SpecError, match="strategy.type: unknown kind 'annealing'"):
+        archspec.validate_document({**config, "strategy": {"type": "annealing"}}, base_dir=ROOT / "examples/backbones")
+    assert archspec.validate_document(config, base_dir=ROOT / "examples/backbones").type == "search"
+
+
+def test_a_search_config_is_named_by_the_spec_loader_not_called_an_unknown_kind():
+    with pytest.raises(SpecError, match="a search config, not a spec"):
+        archspec.load(ROOT / "examples/search/crnas_resnet50.yaml")
+
+
+def test_summary_of_a_search_config_shows_the_search_and_its_base_at_the_budget_size():
+    result = cli("summary", "examples/search/crnas_resnet50.yaml", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["search"]["name"] == "crnas_resnet50" and info["search"]["space"]["type"] == "crnas"
+    assert info["base"] == {"name": "resnet50", "type": "staged"}
+    assert info["input_size"] == [800, 800] and info["params"] == 23508032
+    text = cli("summary", "examples/search/crnas_resnet50.yaml").stdout
+    assert text.startswith("crnas_resnet50 (search)") and "resnet50 (staged" in text
+
+
+# -- 5. the CLI where people reach for it ------------------------------------------------------------------
+def test_python_dash_m_archspec_runs_the_cli():
+    result = cli("--help")
+    assert result.returncode == 0 and "validate" in result.stdout and "search" in result.stdout
+
+
+def test_set_overrides_a_field_typed_as_yaml():
+    r18 = "examples/backbones/resnet18.yaml"
+    plain = json.loads(cli("summary", r18, "--json").stdout)
+    changed = cli("summary", r18, "--json", "--set", "stages[3].depth=1", "--set", "outputs=[C4, C5]")
+    assert changed.returncode == 0, changed.stderr
+    info = json.loads(changed.stdout)
+    doc = yaml.safe_load((ROOT / r18).read_text())
+    doc["stages"][3]["depth"] = 1
+    doc["outputs"] = ["C4", "C5"]
+    from archspec.compiler import summarize
+
+    assert info["params"] == summarize(archspec.validate(doc))["params"] < plain["params"]
+    assert list(info["outputs"]) == ["C4", "C5"]
+
+
+@pytest.mark.parametrize("override, line", [
+    ("stages[9].depth=2", "stages[9].depth: --set: stages has 4 items, so there is no [9]"),
+    ("stages[1].depth=0", "stages[1].depth: Input should be greater than or equal to 1"),
+    ("stages[1].deph=3", "stages[1].deph: unknown field; did you mean 'depth'?"),
+    ("stages[1]depth=3", "--set stages[1]depth: cannot read the key path at 'depth'"),
+])
+def test_set_errors_name_the_key_path(override, line):
+    result = cli("validate", "examples/backbones/resnet18.yaml", "--set", override)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: examples/backbones/resnet18.yaml: {line}"), result.stderr
+
+
+def test_set_values_are_typed_by_yaml_scalar_parsing():
+    from archspec.overrides import apply_overrides
+
+    data = apply_overrides({"budgets": {}}, ["budgets.max_flops=3e9", "budgets.input_size=480", "a.b=true",
+                                             "a.c=null", "a.d=[C3, C4]", "a.e=relu"])
+    assert data == {"budgets": {"max_flops": 3e9, "input_size": 480},
+                    "a": {"b": True, "c": None, "d": ["C3", "C4"], "e": "relu"}}
+    assert isinstance(data["budgets"]["input_size"], int)
+
+
+def test_search_takes_set_and_a_resume_must_repeat_it(tmp_path):
+    config = "examples/search/crnas_resnet50.yaml"
+    out = tmp_path / "run"
+    first = cli("search", config, "--out", str(out), "--max-trials", "3", "--set", "budgets.input_size=224")
+    assert first.returncode == 0, first.stderr
+    again = cli("search", config, "--out", str(out), "--max-trials", "3", "--resume")
+    assert again.returncode == 2 and "another config" in again.stderr
+    same = cli("search", config, "--out", str(out), "--max-trials", "3", "--resume", "--set", "budgets.input_size=224")
+    assert same.returncode == 0, same.stderr
+
+
+def test_ctrl_c_names_the_exact_resume_command(tmp_path):
+    # The search is interrupted from inside (SIGINT sent to the process itself as the search
+    # starts), so the test does not depend on timing.
+    script = (
+        "import os, signal, sys\n"
+        "import archspec.search.run as run\n"
+        "run.run_search = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n"
+        "from archspec.cli import main\n"
+        "sys.argv = ['archspec', 'search', 'my config.yaml', '--out', 'runs/x', '--max-trials', '50']\n"
+        "main(sys.argv[1:])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-2:] == [
+        "interrupted; continue with:", "  archspec search 'my config.yaml' --out runs/x --max-trials 50 --resume"]
+
+
+def test_resume_command_keeps_the_arguments_and_adds_resume_once():
+    from archspec.cli.options import resume_command
+
+    assert resume_command("train", ["-m", "archspec", "train", "a.yaml", "--out", "r"]) == \
+        "archspec train a.yaml --out r --resume"
+    assert resume_command("train", ["train", "a.yaml", "--resume"]) == "archspec train a.yaml --resume"
+
+
+def test_output_fits_80_columns_in_a_pipe_without_split_words_or_colour_codes():
+    result = cli("summary", "examples/backbones/resnet18.yaml", "examples/backbones/spinenet49.yaml",
+                 "examples/search/crnas_resnet50.yaml")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "\x1b[" not in result.stdout
+    header = " ".join(line for line in lines[:6])
+    for word in ("spec", "type", "params", "GMACs", "outputs:", "ch/stride", "RF", "(last)"):
+        assert f" {word} " in header, (word, header)
+
+
+def test_a_search_in_a_pipe_prints_no_progress_bar(tmp_path):
+    result = cli("search", "examples/search/crnas_resnet50.yaml", "--out", str(tmp_path / "s"), "--max-trials", "2")
+    assert result.returncode == 0, result.stderr
+    assert "━" not in result.stderr + result.stdout and "\x1b[" not in result.stderr + result.stdout
+
+
+# -- 9. the import name ---------------------------------------------------------------------------------
+def test_spacks_archspec_beside_this_one_is_explained_at_import(tmp_path):
+    (tmp_path / "archspec" / "cpu").mkdir(parents=True)
+    (tmp_path / "archspec" / "cpu" / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-c", "import archspec; print(archspec.load.__module__)"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "archspec.io"
+    assert "ImportNameConflict" in result.stderr and "Spack's CPU-microarchitecture library" in result.stderr
+    assert str(tmp_path / "archspec") in result.stderr
+
+
+def test_no_conflict_warning_when_only_this_archspec_is_installed():
+    result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", "import archspec"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0 and result.stderr == ""
