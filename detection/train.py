@@ -298,9 +298,10 @@ class _TensorBoard:
 
 
 def _say(text: str) -> None:
-    from rich.console import Console
+    """One line on stderr, never wrapped (it names paths, which logs and greps need whole)."""
+    import sys
 
-    Console(stderr=True, highlight=False).print(text)
+    print(text, file=sys.stderr, flush=True)
 
 
 class _Bar:

@@ -355,3 +355,141 @@ def test_no_conflict_warning_when_only_this_archspec_is_installed():
     result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", "import archspec"],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0 and result.stderr == ""
+
+
+# -- 6. training defaults, detection pictures, TensorBoard ----------------------------------------------
+def test_warm_up_is_capped_so_a_short_run_reaches_the_peak_rate():
+    from archspec.detection.train import TrainOptions, _schedule, warmup_steps
+
+    short = TrainOptions(epochs=2, learning_rate=2e-3)
+    total = 2 * 16  # --epochs 2 of 16 steps: the run never left the 100-step warm-up
+    assert warmup_steps(short, total) == 8
+    factors = [_schedule(warmup_steps(short, total), total)(step) for step in range(total)]
+    assert max(factors) == 1.0 and factors.index(1.0) == 7 and factors[-1] < 0.1
+    assert warmup_steps(TrainOptions(), 100_000) == 100  # long runs keep their warm-up
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from archspec.detection.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, num_train=4, num_val=2, seed=1)
+    return root
+
+
+def test_a_resumed_training_says_so_and_from_which_epoch(tiny_data, tmp_path):
+    args = ["train", "examples/detectors/fcos_tiny.yaml", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
+            "--batch-size", "4", "--max-steps-per-epoch", "1"]
+    first = cli(*args, "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    assert "resumed" not in first.stderr
+    second = cli(*args, "--epochs", "2", "--resume")
+    assert second.returncode == 0, second.stderr
+    assert f"resumed {tmp_path / 'run' / 'last.pt'}: 1 of 2 epochs done, continuing at epoch 2" in second.stderr
+    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_training_logs_to_tensorboard_when_it_is_installed(tiny_data, tmp_path, monkeypatch):
+    import types
+
+    from archspec.detection.train import TrainOptions, train
+
+    written: list[tuple[str, float, int]] = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter (the extra is optional)
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed", 0.0, 0))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    options = TrainOptions(epochs=1, batch_size=4, max_steps_per_epoch=1)
+    result = train(archspec.load(ROOT / "examples/detectors/fcos_tiny.yaml"), tiny_data, tmp_path / "run", options,
+                   progress=False)
+    record = result.history[0]
+    tags = {tag: (value, step) for tag, value, step in written}
+    assert tags["train/loss"] == (record["loss"], 1) and tags["train/lr"] == (record["lr"], 1)
+    assert tags["val/AP"] == (record["AP"], 1) and written[-1][0] == "closed"
+
+
+def test_detect_pictures_are_drawn_large_with_a_drawing_threshold(tmp_path):
+    from PIL import Image
+
+    from archspec.detection.deploy import DRAWING_MIN_SIDE, PALETTE, ImageDetections, draw, drawn_count
+
+    source = tmp_path / "small.png"
+    Image.new("RGB", (128, 96), (128, 128, 128)).save(source)
+    found = ImageDetections(source, (96, 128), [[10, 10, 60, 60], [70, 20, 120, 90], [5, 50, 40, 90]],
+                            [0.9, 0.5, 0.1], [0, 1, 3], ["circle", "square", "star"])
+    picture = Image.open(draw(found, tmp_path / "drawn.png", min_score=0.3)).convert("RGB")
+    factor = DRAWING_MIN_SIDE // 96 + (DRAWING_MIN_SIDE % 96 > 0)
+    assert picture.size == (128 * factor, 96 * factor) and min(picture.size) >= DRAWING_MIN_SIDE
+    colours = {colour for _, colour in picture.getcolors(maxcolors=1 << 20)}
+    assert PALETTE[0] in colours and PALETTE[1] in colours and PALETTE[3] not in colours
+    assert drawn_count([found], 0.3) == 2
+
+
+# -- 7. quiet provider probing ---------------------------------------------------------------------------
+def test_a_missing_gpu_provider_is_one_clear_line_without_onnxruntimes_log():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the provider starts")
+    result = cli("bench", "examples/backbones/resnet18.yaml", "--provider", "cuda", "--input-size", "32",
+                 "--warmup", "0", "--repeat", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: provider 'cuda' (CUDAExecutionProvider)"), result.stderr
+    assert "\x1b[" not in result.stderr and "onnxruntime_src" not in result.stderr
+
+
+def test_the_cause_of_a_provider_load_failure_is_read_from_onnxruntimes_log():
+    from archspec.compiler.runtime import provider_load_failure
+
+    log = ("\x1b[1;31m2026-12-02 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] ... : FAIL : "
+           "Failed to load library /x/capi/libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: "
+           "cannot open shared object file: No such file or directory\n\x1b[m")
+    assert provider_load_failure(log) == ("libonnxruntime_providers_cuda.so needs libcublasLt.so.13: cannot open "
+                                          "shared object file: No such file or directory")
+    assert provider_load_failure("") is None
+
+
+# -- 8. pareto.png ---------------------------------------------------------------------------------------
+def _trial(i: int, flops: float, score: float):
+    from archspec.search.store import Trial
+
+    return Trial(i, (i,), f"f{i}", "feasible", None, {"flops": flops, "params": 1, "macs": flops / 2}, score, 0.0)
+
+
+def test_pareto_plot_marks_the_budget_and_the_base(tmp_path):
+    from archspec.search.run import PlotReference, _plot, pareto_front
+
+    trials = [_trial(0, 2e9, 10.0), _trial(1, 3e9, 12.0), _trial(2, 2.5e9, 9.0)]
+    reference = PlotReference(max_flops=4e9, base_flops=2.2e9, base_score=9.5, base_name="r50")
+    figure = _plot(tmp_path / "p.png", trials, pareto_front(trials), reference)
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "GFLOPs (2 x MACs)" and (tmp_path / "p.png").stat().st_size > 0
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert labels == ["feasible", "Pareto front", "max_flops budget", "base (r50)"]
+    budget = [line for line in axes.get_lines() if line.get_label() == "max_flops budget"][0]
+    assert list(budget.get_xdata()) == [4.0, 4.0]
+
+
+def test_pareto_plot_uses_the_trial_number_when_all_trials_share_flops(tmp_path):
+    from archspec.search.run import PlotReference, _plot, pareto_front
+
+    trials = [_trial(i, 104.26e9, score) for i, score in enumerate([5.0, 7.0, 6.0, 9.0])]
+    figure = _plot(tmp_path / "p.png", trials, pareto_front(trials), PlotReference(base_score=6.5, base_name="r50"))
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "trial"
+    best = [line for line in axes.get_lines() if line.get_label() == "best so far"][0]
+    assert list(best.get_ydata()) == [5.0, 7.0, 7.0, 9.0]
+    assert "base (r50)" in [text.get_text() for text in axes.get_legend().get_texts()]
