@@ -493,3 +493,51 @@ def test_pareto_plot_uses_the_trial_number_when_all_trials_share_flops(tmp_path)
     best = [line for line in axes.get_lines() if line.get_label() == "best so far"][0]
     assert list(best.get_ydata()) == [5.0, 7.0, 7.0, 9.0]
     assert "base (r50)" in [text.get_text() for text in axes.get_legend().get_texts()]
+
+
+# -- 8. docs match the code --------------------------------------------------------------------------------
+def _guide_blocks(language: str) -> list[str]:
+    text = (ROOT / "docs" / "spec-guide.md").read_text()
+    blocks = text.split(f"```{language}\n")[1:]
+    return [block.split("```", 1)[0] for block in blocks]
+
+
+def test_every_complete_document_in_the_spec_guide_validates():
+    from archspec.io import parse_text
+
+    checked = 0
+    for language in ("yaml", "json"):
+        for block in _guide_blocks(language):
+            if block.startswith(("# excerpt", "# invalid", "# yaml-language-server")):
+                continue
+            document = archspec.validate_document(parse_text(block, format=language),
+                                                  base_dir=ROOT / "examples" / "detectors")
+            checked += 1
+            assert document.type in ("staged", "detector", "search")
+    assert checked == 7  # toy (YAML and JSON), dilated, ResNet-50, mixed, FCOS, search
+
+
+def test_the_spec_guides_invalid_example_gives_the_errors_it_shows():
+    from archspec.io import parse_text
+
+    block = next(b for b in _guide_blocks("yaml") if b.startswith("# invalid"))
+    shown = _guide_blocks("text")[0].replace("error: bad.yaml: ", "").splitlines()
+    with pytest.raises(SpecError) as info:
+        archspec.validate(parse_text(block))
+    actual = [str(issue) for issue in info.value.issues]
+    assert len(actual) == len(shown)
+    for expected, got in zip(shown, actual):
+        assert got.startswith(expected.removesuffix("..."))
+
+
+def test_readme_names_the_networkx_graph_and_the_heads_behind_each_count():
+    readme = (ROOT / "README.md").read_text()
+    assert "compiler.lower(spec)" in readme and ".nx" in readme
+    graph = __import__("archspec.compiler", fromlist=["lower"]).lower(archspec.load(ROOT / "examples/backbones/resnet18.yaml"))
+    import networkx
+
+    assert isinstance(graph.nx, networkx.DiGraph)
+    assert "instances_{train,val}2017.json" in readme and "91 classes" in readme and "80 classes" in readme
+    help_text = cli("train", "--help").stdout
+    assert "instances_{train,val}2017.json" in " ".join(help_text.split())
+    assert "run_search" in readme and "Spack" in readme and "_ARCHSPEC_COMPLETE=bash_source" in readme
