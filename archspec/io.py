@@ -165,7 +165,7 @@ def validate_document(data: Any, *, source: str | None = None, base_dir: str | P
     """Any registered document (a spec, a search config...) validated from plain data."""
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
-        raise SpecError("", f"a document must be a mapping with a 'type' field, not {kind}", source=source)
+        raise SpecError("", f"a spec document must be a mapping with a 'type' field, not {kind}", source=source)
     tag = data.get("type")
     if tag is None:
         raise SpecError("type", "missing 'type' field naming the kind", source=source)
