@@ -1,6 +1,16 @@
 """Backbone specs. A staged backbone is a stem followed by stages of blocks (ResNet,
-MobileNetV2, DetNAS, CRNAS, MAE-DET). Outputs are named by level: ``C<k>`` is the output of
-the last stage whose cumulative stride is 2**k (C2..C5 are strides 4..32).
+MobileNetV2, DetNAS, CRNAS, MAE-DET).
+
+Output names:
+
+* ``C<k>`` (k >= 2) is the output of the last layer whose cumulative stride is 2**k (C2..C5 are
+  strides 4..32); when several stages end at the same stride (a dilated stage at stride 1,
+  MobileNetV2's stride-1 stages), ``C<k>`` is the last of them, as in the papers;
+* a stage given a ``name`` is an output under that name, so every stage is reachable, whatever
+  its stride (DetNet- and CR-NAS-style dilated stages);
+* ``logits`` is the classifier head's output.
+
+The default `outputs` are the ``C<k>`` of every level a stage reaches, from C2 up (plus ``logits``).
 
 `layers()` expands a spec into one `Layer` per block with its channels, stride, dilation and
 level resolved: the validation rules and the compiler both work from that list.
@@ -8,6 +18,7 @@ level resolved: the validation rules and the compiler both work from that list.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
@@ -16,6 +27,12 @@ from pydantic import Field, model_validator
 from archspec.blocks import (MAX_CHANNELS, MAX_DILATION, Block, BlockSpec, ConvBlock, MaxPoolLayer,
                              Placement, Spec)
 from archspec.errors import Issue, SpecError
+
+STAGE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+"""Stage names are identifiers, so they are valid ONNX output and Python attribute names."""
+
+RESERVED_OUTPUT_NAME = re.compile(r"^[CP][0-9]+$|^logits$")
+"""Names a stage may not take: level names (``C4``, ``P3``) and the head's ``logits``."""
 
 MAX_LEVEL = 7
 """Deepest feature level a backbone may reach (stride 128, SpineNet's L7)."""
@@ -62,6 +79,9 @@ class Stage(Spec):
     given its own kind and parameters through `blocks`, and its own dilation through
     `dilations`."""
 
+    name: Annotated[str, Field(pattern=STAGE_NAME_PATTERN)] | None = None
+    """Optional name; the stage's output is then available under it in `outputs` (use it for
+    stages that share a stride with a later one, e.g. before a dilated stage)."""
     block: Block
     """The block every layer of the stage uses unless `blocks` overrides it."""
     depth: Annotated[int, Field(ge=1, le=256)]
@@ -134,7 +154,8 @@ class StagedBackbone(Spec):
     stages: list[Stage] = Field(min_length=1, max_length=32)
     """The stages, in order."""
     outputs: list[str] | None = None
-    """Output names (``C2``..``C5``, ``logits`` with a head); default: every level from C2 up."""
+    """Output names: level names ``C2``..``C7`` (the last layer at that stride), stage names,
+    ``logits`` with a head; default: ``C<k>`` for every level a stage reaches from C2 up."""
     head: ClassifierHead | None = None
     """Optional classification head (adds the ``logits`` output)."""
 
@@ -180,11 +201,22 @@ class StagedBackbone(Spec):
         return layers
 
     def level_outputs(self) -> dict[str, Layer]:
-        """``C<k>`` -> the last layer ending at level k (stem included, e.g. C1)."""
+        """``C<k>`` -> the last layer ending at level k, for k >= 2 (the stem included: a stem
+        may end at C2). Level 1 and below are not offered: no detector reads them."""
         found: dict[str, Layer] = {}
         for layer in self.layers():
-            found[f"C{layer.level_out}"] = layer
+            if layer.level_out >= 2:
+                found[f"C{layer.level_out}"] = layer
         return found
+
+    def stage_outputs(self) -> dict[str, Layer]:
+        """Stage name -> the stage's last layer, for the stages that have a name."""
+        last = {layer.stage: layer for layer in self.layers() if layer.stage is not None}
+        return {stage.name: last[s] for s, stage in enumerate(self.stages) if stage.name is not None}
+
+    def output_layers(self) -> dict[str, Layer]:
+        """Every feature output name a spec may list (levels, then stage names) -> its layer."""
+        return self.level_outputs() | self.stage_outputs()
 
     def output_names(self) -> list[str]:
         if self.outputs is not None:
@@ -213,9 +245,10 @@ class StagedBackbone(Spec):
                                                        f"level is L{MAX_LEVEL} (stride {2 ** MAX_LEVEL})"))
                 break
             issues += layer.block.check(layer.placement)
+        issues += self._stage_name_problems()
         if issues:
             return issues
-        available = set(self.level_outputs()) | ({"logits"} if self.head else set())
+        available = set(self.output_layers()) | ({"logits"} if self.head else set())
         names = self.output_names()
         for i, name in enumerate(names):
             if name not in available:
@@ -226,6 +259,25 @@ class StagedBackbone(Spec):
         if not names:
             issues.append(Issue("outputs", "the backbone has no outputs"))
         return issues
+
+    def _stage_name_problems(self) -> list[Issue]:
+        issues: list[Issue] = []
+        seen: dict[str, int] = {}
+        for s, stage in enumerate(self.stages):
+            if stage.name is None:
+                continue
+            if RESERVED_OUTPUT_NAME.match(stage.name):
+                issues.append(Issue(f"stages[{s}].name", f"{stage.name!r} is reserved for levels and the head "
+                                                         "(C<k>, P<k>, logits); choose another name"))
+            elif stage.name in seen:
+                issues.append(Issue(f"stages[{s}].name", f"{stage.name!r} is also the name of stages[{seen[stage.name]}]"))
+            seen.setdefault(stage.name, s)
+        return issues
+
+    def resolved(self) -> "StagedBackbone":
+        """The same network with its defaults written out (`outputs`): what the fingerprint hashes,
+        so that a spec reads the same whether its defaults are written or left out."""
+        return self.model_copy(update={"outputs": self.output_names()})
 
 
 _LAYER_CACHE: dict[int, tuple["StagedBackbone", tuple[Layer, ...]]] = {}

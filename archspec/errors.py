@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+MAX_SHOWN_ISSUES = 20
+"""Problems listed in a `SpecError`'s text; the rest are counted (all stay in `issues`). Twenty
+is a screenful: enough to fix a file in one pass, few enough that a wrong `type` which
+invalidates every field below it does not bury the first line."""
+
 
 @dataclass(frozen=True)
 class Issue:
@@ -44,12 +49,19 @@ class SpecError(ValueError):
     def message(self) -> str:
         return self.issues[0].message if self.issues else ""
 
-    def _render(self) -> str:
-        head = str(self.issues[0]) if self.issues else "invalid spec"
+    def lines(self) -> list[str]:
+        """One line per problem (up to `MAX_SHOWN_ISSUES`, then a count of the rest), each
+        naming the file and the field path, so that every line stands alone in a log or grep."""
+        shown = [str(issue) for issue in self.issues[:MAX_SHOWN_ISSUES]] or ["invalid spec"]
         if self.source:
-            head = f"{self.source}: {head}"
-        extra = len(self.issues) - 1
-        return head + (f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra > 0 else "")
+            shown = [f"{self.source}: {line}" for line in shown]
+        hidden = len(self.issues) - MAX_SHOWN_ISSUES
+        if hidden > 0:
+            shown.append(f"... and {hidden} more problem{'s' if hidden > 1 else ''}")
+        return shown
+
+    def _render(self) -> str:
+        return "\n".join(self.lines())
 
     def with_prefix(self, prefix: str | Sequence[str | int]) -> "SpecError":
         """The same error, its paths rooted at `prefix` (for specs nested in other specs)."""

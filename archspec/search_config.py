@@ -10,6 +10,7 @@ which budgets, and scored how. Pure data, validated like every spec (`type: sear
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -460,41 +461,51 @@ class SearchConfig(Spec):
     """Seed of every random choice (``--seed`` overrides)."""
 
 
-def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
-    """The validated config and its validated base spec (errors name file and field)."""
+def load_search_config(path: str | Path, *, overrides: Sequence[str] = ()) -> tuple[SearchConfig, object]:
+    """The validated config and its validated base spec (errors name file and field);
+    `overrides` are ``key.path=value`` strings applied before validation (``--set``)."""
+    from archspec.io import _format_of, _overridden, _read, parse_text
+
+    path = Path(path)
+    data = parse_text(_read(path), format=_format_of(path), source=str(path))
+    return search_config_from_data(_overridden(data, overrides, str(path)), source=str(path),
+                                   base_dir=path.parent)
+
+
+def search_config_from_data(data, *, source: str | None = None,
+                            base_dir: Path | None = None) -> tuple[SearchConfig, object]:
+    """A search config validated from plain data, with its base (a file relative to `base_dir`,
+    default the current directory, inline, or the space's own default) and its detector template
+    checked against it. A strategy the space cannot serve is refused here, before anything runs."""
     from pydantic import TypeAdapter, ValidationError
 
     from archspec.errors import SpecError
-    from archspec.io import _from_validation_error, parse_text
+    from archspec.io import _from_validation_error
 
-    from archspec.files import read_text
-
-    path = Path(path)
-    data = parse_text(read_text(path, kind="search config"), format="json" if path.suffix.lower() == ".json"
-                      else "yaml", source=str(path))
+    base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
     if not isinstance(data, dict):
-        raise SpecError("", "a search config must be a mapping with 'type: search'", source=str(path))
+        raise SpecError("", "a search config must be a mapping with 'type: search'", source=source)
     try:
         config = TypeAdapter(SearchConfig).validate_python(data)
     except ValidationError as exc:
-        raise _from_validation_error(exc, str(path)) from None
-    check_capabilities(config, source=str(path))
-    config = config.model_copy(update={"space": config.space.resolved(path.parent, str(path))})
-    base = _load_base(config, path)
+        raise _from_validation_error(exc, source) from None
+    check_capabilities(config, source=source)
+    config = config.model_copy(update={"space": config.space.resolved(base_dir, source)})
+    base = _load_base(config, base_dir, source)
     if base.type not in config.space.base_types:
         wanted = " or ".join(config.space.base_types)
         raise SpecError("base", f"the {config.space.type} space edits {wanted} backbones, not {base.type!r}",
-                        source=str(path))
+                        source=source)
     if config.base is not None:
         try:
             config.space.check_base(base)
         except SpecError as exc:
-            raise exc.with_source(str(path)) from None
+            raise (exc.with_source(source) if source else exc) from None
     if config.detector is not None:
         try:
             config.detector.around(base)
         except SpecError as exc:
-            raise SpecError(issues=exc.with_prefix("detector").issues, source=str(path)) from None
+            raise SpecError(issues=exc.with_prefix("detector").issues, source=source) from None
     return config, base
 
 
@@ -509,8 +520,9 @@ def check_capabilities(config: SearchConfig, source: str | None = None) -> None:
                                          f"the {config.space.type!r} space offers {offers}", source=source)
 
 
-def _load_base(config: SearchConfig, path: Path):
-    """The validated base spec: the config's `base`, or the space's own default."""
+def _load_base(config: SearchConfig, base_dir: Path, source: str | None):
+    """The validated base spec: the config's `base` (a file relative to `base_dir`, or inline),
+    or the space's own default."""
     from archspec.errors import SpecError
     from archspec.io import load, validate
 
@@ -518,20 +530,20 @@ def _load_base(config: SearchConfig, path: Path):
         try:
             data = config.space.default_base()
         except SpecError as exc:
-            raise exc.with_prefix("space").with_source(str(path)) from None
+            raise exc.with_prefix("space").with_source(source) from None
         if data is None:
             raise SpecError("base", f"required field is missing (the {config.space.type} space edits a base spec)",
-                            source=str(path))
+                            source=source)
         try:
-            return validate(data, base_dir=path.parent)
+            return validate(data, base_dir=base_dir)
         except SpecError as exc:
-            raise exc.with_prefix("space").with_source(str(path)) from None
+            raise exc.with_prefix("space").with_source(source) from None
     if isinstance(config.base, str):
         try:
-            return load((path.parent / config.base).resolve())
+            return load((base_dir / config.base).resolve())
         except SpecError as exc:
-            raise SpecError(issues=exc.with_prefix("base").issues, source=str(path)) from None
+            raise SpecError(issues=exc.with_prefix("base").issues, source=source) from None
     try:
         return validate(config.base)
     except SpecError as exc:
-        raise exc.with_prefix("base").with_source(str(path)) from None
+        raise exc.with_prefix("base").with_source(source) from None

@@ -196,10 +196,11 @@ def lower_layer(graph: Graph, layer: Layer, x: str) -> str:
 def lower_staged(spec: StagedBackbone) -> Graph:
     graph = Graph(spec.name)
     x = graph.add("input", Input(spec.in_channels), block="input", block_kind="input")
-    level_nodes: dict[str, str] = {}
+    layer_nodes: dict[str, str] = {}
     for layer in spec.layers():
         x = lower_layer(graph, layer, x)
-        level_nodes[f"C{layer.level_out}"] = x
+        layer_nodes[layer.name] = x
+    level_nodes = {name: layer_nodes[layer.name] for name, layer in spec.output_layers().items()}
     if spec.head is not None:
         level_nodes["logits"] = lower_classifier(graph, x, spec.head.num_classes, spec.head.dropout)
     for name in spec.output_names():

@@ -15,12 +15,16 @@ numbers from different machines are never mixed up.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import platform
+import re
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -215,16 +219,52 @@ def create_session(model: str | Path | bytes, *, provider: str = "cpu", threads:
              "tensorrt": [wanted, PROVIDERS["cuda"], PROVIDERS["cpu"]]}[provider]
     source = model if isinstance(model, bytes) else str(model)
     ort.set_default_logger_severity(3)  # a failed provider is reported by the error below, not a log splash
+    log: list[str] = []
     try:
-        session = ort.InferenceSession(source, session_options(threads, optimization), providers=chain)
+        # A GPU provider whose libraries are missing is logged by ORT's native code straight to
+        # fd 2 (in red, at ERROR), whatever the logger severity: catch it, and explain it once below.
+        with _native_stderr_captured(log, enabled=provider != "cpu"):
+            session = ort.InferenceSession(source, session_options(threads, optimization), providers=chain)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         if provider != "cpu":
             raise ProviderError(f"provider {provider!r} ({wanted}) failed to start: {exc}") from exc
         raise
     if session.get_providers()[0] != wanted:
-        raise ProviderError(f"provider {provider!r} ({wanted}) is listed by onnxruntime but the session fell "
-                            f"back to {', '.join(session.get_providers())} (no usable device or libraries?)")
+        reason = provider_load_failure("".join(log)) or "no usable device or libraries?"
+        raise ProviderError(f"provider {provider!r} ({wanted}) is listed by onnxruntime but could not start, so "
+                            f"the session fell back to {', '.join(session.get_providers())} ({reason})")
     return session
+
+
+@contextlib.contextmanager
+def _native_stderr_captured(sink: list[str], *, enabled: bool = True):
+    """Redirect file descriptor 2 (where native libraries log) into `sink` for the block."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sink.append(captured.read().decode("utf-8", errors="replace"))
+
+
+_LOAD_FAILURE = re.compile(r"Failed to load library (\S+) with error: ([^\n\x1b]+)")
+
+
+def provider_load_failure(log: str) -> str | None:
+    """The cause ORT logged for a provider library it could not load, in one line, e.g.
+    ``libonnxruntime_providers_cuda.so needs libcublasLt.so.13: cannot open shared object file``."""
+    match = _LOAD_FAILURE.search(log)
+    if match is None:
+        return None
+    return f"{Path(match.group(1)).name} needs {match.group(2).strip()}"
 
 
 def _input_shape_of(session) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,21 +86,44 @@ class OnnxDetector:
                                   kept_labels, [self.class_names[v] for v in kept_labels])
 
 
+DRAWING_MIN_SIDE = 640
+"""Pictures are drawn at least this many pixels on their shorter side (small inputs are scaled
+up by a whole factor, pixels kept sharp), so that labels stay readable on 128-pixel images."""
+
+
 def draw(detections: ImageDetections, path: str | Path, min_score: float = 0.0) -> Path:
-    """The image with its boxes and labels drawn, saved (atomically, as PNG) to `path`."""
-    from PIL import ImageDraw
+    """The image with the boxes scoring at least `min_score` drawn, labelled with class and
+    score; line width and label size follow the picture's size. Saved atomically, as PNG, to `path`."""
+    from PIL import Image, ImageDraw, ImageFont
 
     picture = read_image(detections.path)
+    factor = max(1, math.ceil(DRAWING_MIN_SIDE / max(1, min(picture.size))))
+    if factor > 1:
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
+    side = min(picture.size)
+    font = ImageFont.load_default(size=max(12, round(side / 32)))
+    width = max(2, round(side / 240))
     pen = ImageDraw.Draw(picture)
-    for box, score, label, name in zip(detections.boxes, detections.scores, detections.labels, detections.names):
-        if score < min_score:
-            continue
+    kept = [(box, score, label, name) for box, score, label, name in
+            zip(detections.boxes, detections.scores, detections.labels, detections.names) if score >= min_score]
+    for box, score, label, name in sorted(kept, key=lambda item: item[1]):  # best on top
         colour = PALETTE[label % len(PALETTE)]
-        pen.rectangle(box, outline=colour, width=2)
-        pen.text((box[0] + 2, max(0, box[1] - 11)), f"{name} {score:.2f}", fill=colour)
+        x0, y0, x1, y1 = (value * factor for value in box)
+        pen.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        text = f"{name} {score:.2f}"
+        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+        tag_y = y0 - (bottom - top) - 2 * width if y0 - (bottom - top) - 2 * width >= 0 else y0
+        pen.rectangle((x0, tag_y, x0 + right - left + 2 * width, tag_y + bottom - top + 2 * width), fill=colour)
+        pen.text((x0 + width - left, tag_y + width - top), text, fill=(0, 0, 0) if sum(colour) > 400 else (255, 255, 255),
+                 font=font)
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
     return Path(path)
+
+
+def drawn_count(found: Iterable[ImageDetections], min_score: float) -> int:
+    """Detections at or above the drawing threshold, over all images."""
+    return sum(score >= min_score for item in found for score in item.scores)
 
 
 def write_outputs(found: Iterable[ImageDetections], out_dir: str | Path, min_score: float = 0.0,

@@ -36,6 +36,10 @@ class TrainOptions:
     """Peak AdamW learning rate (after a linear warm-up; cosine decay to 1% of it)."""
     weight_decay: float = 1e-4
     warmup_steps: int = 100
+    """Linear warm-up steps, at most `max_warmup_fraction` of the run's steps."""
+    max_warmup_fraction: float = 0.25
+    """Cap on the warm-up as a share of all steps, so that short runs reach the peak rate
+    (``--epochs 2`` of 16 steps warms up for 8 steps, not 100, and then decays)."""
     grad_clip: float = 10.0
     seed: int = 0
     device: str = "cpu"
@@ -54,7 +58,7 @@ class TrainResult:
     seconds: float = 0.0
 
 
-RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt")
+RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt", "tensorboard")
 """Files a training run writes in its folder."""
 
 
@@ -80,14 +84,19 @@ def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resu
     steps_per_epoch = _steps(len(train_set), options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     total_steps = max(1, steps_per_epoch * options.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(options.warmup_steps, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup_steps(options, total_steps), total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history, best, start = [], None, 0
     if resume:
         start, history, best = _resume(out, spec, model, optimizer, scheduler, scaler, device)
+        if start:
+            _say(f"resumed {out / 'last.pt'}: {start} of {options.epochs} epochs done, continuing at epoch "
+                 f"{start + 1}" if start < options.epochs else
+                 f"resumed {out / 'last.pt'}: all {options.epochs} epochs are done already")
     else:
         _prepare_run(out)
         save(spec, out / "spec.yaml")
+    board = _TensorBoard.open(out / "tensorboard")
     began = time.perf_counter()
     for epoch in range(start, options.epochs):
         train_set.set_epoch(epoch)
@@ -103,8 +112,12 @@ def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resu
         history.append(record)
         save_checkpoint(_state(spec, model, optimizer, scheduler, scaler, epoch + 1, history, best), out / "last.pt")
         _write_history(out, history)
+        if board is not None:
+            board.log(record)
         if progress:
             _print_record(record)
+    if board is not None:
+        board.close()
     return TrainResult(out, options.epochs, history, best, time.perf_counter() - began)
 
 
@@ -253,6 +266,11 @@ def _steps(samples: int, options: TrainOptions) -> int:
     return min(steps, options.max_steps_per_epoch) if options.max_steps_per_epoch else steps
 
 
+def warmup_steps(options: TrainOptions, total_steps: int) -> int:
+    """The warm-up actually used: `warmup_steps`, capped to `max_warmup_fraction` of the run."""
+    return max(1, min(options.warmup_steps, math.ceil(options.max_warmup_fraction * total_steps)))
+
+
 def _schedule(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -270,12 +288,49 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _TensorBoard:
+    """Epoch records as TensorBoard scalars (``RUN/tensorboard``), when the optional
+    ``tensorboard`` package is installed; history.jsonl stays the record of the run."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    @classmethod
+    def open(cls, folder: Path) -> "_TensorBoard | None":
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch's module needs the tensorboard package
+            return None
+        return cls(SummaryWriter(log_dir=str(folder)))
+
+    def log(self, record: dict) -> None:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                group = "val" if key.startswith("AP") else "train"  # AP* are validation metrics
+                self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _say(text: str) -> None:
+    """One line on stderr, never wrapped (it names paths, which logs and greps need whole)."""
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
 class _Bar:
     def __init__(self, total: int, title: str):
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Column
 
-        self.progress = Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                                 TimeRemainingColumn(), transient=True)
+        # 80 columns: a short bar, the loss text cut at its end rather than wrapped mid-word.
+        self.progress = Progress(TextColumn(title), BarColumn(bar_width=20), MofNCompleteColumn(),
+                                 TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+                                 TimeRemainingColumn(), transient=True, console=Console(stderr=True))
         self.task = self.progress.add_task("", total=total)
         self.progress.start()
 
@@ -287,7 +342,10 @@ class _Bar:
 
 
 def _progress(enabled: bool, total: int, title: str) -> _Bar | None:
-    return _Bar(total, title) if enabled else None
+    """A progress bar on a terminal only: in a pipe or a log the per-epoch lines say enough."""
+    import sys
+
+    return _Bar(total, title) if enabled and sys.stderr.isatty() else None
 
 
 def _print_record(record: dict) -> None:
@@ -296,4 +354,4 @@ def _print_record(record: dict) -> None:
     parts = [f"epoch {record['epoch']}", f"loss {record['loss']:.4f}"]
     if "AP" in record:
         parts += [f"AP {record['AP']:.3f}", f"AP50 {record['AP50']:.3f}"]
-    Console(stderr=True).print("  ".join(parts))
+    Console(stderr=True, highlight=False).print("  ".join(parts))

@@ -28,6 +28,8 @@ PACKAGES = {
     "search": ("archspec.search", 3),
 }
 CLI = ("archspec.cli", 4)
+ENTRY_POINTS = ("archspec.__main__",)
+"""Modules that only start the command line (`python -m archspec`): they belong to the cli layer."""
 LAYER_NAMES = {0: "spec", 1: "compiler", 2: "detection", 3: "search", 4: "cli"}
 # third-party packages the torch-free spec layer must never import, at any depth
 HEAVY = ("torch", "onnx", "onnxruntime", "onnxscript", "matplotlib", "pycocotools", "PIL")
@@ -42,7 +44,8 @@ def library_modules() -> dict[str, tuple[Path, int]]:
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             dotted = ".".join([name, *parts])
-            layer = CLI[1] if dotted == CLI[0] or dotted.startswith(CLI[0] + ".") else rank
+            in_cli = dotted == CLI[0] or dotted.startswith(CLI[0] + ".") or dotted in ENTRY_POINTS
+            layer = CLI[1] if in_cli else rank
             modules[dotted] = (path, layer)
     return modules
 

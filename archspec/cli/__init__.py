@@ -74,8 +74,10 @@ def cli() -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print a one-line error and exit (2 for invalid input)."""
-    click.echo(f"error: {message}", err=True)
+    """Print the error, ``error: `` before each line (a spec error has one line per problem),
+    and exit (2 for invalid input)."""
+    for line in str(message).splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(code)
 
 

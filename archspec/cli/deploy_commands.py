@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from archspec.cli.options import guard, max_memory_option
+from archspec.cli.options import console, guard, max_memory_option, set_option, table
 from archspec.io import load
 
 RUNTIME_CHOICES = click.Choice(["ort", "torch", "both"])
@@ -34,8 +34,9 @@ def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
 @click.option("--optimize", is_flag=True,
               help="Save ONNX Runtime's basic graph optimizations (constant folding, Conv+BN fusion) in the file.")
 @max_memory_option
+@set_option
 def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch: bool, weights: Path | None,
-           opset: int | None, optimize: bool, max_memory: str | None) -> None:
+           opset: int | None, optimize: bool, max_memory: str | None, overrides: tuple[str, ...]) -> None:
     """Export a spec to ONNX (dynamo exporter, checked with the ONNX checker's full check).
 
     Outputs are named as the spec's outputs; the spec JSON and its fingerprint are stored in the
@@ -46,7 +47,7 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
     from archspec.compiler.export import export as export_any
     from archspec.compiler.export import io_shapes, optimize_onnx
 
-    spec = load(spec_file)
+    spec = load(spec_file, overrides=overrides)
     guard(spec, None if input_size is None else _size(input_size), purpose="export", max_memory=max_memory)
     options = {}
     if spec.type == "detector":
@@ -95,8 +96,10 @@ def _detector_with_weights(spec, weights: Path | None):
               help="cpu: CPU time of the calling thread (needs --threads 1): steadier on a shared machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @max_memory_option
+@set_option
 def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup: int, repeat: int,
-          input_size: str | None, batch: int, clock: str, as_json: bool, max_memory: str | None) -> None:
+          input_size: str | None, batch: int, clock: str, as_json: bool, max_memory: str | None,
+          overrides: tuple[str, ...]) -> None:
     """Latency of a spec or an exported .onnx file: median, p10, p90, min and standard deviation
     in ms, with the runtime, provider, threads and machine fingerprint. With --runtime both,
     ONNX Runtime and torch eager are measured in the same run and their ratio is printed."""
@@ -110,7 +113,9 @@ def bench(model: Path, runtime: str, provider: str, threads: int | None, warmup:
         from archspec.files import check_readable
 
         check_readable(model, kind="ONNX file")
-    spec = _spec_of(model, is_onnx, needed=runtime != "ort")
+        if overrides:
+            raise click.UsageError("--set changes spec files; an .onnx file holds a fixed network")
+    spec = _spec_of(model, is_onnx, needed=runtime != "ort", overrides=overrides)
     size = _bench_size(model, is_onnx, input_size)
     if spec is not None and spec.type == "detector":
         if input_size is not None and size != spec.image_size:
@@ -183,9 +188,9 @@ def _torch_module(spec):
     return EndToEnd()
 
 
-def _spec_of(model: Path, is_onnx: bool, needed: bool):
+def _spec_of(model: Path, is_onnx: bool, needed: bool, overrides: tuple[str, ...] = ()):
     if not is_onnx:
-        return load(model)
+        return load(model, overrides=overrides)
     from archspec.compiler.export import METADATA_SPEC, read_metadata, spec_from_onnx
 
     if METADATA_SPEC in read_metadata(model):
@@ -234,21 +239,23 @@ def _bench_size(model: Path, is_onnx: bool, input_size: str | None) -> tuple[int
 
 
 def _print_bench(model: Path, size, batch: int, results: dict, ratio: float | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=max(Console().width, 120))
+    out = console()
     machine = next(iter(results.values())).machine
-    console.print(f"[bold]{model}[/bold] at {size[0]}x{size[1]}, batch {batch}")
-    table = Table("runtime", "provider", "threads", "clock", "median ms", "p10", "p90", "min", "std", "runs (warm-up)")
-    for name, s in results.items():
-        table.add_row(name, s.provider, str(s.threads), s.clock, f"{s.median_ms:.3f}", f"{s.p10_ms:.3f}", f"{s.p90_ms:.3f}",
-                      f"{s.min_ms:.3f}", f"{s.std_ms:.3f}", f"{s.repeats} ({s.warmup})")
-    console.print(table)
+    out.print(f"[bold]{model}[/bold] at {size[0]}x{size[1]}, batch {batch}")
+    # One column per runtime, one row per figure: narrow enough for 80 columns with both runtimes.
+    rows = table("", *results)
+    stats = list(results.values())
+    for label, cell in (("provider", lambda s: s.provider), ("threads", lambda s: str(s.threads)),
+                        ("clock", lambda s: s.clock), ("median ms", lambda s: f"{s.median_ms:.3f}"),
+                        ("p10 ms", lambda s: f"{s.p10_ms:.3f}"), ("p90 ms", lambda s: f"{s.p90_ms:.3f}"),
+                        ("min ms", lambda s: f"{s.min_ms:.3f}"), ("std ms", lambda s: f"{s.std_ms:.3f}"),
+                        ("runs (warm-up)", lambda s: f"{s.repeats} ({s.warmup})")):
+        rows.add_row(label, *(cell(s) for s in stats))
+    out.print(rows)
     if ratio is not None:
-        console.print(f"ORT / torch eager (median): [bold]{ratio:.3f}[/bold]")
-    console.print(f"machine {machine['hash']}: {machine['cpu_model']}, {machine['physical_cores']} physical cores, "
-                  f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}")
+        out.print(f"ORT / torch eager (median): [bold]{ratio:.3f}[/bold]")
+    out.print(f"machine {machine['hash']}: {machine['cpu_model']}, {machine['physical_cores']} physical cores, "
+              f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}")
 
 
 # -- latency tables ----------------------------------------------------------------------------

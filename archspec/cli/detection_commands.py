@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from archspec.cli.options import guard, max_memory_option
+from archspec.cli.options import guard, max_memory_option, resume_hint_on_interrupt, set_option
 from archspec.io import load
 
 DEVICE_CHOICES = click.Choice(["cpu", "cuda"])
@@ -46,7 +46,8 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.command()
 @click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="COCO-format folder (annotations/instances_{train,val}.json and the image folders).")
+              help="COCO-format folder: annotations/instances_{train,val}.json or instances_{train,val}2017.json, "
+                   "and the image folders.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=12, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
@@ -59,19 +60,21 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @max_memory_option
+@set_option
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
           device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool,
-          max_memory: str | None) -> None:
+          max_memory: str | None, overrides: tuple[str, ...]) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue."""
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
-    spec = _detector(spec_file)
+    spec = _detector(spec_file, overrides)
     guard(spec, batch=batch_size, purpose="training", max_memory=max_memory)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
-    result = run_training(spec, data_dir, out, options, resume=resume)  # holds the run folder (marker, lock)
+    with resume_hint_on_interrupt("train"):
+        result = run_training(spec, data_dir, out, options, resume=resume)  # holds the run folder (marker, lock)
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
@@ -106,28 +109,31 @@ def evaluate(run: Path, data_dir: Path, checkpoint: str, device: str, as_json: b
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="ONNX Runtime execution provider (an error if unavailable).")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-              help="Draw boxes scoring at least this (detections.json keeps all).")
+              help="Drawing threshold: draw boxes scoring at least this. detections.json keeps every detection "
+                   "down to the spec's evaluation threshold (postprocess.score_threshold), as COCO AP needs.")
 def detect(model: Path, images: tuple[Path, ...], out: Path, provider: str, min_score: float) -> None:
     """Run an exported detector (.onnx from `archspec export`) on images in ONNX Runtime."""
     from archspec.detection.deploy import OnnxDetector, write_outputs
     from archspec.files import RunFolder
 
     detector = OnnxDetector(model, provider=provider)
-    counts = [0, 0]
+    counts = {"images": 0, "detections": 0, "drawn": 0}
 
     def counted(found):
         for item in found:
-            counts[0] += 1
-            counts[1] += len(item.labels)
+            counts["images"] += 1
+            counts["detections"] += len(item.labels)
+            counts["drawn"] += sum(score >= min_score for score in item.scores)
             yield item
 
     with RunFolder(out, "detect") as folder:  # one image at a time, each output recorded before written
         path = write_outputs(counted(detector.iter_detections(images)), out, min_score, folder=folder)
-    click.echo(f"{counts[0]} images, {counts[1]} detections -> {path}")
+    click.echo(f"{counts['images']} images: {counts['drawn']} detections scoring >= {min_score:g} drawn "
+               f"in {out}; all {counts['detections']} (for COCO AP) in {path}")
 
 
-def _detector(path: Path):
-    spec = load(path)
+def _detector(path: Path, overrides: tuple[str, ...] = ()):
+    spec = load(path, overrides=overrides)
     if spec.type != "detector":
         raise click.UsageError(f"{path} is a {spec.type!r} spec; training needs a detector spec "
                                "(see examples/detectors/)")

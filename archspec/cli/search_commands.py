@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from archspec.cli.options import max_memory_option
+from archspec.cli.options import max_memory_option, resume_hint_on_interrupt, set_option
 
 
 @click.command()
@@ -22,9 +22,10 @@ from archspec.cli.options import max_memory_option
               help="Propose this many candidates before any feedback (default: as many as the strategy can "
                    "without changing its results; 1 for the evolutions). Changes the search: results depend on "
                    "it. Lets --workers help the evolutions.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar (there is none either when the output is not a terminal).")
+@set_option
 def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, workers: int,
-           batch: int | None, quiet: bool) -> None:
+           batch: int | None, quiet: bool, overrides: tuple[str, ...]) -> None:
     """Run a search; every trial goes to OUT/trials.sqlite, results to best.yaml, trials.csv,
     pareto.csv, pareto.png and report.txt. Kill it any time and rerun with --resume (with the
     same --batch; --workers may change)."""
@@ -32,11 +33,11 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
 
     from archspec.search.run import run_search
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), resume_hint_on_interrupt("search"):
         # A run's warnings (e.g. --workers that cannot help) as one line, not with a source line.
         warnings.showwarning = lambda message, *_, **__: click.echo(f"warning: {message}", err=True)
         result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet,
-                            workers=workers, batch=batch)
+                            workers=workers, batch=batch, overrides=overrides)
     click.echo((out / "report.txt").read_text(), nl=False)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
@@ -51,12 +52,14 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the forward form.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @max_memory_option
-def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool, max_memory: str | None) -> None:
+@set_option
+def score(file: Path, scorer: str, input_size: str, seed: int, as_json: bool, max_memory: str | None,
+          overrides: tuple[str, ...]) -> None:
     """A spec's training-free MAE-DET score (C3:C4:C5 = 1:1:6; higher is better)."""
     from archspec import load
     from archspec.search.score import SCORERS
 
-    spec = load(file)
+    spec = load(file, overrides=overrides)
     result = SCORERS[scorer](spec, input_size=input_size, seed=seed, max_memory=max_memory)
     value, levels, extra = result.value, result.levels, result.terms
     if as_json:

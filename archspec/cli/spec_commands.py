@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from archspec.cli.options import console, set_option, table
 from archspec.errors import SpecError
 from archspec.files import atomic_write_text
-from archspec.io import json_schema, load
+from archspec.io import json_schema, load, load_document
 
 input_size_option = click.option(
     "--input-size", default=None, metavar="H[xW]",
@@ -19,25 +20,28 @@ input_size_option = click.option(
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def validate(files: tuple[Path, ...]) -> None:
-    """Validate spec files (and templates: specs with choices, checked branch by branch); print
-    one line per file. Exit code 2 if any is invalid."""
+@set_option
+def validate(files: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
+    """Validate documents (backbone, detector and search files, and templates: specs with choices,
+    checked branch by branch); print one line per file, every problem of an invalid one. Exit
+    code 2 if any is invalid."""
     from archspec.template import is_template, load_template
 
     bad = 0
     for path in files:
         try:
-            spec = load(path)
+            document = load_document(path, overrides=overrides)
         except SpecError as exc:
             template = _template_of(path, is_template, load_template, exc)
             if isinstance(template, SpecError):
-                click.echo(f"error: {template}", err=True)
+                for line in template.lines():
+                    click.echo(f"error: {line}", err=True)
                 bad += 1
                 continue
             click.echo(f"ok: {path} (template of {template.kind} specs: {len(template.decisions)} decisions, "
                        f"{template.size():,} architectures)")
             continue
-        click.echo(f"ok: {path} ({spec.type} {spec.name})")
+        click.echo(f"ok: {path} ({document.type} {document.name})")
     if bad:
         sys.exit(2)
 
@@ -58,21 +62,52 @@ def _template_of(path: Path, is_template, load_template, error: SpecError):
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @input_size_option
+@set_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (an object, or a list for several files).")
-def summary(files: tuple[Path, ...], input_size: str, as_json: bool) -> None:
+def summary(files: tuple[Path, ...], input_size: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Parameters, MACs, FLOPs (= 2 x MACs) and every output's channels, stride, shape and
-    receptive field. MACs count convolutions and linear layers only."""
-    from archspec.compiler import parse_input_size, summarize
+    receptive field. MACs count convolutions and linear layers only. A search config is
+    summarized by its space, strategy and budgets and its base spec at the budgets' input size."""
+    from archspec.compiler import parse_input_size
 
     size = parse_input_size(input_size) if input_size else None
-    summaries = [_summarize_onnx(path) if path.suffix.lower() == ".onnx" else
-                 summarize(load(path), size) | {"file": str(path)} for path in files]
+    summaries = [_summarize_file(path, size, overrides) for path in files]
     if as_json:
         click.echo(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     elif len(summaries) == 1:
         _print_one(summaries[0])
     else:
         _print_table(summaries)
+
+
+def _summarize_file(path: Path, size, overrides: tuple[str, ...]) -> dict:
+    from archspec.compiler import summarize
+
+    if path.suffix.lower() == ".onnx":
+        if overrides:
+            raise click.UsageError("--set changes spec files; an .onnx file holds a fixed network")
+        return _summarize_onnx(path)
+    document = load_document(path, overrides=overrides)
+    if document.type == "search":
+        return _summarize_search(path, size, overrides)
+    return summarize(document, size) | {"file": str(path)}
+
+
+def _summarize_search(path: Path, size, overrides: tuple[str, ...]) -> dict:
+    """The base's summary (at the budgets' input size unless --input-size says otherwise), under
+    the config's name, with what the search varies and the limits it respects."""
+    from archspec.compiler import summarize
+    from archspec.search_config import load_search_config
+
+    config, base = load_search_config(path, overrides=overrides)
+    budget_size = config.budgets.input_size
+    base_summary = summarize(base, size or budget_size)
+    search = {key: config.model_dump(mode="json", exclude_none=True)[key]
+              for key in ("space", "strategy", "budgets", "score", "trials", "seed")}
+    if config.detector is not None:
+        search["detector"] = config.detector.model_dump(mode="json", exclude_none=True)
+    return base_summary | {"file": str(path), "search": {"name": config.name, **search},
+                           "base": {"name": base_summary["name"], "type": base.type}}
 
 
 def _summarize_onnx(path: Path) -> dict:
@@ -87,46 +122,62 @@ def _summarize_onnx(path: Path) -> dict:
 
 
 def _print_one(info: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    out = console()
     h, w = info["input_size"]
-    console.print(f"[bold]{info['name']}[/bold] ({info['type']}, fingerprint {info['fingerprint']}) at {h}x{w}")
-    console.print(f"  params {info['params']:,}   MACs {info['macs']:,} ({info['macs'] / 1e9:.3f} G)   "
-                  f"FLOPs {info['flops'] / 1e9:.3f} G (2 x MACs)   activations {info['activation_bytes'] / 2**20:.1f} MiB")
-    table = Table("output", "channels", "stride", "shape (C, H, W)", "receptive field")
-    for name, out in info["outputs"].items():
-        rf = out.get("receptive_field", "-")
-        table.add_row(name, str(out["channels"]), str(out["stride"]), "x".join(map(str, out["shape"])),
-                      "global" if rf is None else str(rf))
-    console.print(table)
+    if "search" in info:
+        _print_search_header(out, info["search"], info["base"])
+    out.print(f"[bold]{info['name']}[/bold] ({info['type']}, fingerprint {info['fingerprint']}) at {h}x{w}")
+    out.print(f"  params {info['params']:,}   MACs {info['macs']:,} ({info['macs'] / 1e9:.3f} G)")
+    out.print(f"  FLOPs {info['flops'] / 1e9:.3f} G (2 x MACs)   activations {info['activation_bytes'] / 2**20:.1f} MiB")
+    rows = table("output", "channels", "stride", "shape C,H,W", "receptive field")
+    for name, output in info["outputs"].items():
+        rf = output.get("receptive_field", "-")
+        rows.add_row(name, str(output["channels"]), str(output["stride"]), "x".join(map(str, output["shape"])),
+                     "global" if rf is None else str(rf))
+    out.print(rows)
     for part, counts in info.get("parts", {}).items():
-        console.print(f"  {part}: params {counts['params']:,}   MACs {counts['macs'] / 1e9:.3f} G")
+        out.print(f"  {part}: params {counts['params']:,}   MACs {counts['macs'] / 1e9:.3f} G")
     for role, values in info.get("onnx", {}).items():
         shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in values.items())
-        console.print(f"  ONNX {role}: {shapes}")
+        out.print(f"  ONNX {role}: {shapes}")
+
+
+def _print_search_header(out, search: dict, base: dict) -> None:
+    def fields(data: dict) -> str:
+        return ", ".join(f"{key} {value}" for key, value in data.items() if key != "type")
+
+    out.print(f"[bold]{search['name']}[/bold] (search): {search['trials']:,} trials, seed {search['seed']}, "
+              f"score {search['score']}")
+    out.print(f"  space {search['space']['type']}: {fields(search['space']) or 'defaults'}")
+    out.print(f"  strategy {search['strategy']['type']}: {fields(search['strategy']) or 'defaults'}")
+    out.print(f"  budgets: {fields(search['budgets'])}")
+    if "detector" in search:
+        detector = search["detector"]
+        out.print(f"  detector: {detector['neck']['type']} neck, {detector['head']['type']} head, "
+                  f"{detector['num_classes']} classes")
+    out.print("base:")
 
 
 def _print_table(summaries: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     h, w = summaries[0]["input_size"]
-    table = Table("spec", "type", "params", "GMACs", "outputs (channels/stride)", "RF of last output",
-                  title=f"{len(summaries)} specs at {h}x{w} (MACs: conv + linear multiply-adds; FLOPs = 2 x MACs)")
+    rows = table("spec", "type", "params", "GMACs", "outputs: ch/stride", "RF (last)",
+                 title=f"{len(summaries)} specs at {h}x{w} (MACs: conv + linear multiply-adds; FLOPs = 2 x MACs)")
     for info in summaries:
         outs = " ".join(f"{n}:{o['channels']}/{o['stride']}" for n, o in info["outputs"].items())
         last_rf = list(info.get("receptive_field", {}).values() or ["-"])[-1]
-        table.add_row(info["name"], info["type"], f"{info['params']:,}", f"{info['macs'] / 1e9:.3f}", outs,
-                      "global" if last_rf is None else str(last_rf))
-    Console(width=160).print(table)
+        name = f"{info['search']['name']} (base {info['name']})" if "search" in info else info["name"]
+        if tuple(info["input_size"]) != (h, w):
+            name += f" at {info['input_size'][0]}x{info['input_size'][1]}"
+        rows.add_row(name, "search" if "search" in info else info["type"], f"{info['params']:,}",
+                     f"{info['macs'] / 1e9:.3f}", outs, "global" if last_rf is None else str(last_rf))
+    console().print(rows)
 
 
 @click.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 def schema(output: Path | None) -> None:
-    """Print the JSON Schema of spec documents (point your editor's YAML plugin at it)."""
+    """Print the JSON Schema of every document kind: backbones, detectors, search configs
+    (point your editor's YAML plugin at it)."""
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
         atomic_write_text(output, text)
@@ -140,13 +191,14 @@ def schema(output: Path | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "png"]), default="dot", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (required for png; text formats print to stdout otherwise).")
-def graph(file: Path, fmt: str, output: Path | None) -> None:
+@set_option
+def graph(file: Path, fmt: str, output: Path | None, overrides: tuple[str, ...]) -> None:
     """Render the block graph of a spec, one row per feature level (a detector's backbone for
     detector specs)."""
     from archspec.compiler import lower
     from archspec.compiler import render
 
-    spec = load(file)
+    spec = load(file, overrides=overrides)
     ir = lower(spec.backbone if spec.type == "detector" else spec)
     if fmt == "png":
         if output is None:
