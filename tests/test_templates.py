@@ -331,18 +331,38 @@ def test_space_commands_refuse_bad_input_in_one_line(tmp_path):
 
 
 def test_my_backbone_is_searched_under_flops_and_latency_budgets(tmp_path):
-    from archspec.search.run import run_search
-
-    result = run_search(SEARCH / "my_backbone_search.yaml", tmp_path / "run", max_trials=30, progress=False)
-    config, _ = load_search_config(SEARCH / "my_backbone_search.yaml")
-    assert result.trials == 30 and result.best_spec is not None
+    """The shipped user example's search (aging evolution, FLOPs and latency budgets), twice, with
+    budgets whose outcome does not depend on how fast this machine is: a latency budget nothing
+    can meet (every candidate within FLOPs is refused by it), and one everything meets (the FLOPs
+    budget decides). Latency is really measured both times."""
     import csv
 
-    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
-    feasible = [r for r in rows if r["status"] == "feasible"]
-    assert feasible and all(float(r["flops"]) <= config.budgets.max_flops for r in feasible)
-    assert all(float(r["latency_ms"]) <= config.budgets.max_latency_ms for r in feasible)
-    assert load_template(SEARCH / "my_backbone_template.yaml").match(result.best_spec) is not None
+    from archspec.search.run import run_search
+
+    text = (SEARCH / "my_backbone_search.yaml").read_text().replace(
+        "template: my_backbone_template.yaml", f"template: {SEARCH / 'my_backbone_template.yaml'}")
+    assert "max_flops: 8.0e9" in text and "max_latency_ms: 40" in text
+    runs = {}
+    for name, flops, latency in (("strict", "8.0e9", "0.0001"), ("loose", "2.5e9", "1.0e6")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text.replace("max_flops: 8.0e9", f"max_flops: {flops}")
+                        .replace("max_latency_ms: 40", f"max_latency_ms: {latency}"))
+        result = run_search(path, tmp_path / name, max_trials=20, progress=False)
+        rows = list(csv.DictReader((tmp_path / name / "trials.csv").open()))
+        runs[name] = (result, rows)
+        assert result.trials == 20 == len(rows)
+        checked = [r for r in rows if r["latency_ms"] and r["status"] != "duplicate"]
+        assert checked and all(float(r["latency_ms"]) > 0 for r in checked)
+        assert all(float(r["flops"]) <= float(flops) for r in checked)  # latency only after FLOPs
+    strict, strict_rows = runs["strict"]
+    assert strict.feasible == 0 and strict.best_spec is None
+    assert all(r["status"] == "infeasible" and r["reason"].startswith("max_latency_ms:")
+               for r in strict_rows if r["latency_ms"] and r["status"] != "duplicate")
+    loose, loose_rows = runs["loose"]
+    feasible = [r for r in loose_rows if r["status"] == "feasible"]
+    assert feasible and all(float(r["flops"]) <= 2.5e9 for r in feasible)
+    assert all(r["reason"].startswith("max_flops:") for r in loose_rows if r["status"] == "infeasible")
+    assert load_template(SEARCH / "my_backbone_template.yaml").match(loose.best_spec) is not None
 
 
 def test_detector_templates_choose_neck_and_head_fields_with_paths():
