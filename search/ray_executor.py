@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from archspec.search.evaluators import Evaluator, Outcome
 from archspec.search.executor import Job
 
-INSTALL_HINT = "pip install 'archspec-nas[ray]' (or: pip install 'ray[default]>=2.9')"
+INSTALL_HINT = "pip install 'archspec-nas[ray]' (or: pip install 'ray>=2.9')"
 DEFAULT_FACTORY = "archspec.search.evaluators:make_evaluator"
 """``module:function`` building an evaluator from (config, base): what every actor calls once."""
 
@@ -240,6 +240,7 @@ def _connect(ray, address: str | None, workers: int, resources: ActorResources) 
                  num_gpus=None if resources.num_gpus > 0 else 0, include_dashboard=False, log_to_driver=False,
                  logging_level="error", configure_logging=True)
         return True
+    _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="error")
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
@@ -247,6 +248,27 @@ def _connect(ray, address: str | None, workers: int, resources: ActorResources) 
                               f"`ray start --head`; the address is the head's host:6379, or ray://host:10001 "
                               f"for Ray Client)") from None
     return True
+
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long to wait for the cluster's head to accept a connection: Ray itself retries for minutes."""
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, in one line, when nothing listens at a ``host:port`` or ``ray://host:port``
+    address (Ray's own client retries for minutes, logging every attempt). "auto" is Ray's."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RayClusterError(f"cannot reach the Ray cluster at --address {address}: {exc.strerror or exc} (is "
+                              f"`ray start --head` running there? the address is the head's host:6379, or "
+                              f"ray://host:10001 for Ray Client)") from None
 
 
 def _cause(exc: BaseException) -> str:
