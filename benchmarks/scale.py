@@ -16,8 +16,11 @@ MAE-DET space (seeded mutations of its base):
 
 Each executor is started and warmed up with one job per worker (process spawn, Ray actor start,
 evaluator construction and that first job are reported apart, as "warm-up"), then timed on the
-whole job list. The
-per-job overhead is (executor time - serial time) / jobs at one worker. Ray runs on a private
+whole job list. Columns: evaluations per second; the speed-up over serial; the
+evaluator's own time per job, as measured inside the worker (`Outcome.seconds`: on a busy
+machine a worker's compute slows down too, and this shows it apart from the executor's cost);
+and the executor's per-job overhead, (wall time x workers / jobs) - the evaluator's own time
+per job: messages, pickling, scheduling, and idle workers waiting for the last chunk. Ray runs on a private
 local instance with `--cpus` CPUs, started once (its start time is printed).
 
 Every executor must return the same outcomes as the serial one; the benchmark checks it.
@@ -123,12 +126,15 @@ def bench(name: str, factory, config, base, jobs, ray_executor) -> dict:
     serial_seconds, serial_outcomes = results[("serial", 1)]
     print(f"\n{name} evaluator, {len(jobs)} candidates "
           f"({sum(o.status == 'passed' for o in serial_outcomes)} within budgets):")
-    print(f"  {'executor':<8} {'workers':>7} {'warm-up s':>10} {'evals/s':>9} {'speed-up':>8} {'overhead/job':>13}")
+    print(f"  {'executor':<8} {'workers':>7} {'warm-up s':>10} {'evals/s':>9} {'speed-up':>8} {'eval ms/job':>12} "
+          f"{'overhead ms/job':>16}")
     for kind, workers, start, seconds in rows:
-        same = comparable(results[(kind, workers)][1]) == comparable(serial_outcomes)
-        overhead = (seconds - serial_seconds) / len(jobs) * 1e3 if workers == 1 and kind != "serial" else None
-        print(f"  {kind:<8} {workers:>7} {start:>10.2f} {len(jobs) / seconds:>9.1f} {serial_seconds / seconds:>7.2f}x "
-              f"{'' if overhead is None else f'{overhead:>10.2f} ms':>13}" + ("" if same else "  OUTCOMES DIFFER"))
+        outcomes = results[(kind, workers)][1]
+        same = comparable(outcomes) == comparable(serial_outcomes)
+        inside = sum(o.seconds for o in outcomes) / len(jobs)
+        overhead = seconds * workers / len(jobs) - inside
+        print(f"  {kind:<8} {workers:>7} {start:>10.2f} {len(jobs) / seconds:>9.2f} {serial_seconds / seconds:>7.2f}x "
+              f"{inside * 1e3:>12.2f} {overhead * 1e3:>16.2f}" + ("" if same else "  OUTCOMES DIFFER"))
         if not same:
             raise SystemExit(f"{kind} with {workers} workers returned other outcomes than the serial executor")
     return results
