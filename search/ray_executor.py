@@ -181,7 +181,11 @@ class RayExecutor:
         try:
             ray.get(ready)
         except ray.exceptions.RayActorError as exc:
-            raise RuntimeError(f"a Ray evaluation actor failed to start: {_cause(exc)}") from None
+            cause = _creation_error(exc)
+            if isinstance(cause, ValueError):  # e.g. the config failed validation on the node: a SpecError
+                raise cause from None
+            raise RuntimeError(f"a Ray evaluation actor failed to start: "
+                               f"{_cause(exc) if cause is None else f'{type(cause).__name__}: {cause}'}") from None
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
         if not jobs:
@@ -269,6 +273,15 @@ def _check_reachable(address: str) -> None:
         raise RayClusterError(f"cannot reach the Ray cluster at --address {address}: {exc.strerror or exc} (is "
                               f"`ray start --head` running there? the address is the head's host:6379, or "
                               f"ray://host:10001 for Ray Client)") from None
+
+
+def _creation_error(exc: BaseException) -> BaseException | None:
+    """The exception an actor's constructor raised, if that is why it died."""
+    for arg in exc.args:
+        cause = getattr(arg, "cause", None)
+        if isinstance(cause, BaseException):
+            return cause
+    return None
 
 
 def _cause(exc: BaseException) -> str:

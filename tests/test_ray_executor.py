@@ -140,6 +140,12 @@ def test_too_many_dead_actors_is_an_error_not_a_hang(tmp_path, ray_instance):
         executor.close()
 
 
+def test_an_evaluator_that_cannot_be_built_is_a_clear_error(tmp_path, ray_instance):
+    config, base = load_search_config(write_config(tmp_path))
+    with pytest.raises(RuntimeError, match="actor failed to start: AttributeError: .* no attribute 'no_such_factory'"):
+        RayExecutor(1, config, base, factory="archspec.search.evaluators:no_such_factory")
+
+
 def test_config_and_base_travel_as_json_and_are_validated_again(tmp_path):
     config, base = load_search_config(write_config(tmp_path))
     config_json, base_json = to_wire(config), to_wire(base)
