@@ -8,6 +8,10 @@ A run folder holds ``spec.yaml`` (the detector), ``last.pt`` (written after ever
 Training is seeded: the model's initialisation comes from `seed`, and each epoch's shuffling
 and flips from (`seed`, epoch), so a run resumed from ``last.pt`` after a kill continues exactly
 as the uninterrupted run would have. Mixed precision is used on CUDA.
+
+Under ``torchrun`` the same function trains data-parallel (DDP; detection/distributed.py):
+``--batch-size`` is then the global batch, split over the processes, so the steps and the data
+of every epoch do not depend on the number of processes, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from archspec.io import canonical_json, fingerprint, save
 from archspec.detection.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from archspec.detection.distributed import convert_sync_batchnorm, start_distributed
 from archspec.files import RunFolder, atomic_write_text
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import Detector, build_detector
@@ -47,6 +52,11 @@ class TrainOptions:
     """Evaluate (and maybe update best.pt) every this many epochs, and after the last."""
     max_steps_per_epoch: int | None = None
     """Cut epochs short (tests and smoke runs)."""
+    sync_bn: bool = False
+    """BatchNorm statistics over all processes' batches (SyncBatchNorm; CUDA only)."""
+    stop_after_epoch: int | None = None
+    """End the run after this epoch (of the `epochs` schedule, which is unchanged); ``--resume``
+    continues it. For splitting a run into jobs, and for tests of resuming."""
 
 
 @dataclass
@@ -56,6 +66,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
     seconds: float = 0.0
+    rank: int = 0
+    """This process's rank under torchrun (only rank 0's history has the evaluations)."""
 
 
 RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt", "tensorboard")
@@ -65,22 +77,31 @@ RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt", "tensorboard")
 def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train `spec` on ``data_dir``'s train split, evaluating on its val split. `out` is a run
-    folder (`archspec.files.RunFolder`): made by a training run or empty, held by one process."""
-    with RunFolder(out, "train") as folder:
-        folder.record(*RUN_FILES)
-        return _train(spec, data_dir, Path(out), options, resume=resume, progress=progress)
+    folder (`archspec.files.RunFolder`): made by a training run or empty. Under torchrun, rank 0
+    holds it (marker and lock) and alone writes in it; the other ranks only read."""
+    out = Path(out)
+    ddp = start_distributed(options.device)
+    try:
+        if not ddp.is_main:
+            return _train(spec, data_dir, out, options, resume, False, ddp)
+        with RunFolder(out, "train") as folder:
+            folder.record(*RUN_FILES)
+            return _train(spec, data_dir, out, options, resume, progress, ddp)
+    finally:
+        ddp.close()
 
 
-def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resume: bool,
-           progress: bool) -> TrainResult:
-    from archspec.detection.coco import make_loader, open_split
+def _train(spec, data_dir, out: Path, options: TrainOptions, resume: bool, progress: bool, ddp) -> TrainResult:
+    from archspec.detection.coco import collate, open_split
 
-    device = _device(options.device)
+    device = ddp.place(_device(options.device))
     train_set = open_split(data_dir, "train", spec, train=True, seed=options.seed)  # bad data fails before building
     val_set = open_split(data_dir, "val", spec, train=False, seed=options.seed)
     _check_classes(spec, train_set)
     torch.manual_seed(options.seed)
     model = build_detector(spec).to(device)
+    if options.sync_bn:
+        model = convert_sync_batchnorm(model, device)
     steps_per_epoch = _steps(len(train_set), options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     total_steps = max(1, steps_per_epoch * options.epochs)
@@ -88,21 +109,29 @@ def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resu
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history, best, start = [], None, 0
     if resume:
-        start, history, best = _resume(out, spec, model, optimizer, scheduler, scaler, device)
-        if start:
+        start, history, best = _resume(out, spec, model, optimizer, scheduler, scaler, device, ddp.is_main)
+        if start and ddp.is_main:
             _say(f"resumed {out / 'last.pt'}: {start} of {options.epochs} epochs done, continuing at epoch "
                  f"{start + 1}" if start < options.epochs else
                  f"resumed {out / 'last.pt'}: all {options.epochs} epochs are done already")
     else:
-        _prepare_run(out)
-        save(spec, out / "spec.yaml")
-    board = _TensorBoard.open(out / "tensorboard")
+        _prepare_run(out, ddp.is_main)
+        if ddp.is_main:
+            save(spec, out / "spec.yaml")
+    start = ddp.agree(start, "the epoch to resume from")
+    forward = ddp.wrap(model, device)
+    stop = min(options.epochs, options.stop_after_epoch or options.epochs)
+    board = _TensorBoard.open(out / "tensorboard") if ddp.is_main else None
     began = time.perf_counter()
-    for epoch in range(start, options.epochs):
+    for epoch in range(start, stop):
         train_set.set_epoch(epoch)
-        loader = make_loader(train_set, options.batch_size, shuffle=True, seed=options.seed + epoch)
-        losses = _train_epoch(model, loader, optimizer, scheduler, scaler, device, options, epoch, progress)
+        loader = ddp.loader(train_set, options.batch_size, seed=options.seed + epoch, collate_fn=collate)
+        losses = ddp.mean(_train_epoch(model, loader, optimizer, scheduler, scaler, device, options, epoch, progress,
+                                       forward))
         record = {"epoch": epoch + 1, **losses, "lr": scheduler.get_last_lr()[0]}
+        if not ddp.is_main:  # rank 0 evaluates and writes; the others wait for it
+            ddp.barrier()
+            continue
         if (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs:
             metrics = evaluate(model, val_set, device=device, batch_size=options.batch_size)
             record.update({key: metrics[key] for key in ("AP", "AP50", "AP75")})
@@ -116,9 +145,10 @@ def _train(spec, data_dir: str | Path, out: Path, options: TrainOptions, *, resu
             board.log(record)
         if progress:
             _print_record(record)
+        ddp.barrier()
     if board is not None:
         board.close()
-    return TrainResult(out, options.epochs, history, best, time.perf_counter() - began)
+    return TrainResult(out, max(start, stop), history, best, time.perf_counter() - began, ddp.rank)
 
 
 def _write_history(out: Path, history: list) -> None:
@@ -126,22 +156,25 @@ def _write_history(out: Path, history: list) -> None:
     atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
-def _prepare_run(out: Path) -> None:
+def _prepare_run(out: Path, write: bool = True) -> None:
+    """Refuse a used run folder (on every process); create it (`write`: rank 0 only)."""
     for name in ("last.pt", "best.pt"):
         if (out / name).exists():
             raise CheckpointError(f"{out}: holds a run already ({name}); pass --resume to continue it or choose "
                                   "another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_history(out, [])
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_history(out, [])
 
 
-def _resume(out: Path, spec, model, optimizer, scheduler, scaler, device):
+def _resume(out: Path, spec, model, optimizer, scheduler, scaler, device, write: bool = True):
     path = out / "last.pt"
     if not path.exists():
         if (out / "best.pt").exists():
             raise CheckpointError(f"{path}: missing (best.pt exists); refusing to start over in a used run folder")
-        _prepare_run(out)
-        save(spec, out / "spec.yaml")
+        _prepare_run(out, write)
+        if write:
+            save(spec, out / "spec.yaml")
         return 0, [], None
     state = load_checkpoint(path, map_location=device, resumable=True)
     if state.get("fingerprint") != fingerprint(spec):
@@ -154,7 +187,8 @@ def _resume(out: Path, spec, model, optimizer, scheduler, scaler, device):
         load_state(scaler, state["scaler"], path, "scaler")
     history = list(state["history"])
     # keep history.jsonl consistent with the checkpoint (an epoch may have been logged after it)
-    _write_history(out, history)
+    if write:
+        _write_history(out, history)
     return int(state["epoch"]), history, state.get("best")
 
 
@@ -178,7 +212,8 @@ def canonical_json_with_name(spec) -> str:
 
 
 def _train_epoch(model: Detector, loader, optimizer, scheduler, scaler, device, options: TrainOptions,
-                 epoch: int, progress: bool) -> dict:
+                 epoch: int, progress: bool, forward: torch.nn.Module | None = None) -> dict:
+    """One epoch of steps; `forward` is the module to call (`model` in DDP under torchrun)."""
     model.train()
     totals: dict[str, float] = {}
     steps = _steps(len(loader.dataset), options)
@@ -188,7 +223,7 @@ def _train_epoch(model: Detector, loader, optimizer, scheduler, scaler, device, 
             break
         images = images.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            dense = model(images)
+            dense = (forward or model)(images)
         parts = detection_loss(model, _float(dense), targets)
         loss = parts.total
         if not torch.isfinite(loss):

@@ -9,6 +9,8 @@ depend on which executor ran them (search/run.py feeds them back in trial-id ord
   messages, not one per candidate. Workers are spawned, not forked: the parent has threads
   (the progress bar) and a SQLite connection open, neither of which survives a fork safely.
 
+* `RayExecutor` (search/ray_executor.py, ``--executor ray``): Ray actors, local or on a cluster.
+
 A distributed engine (Ray, Dask, a job queue) plugs in as another `Executor`: start each remote
 worker with `init_worker(config, base)` (the config and base can travel as canonical JSON,
 `archspec.canonical_json`, and be re-validated there instead of pickled), send it jobs with
@@ -84,12 +86,14 @@ class PoolExecutor:
     CHUNKS_PER_WORKER = 2
     """Chunks per worker and round: a little slack for uneven chunks, few messages."""
 
-    def __init__(self, workers: int, config, base):
-        if workers < 2:
-            raise ValueError(f"a pool needs at least 2 workers, not {workers}; use SerialExecutor")
+    def __init__(self, workers: int, config, base, factory=None):
+        # One worker is allowed (benchmarks/scale.py measures the pool's per-job overhead with it);
+        # make_executor picks SerialExecutor for one.
+        if workers < 1:
+            raise ValueError(f"a pool needs at least 1 worker, not {workers}")
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=init_worker, initargs=(config, base))
+                                        initializer=init_worker, initargs=(config, base, factory))
 
     @classmethod
     def from_config(cls, workers: int, config, base, space=None) -> "PoolExecutor":
@@ -124,12 +128,13 @@ def make_executor(workers: int, config, base, space=None) -> Executor:
 _evaluator: Evaluator | None = None
 
 
-def init_worker(config, base) -> None:
-    """Build this process's evaluator (once per worker process). A worker dies with its parent:
-    a killed run must not leave evaluation processes behind."""
+def init_worker(config, base, factory=None) -> None:
+    """Build this process's evaluator (once per worker process); `factory(config, base)` instead
+    of `make_evaluator` builds another kind (it must be picklable: a module-level function). A
+    worker dies with its parent: a killed run must not leave evaluation processes behind."""
     global _evaluator
     _die_with_parent()
-    _evaluator = make_evaluator(config, base)
+    _evaluator = (factory or make_evaluator)(config, base)
 
 
 PR_SET_PDEATHSIG = 1

@@ -58,23 +58,34 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
               help="cuda trains with mixed precision.")
 @click.option("--eval-every", type=click.IntRange(1, 10000), default=1, show_default=True)
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt (with any number of "
+                                             "processes).")
+@click.option("--stop-after-epoch", type=click.IntRange(1), default=None,
+              help="End after this epoch, keeping the --epochs schedule; --resume continues.")
+@click.option("--sync-bn", is_flag=True, help="Under torchrun: BatchNorm statistics over all processes (CUDA).")
 @max_memory_option
 @set_option
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool,
-          max_memory: str | None, overrides: tuple[str, ...]) -> None:
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool, stop_after_epoch: int | None,
+          sync_bn: bool, max_memory: str | None, overrides: tuple[str, ...]) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
-    to --out. Kill it at any time and rerun with --resume to continue."""
+    to --out. Kill it at any time and rerun with --resume to continue.
+
+    Data-parallel on several processes or nodes: launch it with torchrun (gloo on CPU, NCCL
+    with --device cuda), e.g. `torchrun --standalone --nproc-per-node 4 -m archspec.cli train ...`;
+    --batch-size is then the global batch, split over the processes."""
     from archspec.detection.train import TrainOptions
     from archspec.detection.train import train as run_training
 
     spec = _detector(spec_file, overrides)
     guard(spec, batch=batch_size, purpose="training", max_memory=max_memory)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
-                           eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
+                           eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch, sync_bn=sync_bn,
+                           stop_after_epoch=stop_after_epoch)
     with resume_hint_on_interrupt("train"):
         result = run_training(spec, data_dir, out, options, resume=resume)  # holds the run folder (marker, lock)
+    if result.rank != 0:  # under torchrun, rank 0 reports
+        return
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")

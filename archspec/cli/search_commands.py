@@ -17,7 +17,16 @@ from archspec.cli.options import max_memory_option, resume_hint_on_interrupt, se
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--max-trials", type=int, default=None, help="Override the config's number of trials.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Evaluate candidates in this many processes. Never changes the results.")
+              help="Evaluate candidates in this many processes (or Ray actors). Never changes the results.")
+@click.option("--executor", "executor_name", type=click.Choice(["serial", "pool", "ray"]), default=None,
+              help="Where evaluations run: serial (this process), pool (local processes), ray (Ray actors; "
+                   "pip install 'archspec-nas[ray]'). Default: serial for --workers 1, else pool.")
+@click.option("--address", default=None, help="Ray cluster to use (head's host:6379, or ray://host:10001); "
+                                               "default: a private local Ray started and stopped with the run.")
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Ray: CPUs each actor reserves.")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Ray: GPUs each actor reserves (for evaluators that train or run a supernet).")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Propose this many candidates before any feedback (default: as many as the strategy can "
                    "without changing its results; 1 for the evolutions). Changes the search: results depend on "
@@ -25,22 +34,51 @@ from archspec.cli.options import max_memory_option, resume_hint_on_interrupt, se
 @click.option("--quiet", is_flag=True, help="No progress bar (there is none either when the output is not a terminal).")
 @set_option
 def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, workers: int,
+           executor_name: str | None, address: str | None, cpus_per_worker: float, gpus_per_worker: float,
            batch: int | None, quiet: bool, overrides: tuple[str, ...]) -> None:
     """Run a search; every trial goes to OUT/trials.sqlite, results to best.yaml, trials.csv,
     pareto.csv, pareto.png and report.txt. Kill it any time and rerun with --resume (with the
-    same --batch; --workers may change)."""
+    same --batch; --workers and --executor may change)."""
     import warnings
 
     from archspec.search.run import run_search
 
+    _check_executor_options(executor_name, workers, address)
     with warnings.catch_warnings(), resume_hint_on_interrupt("search"):
         # A run's warnings (e.g. --workers that cannot help) as one line, not with a source line.
         warnings.showwarning = lambda message, *_, **__: click.echo(f"warning: {message}", err=True)
-        result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet,
-                            workers=workers, batch=batch, overrides=overrides)
+        executor = None
+        if executor_name == "ray":
+            executor = _ray_executor(config, workers, address, cpus_per_worker, gpus_per_worker, overrides)
+        try:
+            result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet,
+                                workers=workers, batch=batch, executor=executor, overrides=overrides)
+        finally:
+            if executor is not None:
+                executor.close()
     click.echo((out / "report.txt").read_text(), nl=False)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
+
+
+def _check_executor_options(name: str | None, workers: int, address: str | None) -> None:
+    if name == "serial" and workers != 1:
+        raise click.UsageError(f"--executor serial evaluates in this process; it cannot use --workers {workers}")
+    if name == "pool" and workers < 2:
+        raise click.UsageError("--executor pool needs --workers 2 or more (one worker is --executor serial)")
+    if address is not None and name != "ray":
+        raise click.UsageError("--address names a Ray cluster; add --executor ray")
+
+
+def _ray_executor(config: Path, workers: int, address: str | None, cpus: float, gpus: float,
+                  overrides: tuple[str, ...] = ()):
+    from archspec.search_config import load_search_config
+    from archspec.search.ray_executor import ActorResources, RayExecutor, import_ray
+
+    import_ray()  # before loading anything: the install hint first
+    search_config, base = load_search_config(config, overrides=overrides)
+    return RayExecutor(workers, search_config, base, address=address,
+                       resources=ActorResources(num_cpus=cpus, num_gpus=gpus))
 
 
 @click.command()
