@@ -233,7 +233,7 @@ def effective_receptive_fields(spec, input_size: tuple[int, int], *, images: tor
     return found
 
 
-def save_heatmap(erf: LevelERF, path: str | Path, title: str = "") -> Path:
+def save_heatmap(erf: LevelERF, path, title: str = ""):
     """A PNG of the heat map (linear colour scale) with the 50%/90% squares, the theoretical
     field's square and the largest anchor, all around the field's centre."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -261,9 +261,9 @@ def save_heatmap(erf: LevelERF, path: str | Path, title: str = "") -> Path:
     ax.legend(loc="lower left", fontsize=6.5, framealpha=0.6)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110, format="png")
-    return path
+    target = Path(path) if isinstance(path, (str, Path)) else path  # or a binary file object
+    fig.savefig(target, dpi=110, format="png")
+    return target
 
 
 def erf_table(erfs: Sequence[LevelERF]) -> list[list[str]]:

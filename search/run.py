@@ -37,6 +37,7 @@ from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
+from archspec.search.report import RunData, config_meta, write_report
 from archspec.search.score import ScoreError
 from archspec.search.space import Rejected, make_space
 from archspec.search.store import Trial, TrialStore
@@ -61,7 +62,7 @@ class Timings:
     latency: float = 0.0
     """Latency predictions from kernel keys, and measuring kernels the table lacks."""
     outputs: float = 0.0
-    """trials.csv, pareto.csv/.png, best.yaml, report.txt."""
+    """trials.csv, pareto.csv/.png, best.yaml, report.txt, report.html."""
 
 
 @dataclass
@@ -100,6 +101,7 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         raise ValueError(f"{out} holds a search with another config or seed (or --batch); it cannot be resumed "
                          f"with this one")
     store.set_meta("identity", identity)
+    store.set_meta("config", config_meta(config, base))  # what `archspec report RUN` rebuilds the space from
     space = make_space(config.space, base)
     checker = BudgetChecker(config.budgets, out / "latency.sqlite")
 
@@ -127,6 +129,7 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         store.close()
     start = time.perf_counter()
     result = write_outputs(out, run.trials, space)
+    write_report(out, data=RunData(config.name, config, base, space, run.trials))
     timings.outputs = time.perf_counter() - start
     result.timings = timings
     return result

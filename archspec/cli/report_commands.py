@@ -71,3 +71,32 @@ def _save_atomic(path: Path, write) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The HTML file to write [default: RUN/report.html].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The run's search config (only for runs that do not record it: started by an older version).")
+@click.option("--top-k", type=click.IntRange(min=1, max=10000), default=20, show_default=True,
+              help="Rows of the top-k and infeasible tables.")
+@click.option("--erf/--no-erf", default=True, show_default=True,
+              help="Effective receptive fields of the best candidate (random weights and images).")
+@click.option("--erf-size", type=click.IntRange(min=16, max=4096), default=128, show_default=True,
+              help="Input side for the ERF.")
+@click.option("--erf-images", type=click.IntRange(min=1, max=256), default=2, show_default=True,
+              help="Random images the ERF is averaged over.")
+@click.option("--latency-table", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Latency table with calibration runs for measured latencies [default: RUN/latency.sqlite].")
+def report(run: Path, output: Path | None, config_path: Path | None, top_k: int, erf: bool, erf_size: int,
+           erf_images: int, latency_table: Path | None) -> None:
+    """Write a search run's report page: one self-contained HTML file (works offline): config and
+    budgets, progress, Pareto fronts (hover a point for the candidate, click for its YAML), the
+    top-k and infeasible candidates, the best architecture drawn and its effective receptive fields.
+    `archspec search` writes RUN/report.html at the end of every run."""
+    from archspec.search.report import ReportOptions, write_report
+
+    options = ReportOptions(top_k=top_k, erf=erf, erf_size=erf_size, erf_images=erf_images,
+                            latency_table=latency_table)
+    click.echo(f"wrote {write_report(run, output, config_path=config_path, options=options)}")

@@ -24,7 +24,7 @@ import click
 def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, workers: int,
            batch: int | None, quiet: bool) -> None:
     """Run a search; every trial goes to OUT/trials.sqlite, results to best.yaml, trials.csv,
-    pareto.csv, pareto.png and report.txt. Kill it any time and rerun with --resume (with the
+    pareto.csv, pareto.png, report.txt and report.html (the report page). Kill it any time and rerun with --resume (with the
     same --batch; --workers may change)."""
     import warnings
 
@@ -38,6 +38,7 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
     click.echo((out / "report.txt").read_text(), nl=False)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
+    click.echo(f"report page: {out / 'report.html'}")
 
 
 @click.command()
