@@ -347,13 +347,12 @@ def _config_section(data: RunData) -> str:
 def _plot_section(data: RunData, fronts: dict) -> str:
     has_latency = any("latency_ms" in t.metrics for t in data.trials)
     latency_note = "" if has_latency else (
-        '<p class="note">No latency in this run (the config has no latency budget), so there is no latency '
-        'front.</p>')
+        '<p class="note">No predicted latency in this run (the config has no latency budget).</p>')
     measured_note = "" if data.measured else (
         '<p class="note">No measured latencies: none of the candidates has an end-to-end calibration run in the '
         'latency table (<code>archspec latency build-table CONFIG --calibrate</code> measures the base and '
         'candidates near it).</p>' if has_latency else "")
-    latency_plot = '<div class="plot" id="plot-latency"></div>' if has_latency else ""
+    latency_plot = '<div class="plot" id="plot-latency"></div>' if has_latency or data.measured else ""
     return (f'<section id="plots"><h2>Progress and Pareto fronts</h2>'
             f'<p class="note">Hover a point for the candidate; click it to see its YAML below the plots.</p>'
             f'<div class="plot" id="plot-progress"></div>'
@@ -556,8 +555,9 @@ SCRIPT = r"""
   }
   frontPlot("plot-flops", "flops", i => T.flops[i] === null ? null : T.flops[i] / 1e9, "GFLOPs (2 x MACs)", "Score against FLOPs", false);
   if (document.getElementById("plot-latency"))
-    frontPlot("plot-latency", "latency", i => T.latency[i], "latency (ms)", "Score against latency: predicted" +
-      (D.fronts.measured.length ? " and measured" : ""), D.fronts.measured.length > 0);
+    frontPlot("plot-latency", "latency", i => T.latency[i], "latency (ms)", "Score against latency: " +
+      [D.fronts.latency.length ? "predicted" : "", D.fronts.measured.length ? "measured" : ""].filter(Boolean).join(" and "),
+      D.fronts.measured.length > 0);
   function show(id) {
     const yaml = D.yaml[String(id)];
     const i = T.id.indexOf(id);
