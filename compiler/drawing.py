@@ -1,7 +1,7 @@
 """Architecture drawings people can read: SVG (and a standalone HTML page around it).
 
 One row per feature level (L0, the image, at the top; stride 2**level), blocks left to right in
-dependency order, coloured by kind, each labelled with its kind, output channels and dilation.
+dependency order, coloured by kind, each labelled with its kind, output channels, kernel and dilation.
 Edges between rows are resampling and are drawn dashed with their factor (``↓4`` for a map four
 times smaller, ``↑2`` for nearest upsampling); edges inside a row are plain. Outputs have a bold
 border and their name.
@@ -9,7 +9,8 @@ border and their name.
 Columns are assigned by dependencies, not by execution order alone: a block goes into the first
 column after all its inputs and after the previous block of its row, so a scale-permuted graph
 (SpineNet) stays compact while every edge still points right. Runs of identical consecutive blocks
-in a chain (a ResNet stage) collapse into one box marked ``×n``; per-block dilations of a run
+in a chain (a ResNet stage: same kind, width and kernel) collapse into one box marked ``×n``;
+per-block dilations of a run
 (CR-NAS) are listed on it.
 
 No graphviz binary and no JavaScript: the SVG is plain text, so it inlines into the search report
@@ -33,7 +34,7 @@ KIND_COLORS = {
 """Fill colour per block kind; kinds not listed take `SPARE_COLORS` in order of appearance."""
 SPARE_COLORS = ("#dce775", "#a1887f", "#ff8a65", "#9575cd", "#aed581", "#7986cb")
 
-BOX_WIDTH, BOX_HEIGHT = 96, 50
+BOX_WIDTH, BOX_HEIGHT = 112, 50
 COLUMN_GAP, ROW_GAP = 30, 34
 LEFT, TOP = 92, 34
 DOWN_COLOR, UP_COLOR, SAME_COLOR = "#c62828", "#1565c0", "#78909c"
@@ -47,6 +48,8 @@ class Box:
     kind: str
     level: int
     channels: int
+    kernel: int
+    """Largest kernel of the block's convolutions (1: none is spatial)."""
     dilations: list[int]
     outputs: list[str] = field(default_factory=list)
     column: int = 0
@@ -72,20 +75,22 @@ class Box:
         return "d " + ",".join(map(str, self.dilations))
 
 
-def _block_dilations(graph: Graph) -> dict[str, int]:
-    """Block name -> the largest dilation of its convolutions (1 when none is dilated)."""
-    found: dict[str, int] = {}
-    for name, data in graph.nx.nodes(data="op"):
+def _block_convs(graph: Graph) -> dict[str, tuple[int, int]]:
+    """Block name -> (largest kernel, largest dilation) of its convolutions ((1, 1) without any)."""
+    found: dict[str, tuple[int, int]] = {}
+    for name, op in graph.nx.nodes(data="op"):
         block = graph.nx.nodes[name]["block"]
-        dilation = data.dilation if isinstance(data, Conv) else 1
-        found[block] = max(found.get(block, 1), dilation)
+        kernel, dilation = found.get(block, (1, 1))
+        if isinstance(op, Conv):
+            kernel, dilation = max(kernel, op.kernel), max(dilation, op.dilation)
+        found[block] = (kernel, dilation)
     return found
 
 
 def layout(graph: Graph, collapse: bool = True) -> tuple[list[Box], list[tuple[int, int]]]:
     """Boxes (with columns) and the edges between them (box indices)."""
     blocks = block_graph(graph)
-    dilations = _block_dilations(graph)
+    convs = _block_convs(graph)
     order = sorted(blocks.nodes, key=lambda n: blocks.nodes[n]["order"])
     boxes: list[Box] = []
     box_of: dict[str, int] = {}
@@ -95,14 +100,16 @@ def layout(graph: Graph, collapse: bool = True) -> tuple[list[Box], list[tuple[i
         last = boxes[-1] if boxes else None
         if (collapse and last is not None and preds == [last.names[-1]] and not last.outputs
                 and blocks.out_degree(last.names[-1]) == 1 and last.kind == data["kind"]
-                and last.level == data["level"] and last.channels == data["channels"] and data["kind"] != "input"):
+                and last.level == data["level"] and last.channels == data["channels"] and data["kind"] != "input"
+                and last.kernel == convs.get(name, (1, 1))[0]):
             last.names.append(name)
-            last.dilations.append(dilations.get(name, 1))
+            last.dilations.append(convs.get(name, (1, 1))[1])
             last.outputs = list(data.get("outputs", []))
             box_of[name] = len(boxes) - 1
             continue
         box_of[name] = len(boxes)
-        boxes.append(Box([name], data["kind"], data["level"], data["channels"], [dilations.get(name, 1)],
+        kernel, dilation = convs.get(name, (1, 1))
+        boxes.append(Box([name], data["kind"], data["level"], data["channels"], kernel, [dilation],
                          list(data.get("outputs", []))))
     edges = sorted({(box_of[u], box_of[v]) for u, v in blocks.edges if box_of[u] != box_of[v]})
     inputs: dict[int, list[int]] = {}
@@ -185,14 +192,16 @@ def _edge(source: Box, target: Box, x_of, y_of, ids: str) -> str:
 
 def _box(box: Box, x: float, y: float, color: str) -> str:
     count = f" ×{len(box.names)}" if len(box.names) > 1 else ""
-    detail = f"{box.channels}ch" + (f" · {box.dilation_text}" if box.dilation_text else "")
+    detail = (f"{box.channels}ch" + (f" · k{box.kernel}" if box.kernel > 1 else "") +
+              (f" · {box.dilation_text}" if box.dilation_text else ""))
     stroke = ' stroke="#212121" stroke-width="2.4"' if box.outputs else ' stroke="#455a64" stroke-width="0.8"'
-    tip = f"{box.title}: {box.kind}{count}, {box.channels} channels, L{box.level} (stride {2 ** box.level})"
+    tip = (f"{box.title}: {box.kind}{count}, {box.channels} channels, kernel {box.kernel}, L{box.level} "
+           f"(stride {2 ** box.level})")
     if box.dilation_text:
         tip += f", dilation {','.join(map(str, box.dilations))}"
     if box.outputs:
         tip += f"; output {', '.join(box.outputs)}"
-    short = box.title if len(box.title) <= 17 else box.title[:16] + "…"
+    short = box.title if len(box.title) <= 20 else box.title[:19] + "…"
     parts = [f'<g class="block block-{escape(box.kind)}"><title>{escape(tip)}</title>',
              f'<rect x="{x}" y="{y}" width="{BOX_WIDTH}" height="{BOX_HEIGHT}" rx="6" fill="{color}"{stroke}/>',
              f'<text x="{x + BOX_WIDTH / 2}" y="{y + 14}" font-size="9.5" text-anchor="middle" fill="#263238">'
@@ -222,7 +231,7 @@ def _legend(colors: dict[str, str], y: float) -> str:
         parts.append(f'<line x1="{x}" y1="{y2 + 5}" x2="{x + 26}" y2="{y2 + 5}" stroke="{color}" stroke-width="1.5"'
                      f'{dashed}/><text x="{x + 31}" y="{y2 + 9}" font-size="10">{escape(label)}</text>')
         x += 40 + 6.2 * len(label)
-    parts.append('<text x="{0}" y="{1}" font-size="10" fill="#546e7a">bold border: output · dN: dilation · '
+    parts.append('<text x="{0}" y="{1}" font-size="10" fill="#546e7a">bold border: output · kN: kernel · dN: dilation · '
                  '×n: n identical blocks in a row</text>'.format(x + 10, y2 + 9))
     parts.append("</g>")
     return "".join(parts)

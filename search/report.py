@@ -172,6 +172,8 @@ def write_report(run: str | Path, output: str | Path | None = None, *, data: Run
     run = Path(run)
     options = options or ReportOptions()
     data = data or load_run(run, config_path)
+    if options.latency_table is not None and not Path(options.latency_table).is_file():
+        raise FileNotFoundError(f"{options.latency_table}: no such latency table")
     table = options.latency_table or run / "latency.sqlite"
     budgets = data.config.budgets
     latency_size = budgets.latency_input_size or budgets.input_size
@@ -435,7 +437,7 @@ def _erf_section(data: RunData, best: Trial | None, options: ReportOptions) -> s
     size = (options.erf_size, options.erf_size)
     try:
         erfs = effective_receptive_fields(_best_spec(data, best), size, count=options.erf_images, seed=0)
-    except (ValueError, GraphError) as exc:  # e.g. an input too small for the deepest level
+    except (ValueError, RuntimeError, GraphError) as exc:  # e.g. an input too small for the deepest level
         return (f'<section id="erf"><h2>Effective receptive fields</h2><p class="warn">Not computed at '
                 f'{size[0]}x{size[1]}: {escape(str(exc))}</p></section>')
     head = "".join(f"<th>{escape(c)}</th>" for c in ERF_COLUMNS)

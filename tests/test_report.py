@@ -152,7 +152,7 @@ def test_drawing_rows_kinds_dilations_and_resampling():
         (2, 2, 256, [1, 1]), (3, 4, 512, [1, 1, 2, 1]), (4, 6, 1024, [1, 2, 1, 3, 2, 3]), (5, 4, 2048, [1, 2, 3, 3])]
     assert [b.outputs for b in stages] == [["C2"], ["C3"], ["C4"], ["C5"]]
     svg = to_svg(lower(spec))
-    assert "d 1,2,1,3,2,3" in svg and "bottleneck ×6" in svg and "1024ch" in svg
+    assert "d 1,2,1,3,2,3" in svg and "bottleneck ×6" in svg and "1024ch · k3" in svg and "64ch · k7" in svg
     assert svg.count('class="edge edge-down"') == 5  # stem conv, pool, stages 1..3
     assert 'class="edge edge-up"' not in svg
 
