@@ -530,8 +530,9 @@ SCRIPT = r"""
     counts[T.status[i]]++;
     if (i % every === 0 || i === n - 1) { cumX.push(T.id[i]); D.statuses.forEach((s, k) => cum[k].push(counts[k])); }
   }
-  const progress = [scatter(thin(feasible), i => T.id[i], "feasible score", {marker: {size: 5, color: D.colors.feasible, opacity: 0.6}}),
-    {type: "scatter", mode: "lines", line: {shape: "hv", color: "#ef6c00", width: 2}, name: "best so far", x: bestX, y: best, hoverinfo: "x+y"}];
+  // the best-so-far line under the points, so every point stays visible and hoverable
+  const progress = [{type: "scatter", mode: "lines", line: {shape: "hv", color: "#ef6c00", width: 2}, name: "best so far", x: bestX, y: best, hoverinfo: "x+y"},
+    scatter(thin(feasible), i => T.id[i], "feasible score", {marker: {size: 7, color: D.colors.feasible, opacity: 0.7}})];
   D.statuses.forEach((s, k) => progress.push({type: "scatter", mode: "lines", name: s + " (count)", x: cumX, y: cum[k],
     xaxis: "x2", yaxis: "y2", line: {color: D.colors[s], width: 1.5}, hoverinfo: "x+y+name"}));
   plots.push(["plot-progress", progress, Object.assign({}, layoutBase, {title: {text: "Progress over trials"},

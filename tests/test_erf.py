@@ -121,6 +121,7 @@ def test_centre_gradients_average_over_images():
     np.testing.assert_allclose(together, apart, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_resnet50_against_cr_resnet50_deep_levels(capsys):
     """The deeper levels' ERF radii of ResNet-50 and CR-ResNet-50 (random weights, 2 noise images
     at 128x128: a cheap check; benchmarks/erf.py prints the 224x224 table)."""
