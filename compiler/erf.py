@@ -35,7 +35,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """Normalisation of real images (the torchvision ImageNet statistics the backbones are trained with)."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MASS_FRACTIONS = (0.5, 0.9)
 
 
 def anchor_sides(level: int) -> tuple[float, float, float]:

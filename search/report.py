@@ -157,13 +157,6 @@ def overshoot(trial: Trial, budgets) -> float:
     return value / limit - 1 if name.startswith("max") else limit / max(value, 1e-12) - 1
 
 
-def _downsample(values: list, limit: int) -> list:
-    if len(values) <= limit:
-        return values
-    step = math.ceil(len(values) / limit)
-    return values[::step]
-
-
 # -- the page ------------------------------------------------------------------------------------
 def write_report(run: str | Path, output: str | Path | None = None, *, data: RunData | None = None,
                  config_path: str | Path | None = None, options: ReportOptions | None = None) -> Path:
