@@ -530,7 +530,7 @@ SCRIPT = r"""
     xaxis: "x2", yaxis: "y2", line: {color: D.colors[s], width: 1.5}, hoverinfo: "x+y+name"}));
   plots.push(["plot-progress", progress, Object.assign({}, layoutBase, {title: {text: "Progress over trials"},
     grid: {rows: 2, columns: 1, pattern: "independent", roworder: "top to bottom"},
-    xaxis: {title: {text: "trial"}, matches: "x2"}, yaxis: {title: {text: "score"}, domain: [0.42, 1]},
+    xaxis: {matches: "x2"}, yaxis: {title: {text: "score"}, domain: [0.42, 1]},
     xaxis2: {title: {text: "trial"}}, yaxis2: {title: {text: "trials so far"}, domain: [0, 0.3]}})]);
   function frontPlot(div, key, x, label, title, measuredToo) {
     const has = feasible.filter(i => x(i) !== null);
