@@ -39,6 +39,7 @@ from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
+from archspec.search.report import RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
 from archspec.search.space import Rejected, make_space
 from archspec.search.store import Trial, TrialStore
@@ -63,7 +64,7 @@ class Timings:
     latency: float = 0.0
     """Latency predictions from kernel keys, and measuring kernels the table lacks."""
     outputs: float = 0.0
-    """trials.csv, pareto.csv/.png, best.yaml, report.txt."""
+    """trials.csv, pareto.csv/.png, best.yaml, report.txt, report.html."""
 
 
 @dataclass
@@ -104,7 +105,7 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
 
 
 SEARCH_OUTPUTS = ("trials.sqlite", "latency.sqlite", "latency.sqlite.lock", "trials.csv", "pareto.csv",
-                  "pareto.png", "best.yaml", "report.txt")
+                  "pareto.png", "best.yaml", "report.txt", "report.html")
 """Files a search writes in its run folder (SQLite's -wal/-shm companions go with the stores)."""
 
 
@@ -164,6 +165,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     except BaseException:
         store.close()
         raise
+    store.set_meta("config", config_meta(config, base))  # what `archspec report RUN` rebuilds the space from
     checker = BudgetChecker(config.budgets, out / "latency.sqlite")
 
     def admit(genotype) -> bool:
@@ -190,6 +192,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         store.close()
     start = time.perf_counter()
     result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker))
+    write_report(out, data=RunData(config.name, config, base, space, run.trials))
     timings.outputs = time.perf_counter() - start
     result.timings = timings
     return result

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("archspec.cli.spec_commands:summary", "Costs, outputs and receptive fields of a spec."),
     "schema": ("archspec.cli.spec_commands:schema", "Print the JSON Schema of spec documents."),
     "graph": ("archspec.cli.spec_commands:graph", "Render a spec's block graph (DOT, Mermaid or PNG)."),
+    "erf": ("archspec.cli.report_commands:erf", "Effective receptive field of every output level (Luo et al. 2016)."),
+    "report": ("archspec.cli.report_commands:report", "A search run's report page: one self-contained HTML file."),
     "search": ("archspec.cli.search_commands:search", "Search a space under budgets (resumable)."),
     "space": ("archspec.cli.space_commands:space", "Search spaces: summary (decisions, size, FLOPs range), sample."),
     "score": ("archspec.cli.search_commands:score", "A spec's training-free MAE-DET score."),

@@ -37,8 +37,8 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
            executor_name: str | None, address: str | None, cpus_per_worker: float, gpus_per_worker: float,
            batch: int | None, quiet: bool, overrides: tuple[str, ...]) -> None:
     """Run a search; every trial goes to OUT/trials.sqlite, results to best.yaml, trials.csv,
-    pareto.csv, pareto.png and report.txt. Kill it any time and rerun with --resume (with the
-    same --batch; --workers and --executor may change)."""
+    pareto.csv, pareto.png, report.txt and report.html (the report page). Kill it any time and
+    rerun with --resume (with the same --batch; --workers and --executor may change)."""
     import warnings
 
     from archspec.search.run import run_search
@@ -59,6 +59,7 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
     click.echo((out / "report.txt").read_text(), nl=False)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
+    click.echo(f"report page: {out / 'report.html'}")
 
 
 def _check_executor_options(name: str | None, workers: int, address: str | None) -> None:

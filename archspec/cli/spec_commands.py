@@ -188,14 +188,16 @@ def schema(output: Path | None) -> None:
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "png"]), default="dot", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "png", "svg", "html"]), default="dot",
+              show_default=True, help="svg/html: the readable drawing (levels as rows, blocks coloured by kind, "
+                                      "resampling marked, channels and dilation on the blocks).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (required for png; text formats print to stdout otherwise).")
 @set_option
 def graph(file: Path, fmt: str, output: Path | None, overrides: tuple[str, ...]) -> None:
     """Render the block graph of a spec, one row per feature level (a detector's backbone for
     detector specs)."""
-    from archspec.compiler import lower
+    from archspec.compiler import drawing, lower
     from archspec.compiler import render
 
     spec = load(file, overrides=overrides)
@@ -205,7 +207,8 @@ def graph(file: Path, fmt: str, output: Path | None, overrides: tuple[str, ...])
             raise click.UsageError("--format png needs -o FILE.png")
         click.echo(f"wrote {render.to_png(ir, output)}")
         return
-    text = render.to_dot(ir) if fmt == "dot" else render.to_mermaid(ir)
+    writers = {"dot": render.to_dot, "mermaid": render.to_mermaid, "svg": drawing.to_svg, "html": drawing.to_html}
+    text = writers[fmt](ir)
     if output:
         atomic_write_text(output, text)
         click.echo(f"wrote {output}")
