@@ -75,8 +75,10 @@ def read_image(path: Path) -> Image.Image:
     except FileRefused as exc:
         raise DataError(str(exc)) from None
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
+            image = Image.open(io.BytesIO(data))
+        with image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(f"{path}: the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "
