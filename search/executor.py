@@ -19,6 +19,7 @@ stores: trials and the latency table are written by the parent alone.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -68,7 +69,7 @@ class PoolExecutor:
             raise ValueError(f"a pool needs at least 2 workers, not {workers}; use SerialExecutor")
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=init_worker, initargs=(config, base))
+                                        initializer=init_worker, initargs=(config, base, os.getpid()))
 
     def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
         if not jobs:
@@ -101,11 +102,13 @@ def make_executor(workers: int, config, base, space=None) -> Executor:
 _evaluator: Evaluator | None = None
 
 
-def init_worker(config, base) -> None:
-    """Build this process's evaluator (once per worker process). A worker dies with its parent:
-    a killed run must not leave evaluation processes behind."""
+def init_worker(config, base, parent: int | None = None) -> None:
+    """Build this process's evaluator (once per worker process). A worker dies with its parent
+    (the pid of the process that made the pool): a killed run must not leave evaluation
+    processes behind."""
     global _evaluator
-    _die_with_parent()
+    if parent is not None:
+        _die_with_parent(parent)
     _evaluator = make_evaluator(config, base)
 
 
@@ -113,19 +116,17 @@ PR_SET_PDEATHSIG = 1
 """prctl option: the signal the kernel sends this process when its parent dies (Linux)."""
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     import ctypes
-    import os
     import signal
     import sys
 
-    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no prctl: the worker exits when its pipe to the parent closes
             return
-    if os.getppid() != parent or parent == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect (e.g. while we imported)
         os._exit(1)
 
 
