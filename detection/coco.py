@@ -75,8 +75,10 @@ def read_image(path: Path) -> Image.Image:
     except FileRefused as exc:
         raise DataError(str(exc)) from None
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
+            image = Image.open(io.BytesIO(data))
+        with image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(f"{path}: the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "
@@ -204,21 +206,22 @@ def load_coco(path: str | Path):
     for i, image in enumerate(data["images"]):
         for key in ("width", "height"):
             if not (_is_int(image[key]) and image[key] > 0):
-                raise DataError(f"{path}: images[{i}].{key} must be a positive integer, not {image[key]!r}")
+                raise DataError(f"{path}: image {image['id']} (images[{i}]): {key} must be a positive integer, "
+                                f"not {image[key]!r}")
         name = image["file_name"]
         if not (isinstance(name, str) and name and not Path(name).is_absolute() and ".." not in Path(name).parts):
             raise DataError(f"{path}: images[{i}].file_name must be a relative path inside the image folder, "
                             f"not {name!r}")
     for i, ann in enumerate(data["annotations"]):
+        where = f"{path}: annotation {ann['id']} (annotations[{i}])"
         for key in ("image_id", "category_id"):
             if not _is_int(ann[key]):
-                raise DataError(f"{path}: annotations[{i}].{key} must be an integer, not {ann[key]!r}")
+                raise DataError(f"{where}: {key} must be an integer, not {ann[key]!r}")
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
-            raise DataError(f"{path}: annotations[{i}].bbox must be four finite numbers [x, y, width, height], "
-                            f"not {bbox!r}")
-        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            raise DataError(f"{path}: annotations[{i}].iscrowd must be 0 or 1, not {ann['iscrowd']!r}")
+            raise DataError(f"{where}: bbox must be four finite numbers [x, y, width, height], not {bbox!r}")
+        if "iscrowd" in ann and (not _is_int(ann["iscrowd"]) or ann["iscrowd"] not in (0, 1)):
+            raise DataError(f"{where}: iscrowd must be 0 or 1, not {ann['iscrowd']!r}")
     for ann in data["annotations"]:
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])

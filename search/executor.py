@@ -21,6 +21,7 @@ stores: trials and the latency table are written by the parent alone.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -93,7 +94,7 @@ class PoolExecutor:
             raise ValueError(f"a pool needs at least 1 worker, not {workers}")
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=init_worker, initargs=(config, base, factory))
+                                        initializer=init_worker, initargs=(config, base, os.getpid(), factory))
 
     @classmethod
     def from_config(cls, workers: int, config, base, space=None) -> "PoolExecutor":
@@ -128,12 +129,14 @@ def make_executor(workers: int, config, base, space=None) -> Executor:
 _evaluator: Evaluator | None = None
 
 
-def init_worker(config, base, factory=None) -> None:
+def init_worker(config, base, parent: int | None = None, factory=None) -> None:
     """Build this process's evaluator (once per worker process); `factory(config, base)` instead
     of `make_evaluator` builds another kind (it must be picklable: a module-level function). A
-    worker dies with its parent: a killed run must not leave evaluation processes behind."""
+    worker dies with its parent (the pid of the process that made the pool): a killed run must
+    not leave evaluation processes behind."""
     global _evaluator
-    _die_with_parent()
+    if parent is not None:
+        _die_with_parent(parent)
     _evaluator = (factory or make_evaluator)(config, base)
 
 
@@ -141,19 +144,17 @@ PR_SET_PDEATHSIG = 1
 """prctl option: the signal the kernel sends this process when its parent dies (Linux)."""
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     import ctypes
-    import os
     import signal
     import sys
 
-    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no prctl: the worker exits when its pipe to the parent closes
             return
-    if os.getppid() != parent or parent == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect (e.g. while we imported)
         os._exit(1)
 
 

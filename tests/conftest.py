@@ -79,6 +79,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     if not Path("/proc/self/stat").exists():
         return
+    _stop_own_resource_tracker()
     deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
     left = {}
     while True:
@@ -97,3 +98,17 @@ def pytest_sessionfinish(session, exitstatus):
         sys.stderr.write("\nprocesses left behind by the tests:\n" +
                          "".join(f"  {pid}: {cmd}\n" for pid, cmd in left.items()))
         session.exitstatus = 1
+
+
+def _stop_own_resource_tracker() -> None:
+    """This process's own multiprocessing resource tracker (started by tests that spawn) lives
+    until this process ends; stop it now so that only true leftovers remain."""
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)
+    if stop is not None:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - best effort; a tracker still running is then reported
+            pass

@@ -875,7 +875,7 @@ def store_cases() -> list[Case]:
                                                      _search_record(folder / "run"),
                                                      _store_kinds(kind)(folder / "run" / "latency.sqlite"))))
     cases.append(Case("latency_predict-empty_new_table", "stores", ["latency", "predict", "spec.yaml", "--table",
-                                                                     "t.sqlite"], tiny_spec, words=("missing",)))
+                                                                     "t.sqlite"], tiny_spec, words=("not in the latency table",)))
     return cases
 
 

@@ -113,6 +113,11 @@ def test_search_killed_at_every_write_keeps_each_output_old_or_new(runner, searc
 def test_search_killed_at_every_commit_resumes_to_the_uninterrupted_result(runner, searches, tmp_path, options):
     root, config = searches
     new = outputs(root / "whole")
+    if options:  # --batch changes the search (--workers never does): its own uninterrupted reference
+        reference = run(runner, tmp_path, ["search", config, "--out", tmp_path / "reference", "--quiet",
+                                           "--max-trials", "60", *options], grace=10.0)
+        assert reference["status"] == 0 and reference["left"] == [], stderr(tmp_path)
+        new = outputs(tmp_path / "reference")
     killed = 0
     for n in range(1, 20):
         work = tmp_path / f"commit{n}"

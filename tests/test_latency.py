@@ -193,3 +193,79 @@ def test_cli_predict_fails_listing_missing_kernels_then_builds_and_predicts(tmp_
     data = json.loads(capsys.readouterr().out)
     assert data["kernels"] == 3 and data["calibrated"] and data["predicted_ms"] > 0
     assert data["threads"] == 1 and data["input_size"] == [32, 32]
+
+
+# -- a read-only table, concurrent writers, damaged files (issue 12) ---------------------------------
+def test_a_read_only_table_serves_predictions_and_refuses_to_measure(tmp_path):
+    import os
+
+    from archspec.sqlite_store import StoreError
+
+    spec = archspec.validate(TINY)
+    path = tmp_path / "t.sqlite"
+    writer = LatencyPredictor(LatencyTable(path), threads=1)
+    for key in writer.missing(spec, (32, 32)):
+        writer.table.put_kernel(writer.context, key, _fake_stats(0.5))
+    writer.table.close()
+    os.chmod(path, 0o444)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    reader = LatencyPredictor(LatencyTable(path, read_only=True), threads=1)
+    assert reader.table.read_only
+    assert reader.kernel_sum(spec, (32, 32)) == (pytest.approx(1.5), 3)
+    with pytest.raises(StoreError, match="read-only"):
+        reader.measure_kernel(reader.kernels(spec, (64, 64))[0])
+    reader.table.close()
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def _measure_in_another_process(path: str, keys: list[str], queue) -> None:
+    table = LatencyTable(path)
+    predictor = LatencyPredictor(table, threads=1)
+    predictor.measure_keys(keys, budget_ms=5.0)
+    queue.put(predictor.measured)
+    table.close()
+
+
+def test_concurrent_writers_never_measure_a_kernel_twice(tmp_path):
+    import multiprocessing
+
+    spec = archspec.validate(TINY)
+    path = tmp_path / "t.sqlite"
+    keys = LatencyPredictor(LatencyTable(path), threads=1).missing(spec, (32, 32))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_measure_in_another_process, args=(str(path), keys, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    counts = [queue.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sum(counts) == len(keys)  # each kernel measured by exactly one of the two processes
+    assert LatencyTable(path).count() == len(keys)
+
+
+def test_damaged_or_foreign_tables_are_refused_by_name(tmp_path):
+    import sqlite3
+
+    from archspec.sqlite_store import StoreError
+
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database at all" * 10)
+    with pytest.raises(StoreError, match="garbage.sqlite: not an SQLite database"):
+        LatencyTable(garbage)
+    foreign = tmp_path / "foreign.sqlite"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE customers (name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="not a latency table"):
+        LatencyTable(foreign)
+    newer = tmp_path / "newer.sqlite"
+    LatencyTable(newer).close()
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 7")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="schema version 7, written by a newer archspec"):
+        LatencyTable(newer)
+    assert sqlite3.connect(newer).execute("PRAGMA user_version").fetchone()[0] == 7  # left as it was

@@ -276,11 +276,11 @@ def _table_options(func):
     return func
 
 
-def _predictor(table_path, runtime, provider, threads, clock="wall"):
+def _predictor(table_path, runtime, provider, threads, clock="wall", *, read_only: bool = False):
     from archspec.compiler.latency import LatencyPredictor, LatencyTable
 
-    return LatencyPredictor(LatencyTable(table_path), runtime=runtime, provider=provider, threads=threads,
-                            clock=clock)
+    return LatencyPredictor(LatencyTable(table_path, read_only=read_only), runtime=runtime, provider=provider,
+                            threads=threads, clock=clock)
 
 
 def _specs_from(paths: tuple[Path, ...]) -> list:
@@ -357,7 +357,8 @@ def predict(spec_file: Path, table_path, runtime, provider, threads, input_size:
     when the table lacks some (unless --measure-missing)."""
     size = _size(input_size)
     spec = load(spec_file)
-    predictor = _predictor(table_path, runtime, provider, threads, clock)
+    # only reads unless told to measure: a shared, read-only table serves predictions
+    predictor = _predictor(table_path, runtime, provider, threads, clock, read_only=not measure_missing)
     if measure_missing:
         predictor.measure_missing(spec, size)
     ms = predictor.predict(spec, size)

@@ -74,6 +74,8 @@ class LatencyPredictor:
         self._features = table.kernel_features(self.context)
         self._coefficients: Coefficients | None = None
         self._adjusted: dict[KernelKey, float] = {}
+        self.measured = 0
+        """Kernels this predictor measured itself (not read from another process's measurement)."""
         self._fit()
 
     # -- prediction ------------------------------------------------------------------------------
@@ -124,6 +126,7 @@ class LatencyPredictor:
                 stats, features = measure_kernel(key, self.context, budget_ms=budget_ms)
                 self.table.put_kernel(self.context, key, stats, features)
                 median_ms = stats.median_ms
+                self.measured += 1
         self._ms[key] = median_ms
         self._features[key] = features
         self._adjusted[key] = self.coefficients.adjust(median_ms, features)

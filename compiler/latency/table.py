@@ -102,6 +102,11 @@ class LatencyTable:
             self._db.executescript(SCHEMA)
             self.read_only = False
             return
+        if read_only and not os.path.lexists(self.path):  # nothing measured yet: empty, and nothing created
+            self._db = sqlite3.connect(":memory:")
+            self._db.executescript(SCHEMA)
+            self.read_only = True
+            return
         if not read_only and not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db, self.read_only = open_sqlite(self.path, kind="latency table", version=SCHEMA_VERSION,
