@@ -239,10 +239,9 @@ def canonical_json(spec) -> str:
 
 
 def _canonical_data(spec) -> dict:
-    resolve = getattr(spec, "resolved", None)
-    if resolve is not None:
-        spec = resolve()
     data = spec.model_dump(mode="json", exclude=set(FINGERPRINT_EXCLUDES))
+    if "outputs" in data:  # written or defaulted, the outputs the network has
+        data["outputs"] = spec.output_names()
     for field in INCLUDE_FIELDS.get(spec.type, ()):
         data[field] = _canonical_data(getattr(spec, field))
     if spec.type == "staged":
