@@ -274,11 +274,6 @@ class StagedBackbone(Spec):
             seen.setdefault(stage.name, s)
         return issues
 
-    def resolved(self) -> "StagedBackbone":
-        """The same network with its defaults written out (`outputs`): what the fingerprint hashes,
-        so that a spec reads the same whether its defaults are written or left out."""
-        return self.model_copy(update={"outputs": self.output_names()})
-
 
 _LAYER_CACHE: dict[int, tuple["StagedBackbone", tuple[Layer, ...]]] = {}
 """id(spec) -> (spec, its layers). Holding the spec keeps its id from being reused while cached;

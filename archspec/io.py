@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -186,8 +187,10 @@ def validate_document(data: Any, *, source: str | None = None, base_dir: str | P
     if tag is None:
         raise SpecError("type", "missing 'type' field naming the kind", source=source)
     if not isinstance(tag, str) or tag not in DOCUMENT_KINDS:
-        expected = ", ".join(repr(name) for name in DOCUMENT_KINDS)
-        raise SpecError("type", f"unknown kind {tag!r}; expected one of {expected}", source=source)
+        kinds = [str(name) for name in DOCUMENT_KINDS]
+        expected = ", ".join(repr(name) for name in kinds)
+        raise SpecError("type", f"unknown kind {tag!r}{_kind_hint(tag, kinds)}; expected one of {expected}",
+                        source=source)
     if base_dir is None:
         base_dir = Path(source).parent if source and Path(source).exists() else Path.cwd()
     return DOCUMENT_KINDS.get(tag).validate(data, source, Path(base_dir))
@@ -260,10 +263,9 @@ def canonical_json(spec) -> str:
 
 
 def _canonical_data(spec) -> dict:
-    resolve = getattr(spec, "resolved", None)
-    if resolve is not None:
-        spec = resolve()
     data = spec.model_dump(mode="json", exclude=set(FINGERPRINT_EXCLUDES))
+    if "outputs" in data:  # written or defaulted, the outputs the network has
+        data["outputs"] = spec.output_names()
     for field in INCLUDE_FIELDS.get(spec.type, ()):
         data[field] = _canonical_data(getattr(spec, field))
     if spec.type == "staged":
@@ -457,6 +459,12 @@ def _suggest_spellings(found: list[_Found]) -> list[Issue]:
     return issues
 
 
+def _kind_hint(tag, kinds: list[str]) -> str:
+    """`` (did you mean 'basic'?)`` for a misspelt kind tag, else nothing."""
+    close = difflib.get_close_matches(str(tag), kinds, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _field_names() -> list[str]:
     """Every field name of every spec model (the vocabulary for spelling suggestions)."""
     from archspec.blocks import Spec
@@ -473,7 +481,9 @@ def _field_names() -> list[str]:
 def _message(err: dict) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "union_tag_invalid":
-        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+        tag, expected = ctx.get("tag"), ctx.get("expected_tags")
+        kinds = re.findall(r"'([^']*)'", str(expected))
+        return f"unknown kind {tag!r}{_kind_hint(tag, kinds)}; expected one of {expected}"
     if kind == "union_tag_not_found":
         return "missing 'type' field naming the kind"
     if kind == "extra_forbidden":

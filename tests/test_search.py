@@ -238,7 +238,7 @@ def test_detnas_genotypes_decode_to_valid_specs_of_the_space():
 def test_detnas_evolution_admits_only_candidates_within_budget(tmp_path):
     text = (ROOT / "examples/search/detnas_300m.yaml").read_text()
     config = tmp_path / "detnas.yaml"
-    config.write_text(text.replace("../backbones/", f"{ROOT}/examples/backbones/").replace("6.0e8", "5.7e8")
+    config.write_text(text.replace("../backbones/", f"{ROOT}/examples/backbones/").replace("6.0e+8", "5.7e+8")
                       .replace("trials: 1000", "trials: 200"))
     run_search(config, tmp_path / "a", progress=False)
     run_search(config, tmp_path / "b", progress=False)
