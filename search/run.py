@@ -39,7 +39,7 @@ from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
-from archspec.search.report import RunData, config_meta, write_report
+from archspec.search.report import ReportOptions, RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
 from archspec.search.space import Rejected, make_space
 from archspec.search.store import Trial, TrialStore
@@ -80,7 +80,7 @@ class RunResult:
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
                max_trials: int | None = None, progress: bool = True, workers: int = 1,
                batch: int | None = None, executor: Executor | None = None,
-               overrides: Sequence[str] = ()) -> RunResult:
+               overrides: Sequence[str] = (), report: ReportOptions | None = None) -> RunResult:
     """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
     executor (never the results); `batch` sets the proposals per round (see the module
     docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
@@ -88,7 +88,9 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
     config before it is validated; they are part of the config, so a resume must repeat them.
 
     `out` is a run folder (`archspec.files.RunFolder`): made by `archspec search` or empty, and
-    held by one process at a time."""
+    held by one process at a time. The run ends by writing its report page (report.html) with
+    `report`; by default without the effective-receptive-field section, which trains nothing but
+    costs seconds of backward passes (`archspec search` asks for it)."""
     config, base = load_search_config(config_path, overrides=overrides)
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"--max-trials must be at least 1, not {max_trials}")
@@ -99,7 +101,8 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         folder.record(*SEARCH_OUTPUTS)
         try:
             return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
-                               progress=progress, workers=workers, batch=batch, executor=executor)
+                               progress=progress, workers=workers, batch=batch, executor=executor,
+                               report=report or ReportOptions(erf=False))
         except SpecError as exc:  # the space's own rules (e.g. too many CR-NAS allocations) name the config
             raise (exc if exc.source else exc.with_source(str(config_path))) from None
 
@@ -152,7 +155,8 @@ def _check_identity(store: TrialStore, out: Path, identity: dict) -> None:
 
 
 def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_trials: int | None,
-                progress: bool, workers: int, batch: int | None, executor: Executor | None) -> RunResult:
+                progress: bool, workers: int, batch: int | None, executor: Executor | None,
+                report: ReportOptions) -> RunResult:
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
     db_path = out / "trials.sqlite"
@@ -192,7 +196,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         store.close()
     start = time.perf_counter()
     result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker))
-    write_report(out, data=RunData(config.name, config, base, space, run.trials))
+    write_report(out, data=RunData(config.name, config, base, space, run.trials), options=report)
     timings.outputs = time.perf_counter() - start
     result.timings = timings
     return result

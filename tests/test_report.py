@@ -44,7 +44,7 @@ def test_every_shipped_search_config_is_covered():
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.stem)
 def test_search_writes_a_report_for_every_shipped_config(tmp_path, config):
-    result = run_search(config, tmp_path / "run", max_trials=6, progress=False)
+    result = run_search(config, tmp_path / "run", max_trials=6, progress=False, report=ReportOptions())  # with ERF
     html = (tmp_path / "run" / "report.html").read_text()
     data = page_data(html)
     store = sqlite3.connect(tmp_path / "run" / "trials.sqlite")

@@ -41,6 +41,7 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
     rerun with --resume (with the same --batch; --workers and --executor may change)."""
     import warnings
 
+    from archspec.search.report import ReportOptions
     from archspec.search.run import run_search
 
     _check_executor_options(executor_name, workers, address)
@@ -52,7 +53,8 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
             executor = _ray_executor(config, workers, address, cpus_per_worker, gpus_per_worker, overrides)
         try:
             result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet,
-                                workers=workers, batch=batch, executor=executor, overrides=overrides)
+                                workers=workers, batch=batch, executor=executor, overrides=overrides,
+                                report=ReportOptions())  # the page with the best candidate's ERF
         finally:
             if executor is not None:
                 executor.close()
