@@ -197,7 +197,8 @@ def chromium() -> str:
 
 def test_report_page_in_headless_chromium(tmp_path, chromium):
     run = tmp_path / "run"
-    run_search(ROOT / "examples" / "search" / "spinenet49_permute.yaml", run, max_trials=10, progress=False)
+    run_search(ROOT / "examples" / "search" / "spinenet49_permute.yaml", run, max_trials=10, progress=False,
+               report=ReportOptions())
     page = run / "report.html"
     data = page_data(page.read_text())
     with Browser(chromium) as browser:
