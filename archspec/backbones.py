@@ -154,8 +154,9 @@ class StagedBackbone(Spec):
     stages: list[Stage] = Field(min_length=1, max_length=32)
     """The stages, in order."""
     outputs: list[str] | None = None
-    """Output names: level names ``C2``..``C7`` (the last layer at that stride), stage names,
-    ``logits`` with a head; default: ``C<k>`` for every level a stage reaches from C2 up."""
+    """Output names: level names ``C<k>`` (the last layer at stride 2**k, for any level the
+    network reaches, C0 up), stage names, ``logits`` with a head; default: ``C<k>`` for every
+    level a stage reaches from C2 up."""
     head: ClassifierHead | None = None
     """Optional classification head (adds the ``logits`` output)."""
 
@@ -201,13 +202,10 @@ class StagedBackbone(Spec):
         return layers
 
     def level_outputs(self) -> dict[str, Layer]:
-        """``C<k>`` -> the last layer ending at level k, for k >= 2 (the stem included: a stem
-        may end at C2). Level 1 and below are not offered: no detector reads them."""
-        found: dict[str, Layer] = {}
-        for layer in self.layers():
-            if layer.level_out >= 2:
-                found[f"C{layer.level_out}"] = layer
-        return found
+        """``C<k>`` -> the last layer ending at level k (stride 2**k), stem layers included, for
+        every level the network reaches: a stride-1 toy network has a C0, a ResNet's first conv
+        a C1. The default outputs start at C2 (see `output_names`)."""
+        return {f"C{layer.level_out}": layer for layer in self.layers()}
 
     def stage_outputs(self) -> dict[str, Layer]:
         """Stage name -> the stage's last layer, for the stages that have a name."""

@@ -71,10 +71,12 @@ def test_outputs_refer_to_stages_by_name_and_levels_stay_where_they_are():
     assert out["mid"].shape == (1, 128, 8, 8) and out["C3"].shape == (1, 256, 8, 8)
 
 
-def test_level_one_is_not_offered_and_unknown_names_list_what_is():
+def test_unknown_names_list_every_level_reached_and_the_default_starts_at_c2():
     error = error_of(three_stage(outputs=["C2", "C3", "C4"]))
     assert error.path == "outputs[2]"
-    assert error.message == "no output named 'C4'; available: C2, C3"
+    assert error.message == "no output named 'C4'; available: C1, C2, C3"  # C1: the stride-2 stem conv
+    assert archspec.validate(three_stage()).output_names() == ["C2", "C3"]
+    assert archspec.validate(three_stage(outputs=["C1", "C3"])).output_names() == ["C1", "C3"]
 
 
 def test_stage_names_are_unique_and_do_not_shadow_levels():
