@@ -21,6 +21,9 @@ GOLDEN_224 = {
     "cr_resnet101": (52536384, 7799357440),
     "cr_resnet50": (27900224, 4087136256),
     "detnas_coco_fpn_300m": (1849680, 288082368),
+    # ResNet-18's stem and first three stages, the third at stride 1: params by hand 9,536 (stem)
+    # + 147,968 + 525,568 + 2,099,712 (the stride-1 stage keeps its 1x1 projection, 128 -> 256)
+    "dilated_3stage": (2782784, 2635644928),
     "detnas_coco_fpn_3p8g": (26724428, 3937832864),
     "maedet_l": (43879552, 7451934112),
     "maedet_m": (25843536, 4376526336),
