@@ -110,7 +110,9 @@ def test_spinenet_space_rejects_later_parents_and_broken_permutations():
 
 
 # -- scores --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [p for p in ZOO if archspec.load(p).type == "staged"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in ZOO if archspec.load(p).type == "staged"
+                                  and {"C3", "C4", "C5"} <= set(archspec.load(p).output_names())],
+                         ids=lambda p: p.stem)  # the score reads C3..C5 (dilated_3stage stops at stride 8)
 def test_graph_score_equals_the_per_block_score_on_staged_backbones(path):
     spec = archspec.load(path)
     per_block, whole = level_scores(spec), graph_level_scores(spec)
