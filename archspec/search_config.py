@@ -232,6 +232,61 @@ class SearchConfig(Spec):
     """Candidates to propose (``--max-trials`` overrides)."""
     seed: int = 0
     """Seed of every random choice (``--seed`` overrides)."""
+    evaluator: "AnyEvaluator" = Field(default_factory=lambda: AnalyticEvaluatorConfig(type="analytic"))
+    """How candidates are scored: ``analytic`` (training-free, by `score`) or ``supernet`` (COCO AP
+    of the candidate's path in a trained one-shot supernet; `score` is then unused)."""
+
+
+# -- evaluators (issue 13) ---------------------------------------------------------------------
+class AnalyticEvaluatorConfig(Spec):
+    """Training-free scoring: validate, analytic budgets, the config's `score` (microseconds)."""
+
+    type: Literal["analytic"]
+    """Evaluator kind tag."""
+
+
+class SupernetEvaluatorConfig(Spec):
+    """One-shot scoring (DetNAS, CR-NAS): a candidate's score is the COCO AP of its path in a
+    supernet trained by `archspec supernet train`, after (by default) recomputing the path's
+    BatchNorm statistics on training images, as the DetNAS release does."""
+
+    type: Literal["supernet"]
+    """Evaluator kind tag."""
+    run: str
+    """The supernet's run folder (relative to this file), made by `archspec supernet train`."""
+    data: str | None = None
+    """COCO-format folder of the calibration (train split) and validation (val split) images,
+    relative to this file; default: the folder the supernet was trained on."""
+    checkpoint: Literal["last.pt"] = "last.pt"
+    """Checkpoint of the run whose weights are used."""
+    calibration_images: Annotated[int, Field(ge=0, le=1_000_000)] = 256
+    """Training images run through each path to recompute its BatchNorm statistics."""
+    validation_images: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    """Validation images the AP is measured on (a fixed seeded subset; all if fewer)."""
+    batch_norm: Literal["recalibrate", "supernet"] = "recalibrate"
+    """``recalibrate``: reset the path's BN statistics and recompute them on the calibration
+    images (DetNAS); ``supernet``: use the statistics shared during supernet training."""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Images per forward pass (calibration and validation)."""
+    subset_seed: int = 0
+    """Seed of the calibration and validation subsets (fixed: not the search's ``--seed``)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where paths are evaluated (one device per worker process)."""
+
+
+AnyEvaluator = Annotated[Union[AnalyticEvaluatorConfig, SupernetEvaluatorConfig], Field(discriminator="type")]
+SearchConfig.model_rebuild()
+
+
+def _resolve_evaluator_paths(config: SearchConfig, folder: Path) -> SearchConfig:
+    """A supernet evaluator's `run` and `data`, made absolute (relative to the config file)."""
+    evaluator = config.evaluator
+    if evaluator.type != "supernet":
+        return config
+    update = {"run": str((folder / evaluator.run).resolve())}
+    if evaluator.data is not None:
+        update["data"] = str((folder / evaluator.data).resolve())
+    return config.model_copy(update={"evaluator": evaluator.model_copy(update=update)})
 
 
 def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
@@ -273,4 +328,7 @@ def load_search_config(path: str | Path) -> tuple[SearchConfig, object]:
             config.detector.around(base)
         except SpecError as exc:
             raise SpecError(issues=exc.with_prefix("detector").issues, source=str(path)) from None
-    return config, base
+    if config.evaluator.type == "supernet" and config.detector is None:
+        raise SpecError("evaluator", "the supernet evaluator trains and scores detectors: add a detector: template",
+                        source=str(path))
+    return _resolve_evaluator_paths(config, path.parent), base
