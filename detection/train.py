@@ -54,8 +54,10 @@ class TrainResult:
 
 
 def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
-          resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train `spec` on ``data_dir``'s train split, evaluating on its val split."""
+          resume: bool = False, progress: bool = True, init: str | Path | None = None) -> TrainResult:
+    """Train `spec` on ``data_dir``'s train split, evaluating on its val split. `init` is a
+    checkpoint of the same spec to start from (e.g. a path extracted from a supernet); a
+    resumed run takes its weights from its own last.pt instead."""
     from archspec.detection.coco import make_loader, open_split
 
     out = Path(out)
@@ -71,6 +73,10 @@ def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = T
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(options.warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history, best, start = [], None, 0
+    if init is not None and not (resume and (out / "last.pt").exists()):
+        from archspec.detection.checkpoint import load_weights
+
+        load_weights(model, init)
     if resume:
         start, history, best = _resume(out, spec, model, optimizer, scheduler, scaler, device)
     else:

@@ -15,7 +15,7 @@ budgets, with the kernel keys the latency check needs and its score; the parent 
 `AnalyticEvaluator` is the training-free one (validate, analytic params/FLOPs, MAE-DET score,
 microseconds per candidate).
 
-How a supernet evaluator (DetNAS, CR-NAS one-shot) would plug in -- not implemented:
+How a supernet evaluator (DetNAS, CR-NAS one-shot) plugs in (implemented in search/supernet_eval.py):
 
 * `make_evaluator` would build it when the config names one, once per worker process: load the
   trained supernet's weights (a path in the config, `torch.load(..., weights_only=True)`), put
@@ -102,8 +102,13 @@ class AnalyticEvaluator:
 
 
 def make_evaluator(config, base, space=None) -> Evaluator:
-    """The evaluator a search config asks for (today: the analytic one), built once per process.
+    """The evaluator a search config asks for (analytic, or the supernet's: search/supernet_eval.py),
+    built once per process.
     `config` and `base` are what `load_search_config` returns; `space` reuses one already built."""
     space = space if space is not None else make_space(config.space, base)
+    if config.evaluator.type == "supernet":
+        from archspec.search.supernet_eval import SupernetEvaluator  # torch, loaded only when asked for
+
+        return SupernetEvaluator(config, base, space)
     # No latency table here: evaluators only derive kernel keys (see the module docstring).
     return AnalyticEvaluator(space, BudgetChecker(config.budgets), lambda spec: config_score(spec, config))

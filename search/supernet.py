@@ -269,29 +269,6 @@ def _check_same_levels(detectors: list) -> None:
                                 f"{plan.backbone_outputs}); one neck and head cannot serve them all")
 
 
-def cost_range(supernet: Supernet, genotypes: list[Genotype], input_size) -> dict[str, tuple[float, float]]:
-    """Smallest and largest params and FLOPs of the backbones of these paths."""
-    from archspec.compiler.fastcosts import fast_costs
-
-    values: dict[str, list[float]] = {"params": [], "flops": []}
-    for genotype in genotypes:
-        counts = fast_costs(supernet.path_spec(genotype), input_size)
-        values["params"].append(counts.params)
-        values["flops"].append(counts.flops)
-    return {key: (min(v), max(v)) for key, v in values.items()}
-
-
-def extreme_genotypes(supernet: Supernet, samples: int = 256, seed: int = 0) -> list[Genotype]:
-    """The covering genotypes and `samples` random ones: what `supernet summary` takes the cost
-    range over (exact for DetNAS's all-same genotypes, which include the cheapest and dearest)."""
-    import random
-
-    rng = random.Random(f"summary:{seed}")
-    found = list(COVERINGS.get(supernet.config.space.type)(supernet.space))
-    found += [supernet.space.random(rng) for _ in range(samples)]
-    return list(dict.fromkeys(found))
-
-
 def check_checkpoint(state: dict, supernet: Supernet, source: str) -> None:
     """`SupernetError` unless `state` is a checkpoint of this very supernet."""
     if state.get("kind") != SUPERNET_KIND:
@@ -334,3 +311,47 @@ def load_initial_backbone(supernet: Supernet, path) -> dict[str, int]:
         raise CheckpointError(f"{path}: no tensor matches the supernet's backbone (names like "
                               "stage0.block0.conv1.weight expected)")
     return {"loaded": loaded, "unused": len([k for k in weights if k not in used])}
+
+
+CANDIDATES_FOR_COSTS: Registry = Registry("supernet cost extremes")
+"""Space kind -> function(space, measure) -> genotypes among which the cheapest and dearest
+paths by `measure` (a genotype -> number function, additive over layers) are found exactly."""
+
+
+@CANDIDATES_FOR_COSTS.register("detnas")
+def _detnas_extremes(space, measure) -> list[Genotype]:
+    """Costs add up over layers and a layer's cost depends on its own choice only: the extremes
+    take, layer by layer, the cheapest (dearest) choice."""
+    base = list(space.base)
+    per_layer = []
+    for i in range(len(base)):
+        costs = [measure(tuple(base[:i] + [c] + base[i + 1:])) for c in range(len(space.choices))]
+        per_layer.append((costs.index(min(costs)), costs.index(max(costs))))
+    return [tuple(low for low, _ in per_layer), tuple(high for _, high in per_layer)]
+
+
+@CANDIDATES_FOR_COSTS.register("crnas")
+def _crnas_extremes(space, measure) -> list[Genotype]:
+    """Dilations change neither params nor FLOPs: every allocation at dilation 1."""
+    return [allocation + (1,) * space.total for allocation in space.allocations]
+
+
+def path_count(space) -> int:
+    """Number of distinct paths of a supported space."""
+    if hasattr(space, "allocations"):
+        return len(space.allocations) * len(space.config.dilations) ** space.total
+    return len(space.choices) ** len(space.base)
+
+
+def cost_extremes(supernet: Supernet, input_size) -> dict[str, tuple[float, float]]:
+    """Exact smallest and largest backbone params and FLOPs over every path."""
+    from archspec.compiler.fastcosts import fast_costs
+
+    found = {}
+    for key in ("params", "flops"):
+        def measure(genotype, key=key):
+            return getattr(fast_costs(supernet.path_spec(genotype), input_size), key)
+
+        values = [measure(g) for g in CANDIDATES_FOR_COSTS.get(supernet.config.space.type)(supernet.space, measure)]
+        found[key] = (min(values), max(values))
+    return found

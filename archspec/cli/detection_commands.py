@@ -54,8 +54,10 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.option("--eval-every", type=click.IntRange(1, 10000), default=1, show_default=True)
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--init", "init", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start from this checkpoint of the same spec (e.g. `archspec supernet extract`'s weights.pt).")
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool) -> None:
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool, init: Path | None) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue."""
     from archspec.detection.train import TrainOptions
@@ -64,7 +66,7 @@ def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: i
     spec = _detector(spec_file)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, device=device,
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch)
-    result = run_training(spec, data_dir, out, options, resume=resume)
+    result = run_training(spec, data_dir, out, options, resume=resume, init=init)
     best = result.best or {}
     click.echo(f"trained {spec.name} for {result.epochs} epochs in {result.seconds:.0f} s; best epoch "
                f"{best.get('epoch')}: AP {best.get('AP', 0):.3f} AP50 {best.get('AP50', 0):.3f} -> {out}")
