@@ -222,7 +222,7 @@ def test_a_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, tra
 
     monkeypatch.setattr(supernet_train, "_train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        supernet_train.train_supernet(config, base, data, tmp_path / "run", OPTIONS, checkpoint_every=3,
+        supernet_train.train_supernet(config, base, data, tmp_path / "run", OPTIONS, checkpoint_every=2,
                                       progress=False)
     monkeypatch.setattr(supernet_train, "_train_step", real_step)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
