@@ -44,7 +44,6 @@ import torch
 from torch import nn
 
 import archspec
-from archspec.errors import SpecError
 from archspec.registry import Registry
 from archspec.compiler import build
 from archspec.compiler.graph import Graph
