@@ -142,6 +142,13 @@ class StrategyConfig(Spec):
 class EvaluatorConfig(Spec):
     """Base of every evaluator config."""
 
+    needs_detector: ClassVar[bool] = False
+    """Whether the evaluator trains or scores detectors (the config must then have a `detector:`)."""
+
+    def resolved(self, config_dir: Path) -> "EvaluatorConfig":
+        """The config with the paths it names made absolute (relative to the search config's folder)."""
+        return self
+
 
 def ordered(capabilities) -> list[str]:
     """Capabilities in the order of `CAPABILITIES` (messages list them so)."""
@@ -461,6 +468,45 @@ class SearchConfig(Spec):
     """Seed of every random choice (``--seed`` overrides)."""
 
 
+@EVALUATOR_CONFIGS.register("supernet")
+class SupernetEvaluatorConfig(EvaluatorConfig):
+    """One-shot scoring (DetNAS, CR-NAS): a candidate's score is the COCO AP of its path in a
+    supernet trained by `archspec supernet train`, after (by default) recomputing the path's
+    BatchNorm statistics on training images, as the DetNAS release does."""
+
+    type: Literal["supernet"]
+    """Evaluator kind tag."""
+    run: str
+    """The supernet's run folder (relative to this file), made by `archspec supernet train`."""
+    data: str | None = None
+    """COCO-format folder of the calibration (train split) and validation (val split) images,
+    relative to this file; default: the folder the supernet was trained on."""
+    checkpoint: Literal["last.pt"] = "last.pt"
+    """Checkpoint of the run whose weights are used."""
+    calibration_images: Annotated[int, Field(ge=0, le=1_000_000)] = 256
+    """Training images run through each path to recompute its BatchNorm statistics."""
+    validation_images: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    """Validation images the AP is measured on (a fixed seeded subset; all if fewer)."""
+    batch_norm: Literal["recalibrate", "supernet"] = "recalibrate"
+    """``recalibrate``: reset the path's BN statistics and recompute them on the calibration
+    images (DetNAS); ``supernet``: use the statistics shared during supernet training."""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Images per forward pass (calibration and validation)."""
+    subset_seed: int = 0
+    """Seed of the calibration and validation subsets (fixed: not the search's ``--seed``)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where paths are evaluated (one device per worker process)."""
+
+
+    needs_detector: ClassVar[bool] = True
+
+    def resolved(self, config_dir: Path) -> "SupernetEvaluatorConfig":
+        update = {"run": str((config_dir / self.run).resolve())}
+        if self.data is not None:
+            update["data"] = str((config_dir / self.data).resolve())
+        return self.model_copy(update=update)
+
+
 def load_search_config(path: str | Path, *, overrides: Sequence[str] = ()) -> tuple[SearchConfig, object]:
     """The validated config and its validated base spec (errors name file and field);
     `overrides` are ``key.path=value`` strings applied before validation (``--set``)."""
@@ -506,7 +552,10 @@ def search_config_from_data(data, *, source: str | None = None,
             config.detector.around(base)
         except SpecError as exc:
             raise SpecError(issues=exc.with_prefix("detector").issues, source=source) from None
-    return config, base
+    if config.evaluator.needs_detector and config.detector is None:
+        raise SpecError("evaluator", f"the {config.evaluator.type} evaluator trains and scores detectors: add a "
+                                     "detector: template", source=source)
+    return config.model_copy(update={"evaluator": config.evaluator.resolved(base_dir)}), base
 
 
 def check_capabilities(config: SearchConfig, source: str | None = None) -> None:

@@ -75,23 +75,26 @@ RUN_FILES = ("spec.yaml", "history.jsonl", "last.pt", "best.pt", "tensorboard")
 
 
 def train(spec, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
-          resume: bool = False, progress: bool = True) -> TrainResult:
+          resume: bool = False, progress: bool = True, init: str | Path | None = None) -> TrainResult:
     """Train `spec` on ``data_dir``'s train split, evaluating on its val split. `out` is a run
     folder (`archspec.files.RunFolder`): made by a training run or empty. Under torchrun, rank 0
-    holds it (marker and lock) and alone writes in it; the other ranks only read."""
+    holds it (marker and lock) and alone writes in it; the other ranks only read. `init` is a
+    checkpoint of the same spec to start from (e.g. a path extracted from a supernet); a resumed
+    run takes its weights from its own last.pt instead."""
     out = Path(out)
     ddp = start_distributed(options.device)
     try:
         if not ddp.is_main:
-            return _train(spec, data_dir, out, options, resume, False, ddp)
+            return _train(spec, data_dir, out, options, resume, False, ddp, init)
         with RunFolder(out, "train") as folder:
             folder.record(*RUN_FILES)
-            return _train(spec, data_dir, out, options, resume, progress, ddp)
+            return _train(spec, data_dir, out, options, resume, progress, ddp, init)
     finally:
         ddp.close()
 
 
-def _train(spec, data_dir, out: Path, options: TrainOptions, resume: bool, progress: bool, ddp) -> TrainResult:
+def _train(spec, data_dir, out: Path, options: TrainOptions, resume: bool, progress: bool, ddp,
+           init: str | Path | None = None) -> TrainResult:
     from archspec.detection.coco import collate, open_split
 
     device = ddp.place(_device(options.device))
@@ -108,6 +111,10 @@ def _train(spec, data_dir, out: Path, options: TrainOptions, resume: bool, progr
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup_steps(options, total_steps), total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history, best, start = [], None, 0
+    if init is not None and not (resume and (out / "last.pt").exists()):
+        from archspec.detection.checkpoint import load_weights
+
+        load_weights(model, init)
     if resume:
         start, history, best = _resume(out, spec, model, optimizer, scheduler, scaler, device, ddp.is_main)
         if start and ddp.is_main:

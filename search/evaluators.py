@@ -15,7 +15,7 @@ budgets, with the kernel keys the latency check needs and its score; the parent 
 `AnalyticEvaluator` is the training-free one (validate, analytic params/FLOPs, MAE-DET score,
 microseconds per candidate).
 
-How a supernet evaluator (DetNAS, CR-NAS one-shot) would plug in -- not implemented:
+How a supernet evaluator (DetNAS, CR-NAS one-shot) plugs in (implemented in search/supernet_eval.py):
 
 * `make_evaluator` would build it when the config names one, once per worker process: load the
   trained supernet's weights (a path in the config, `torch.load(..., weights_only=True)`), put
@@ -87,7 +87,8 @@ def register_evaluator(tag: str):
     """Class decorator: register the implementation of the evaluator config registered as `tag`."""
     def decorator(cls: type) -> type:
         EVALUATOR_CONFIGS.get(tag)  # the config must exist: a clear error otherwise
-        for method in ("from_config", "evaluate"):
+        # an entry is what `from_config` is called on; what it returns evaluates
+        for method in ("from_config",):
             if not callable(getattr(cls, method, None)):
                 raise TypeError(f"evaluator {tag!r}: {cls.__name__} lacks {method}")
         EVALUATORS.register(tag, cls)
@@ -128,6 +129,18 @@ class AnalyticEvaluator:
             error = str(exc)
         return Outcome("passed", None, fingerprint, metrics, score, self.checker.latency_kernels(spec), error,
                        time.perf_counter() - start)
+
+
+@register_evaluator("supernet")
+class SupernetEvaluatorEntry:
+    """The one-shot supernet evaluator (`archspec.search.supernet_eval.SupernetEvaluator`),
+    imported only when a config asks for it: it needs torch and a trained supernet."""
+
+    @classmethod
+    def from_config(cls, config, base, space) -> Evaluator:
+        from archspec.search.supernet_eval import SupernetEvaluator
+
+        return SupernetEvaluator(config, base, space)
 
 
 def make_evaluator(config, base, space=None) -> Evaluator:

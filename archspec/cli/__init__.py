@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("archspec.cli.detection_commands:train", "Train a detector spec on COCO-format data (resumable)."),
     "eval": ("archspec.cli.detection_commands:evaluate", "COCO AP of a training run's checkpoint."),
     "detect": ("archspec.cli.detection_commands:detect", "Run an exported detector on images (ONNX Runtime)."),
+    "supernet": ("archspec.cli.supernet_commands:supernet", "One-shot supernets (summary, train, extract)."),
 }
 """Command name -> ("module:attribute", one-line help)."""
 

@@ -60,14 +60,16 @@ def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), help="Cut epochs short (smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt (with any number of "
                                              "processes).")
+@click.option("--init", "init", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start from this checkpoint of the same spec (e.g. `archspec supernet extract`'s weights.pt).")
 @click.option("--stop-after-epoch", type=click.IntRange(1), default=None,
               help="End after this epoch, keeping the --epochs schedule; --resume continues.")
 @click.option("--sync-bn", is_flag=True, help="Under torchrun: BatchNorm statistics over all processes (CUDA).")
 @max_memory_option
 @set_option
 def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool, stop_after_epoch: int | None,
-          sync_bn: bool, max_memory: str | None, overrides: tuple[str, ...]) -> None:
+          device: str, eval_every: int, max_steps_per_epoch: int | None, resume: bool, init: Path | None,
+          stop_after_epoch: int | None, sync_bn: bool, max_memory: str | None, overrides: tuple[str, ...]) -> None:
     """Train a detector spec; checkpoints (last.pt every epoch, best.pt by validation AP) go
     to --out. Kill it at any time and rerun with --resume to continue.
 
@@ -83,7 +85,8 @@ def train(spec_file: Path, data_dir: Path, out: Path, epochs: int, batch_size: i
                            eval_every=eval_every, max_steps_per_epoch=max_steps_per_epoch, sync_bn=sync_bn,
                            stop_after_epoch=stop_after_epoch)
     with resume_hint_on_interrupt("train"):
-        result = run_training(spec, data_dir, out, options, resume=resume)  # holds the run folder (marker, lock)
+        # holds the run folder (marker, lock)
+        result = run_training(spec, data_dir, out, options, resume=resume, init=init)
     if result.rank != 0:  # under torchrun, rank 0 reports
         return
     best = result.best or {}

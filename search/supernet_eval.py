@@ -1,0 +1,193 @@
+"""The ``supernet`` evaluator: a candidate's score is the COCO AP of its path in a trained
+supernet (DetNAS section 3.3, CR-NAS section 3).
+
+Per candidate, in order of cost:
+
+1. the space's rules (`space.check`, `decode`), then the analytic params/FLOPs budgets, then --
+   when the config has a latency budget and the latency table already holds every kernel of the
+   candidate -- the latency budget; a candidate that breaks any of them is returned without a
+   forward pass (a candidate whose kernels are not measured yet is scored, and the run's parent
+   process measures them and applies the budget, as for every evaluator);
+2. ``batch_norm: recalibrate``: the BatchNorm layers of the path are reset and their statistics
+   recomputed on `calibration_images` training images, in training mode under ``no_grad`` with
+   a cumulative average (momentum None), as the DetNAS release's ``bn_calibration_init`` does:
+   the shared statistics mix every path's and fit none. ``batch_norm: supernet`` skips this.
+3. COCO AP (pycocotools) of the path on `validation_images` validation images.
+
+Afterwards the path's BatchNorm buffers are put back, so the score of a candidate never depends
+on which candidates a worker evaluated before it. The calibration and validation subsets are a
+fixed function of `subset_seed` (not of the worker, the trial or ``--seed``), images are
+letterboxed without flips, and scores are cached by the candidate's fingerprint: the trials are
+the same for any ``--workers``, after a resume, and from run to run on CPU. On CUDA the same
+needs ``torch.backends.cudnn.deterministic = True`` and ``benchmark = False`` (set here when the
+device is cuda) and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment; even then, GPUs of
+another model may round differently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+import archspec
+from archspec.detection.coco import coco_evaluate, collate, open_split, to_coco_results
+from archspec.detection.postprocess import select_detections
+from archspec.search.budgets import BudgetChecker
+from archspec.search.evaluators import Outcome
+from archspec.search.space import Rejected
+from archspec.search.supernet import Supernet
+from archspec.search.supernet_train import open_supernet, read_run_file
+
+
+@dataclass(frozen=True)
+class PathScore:
+    """What scoring one path measured."""
+
+    ap: float
+    ap50: float
+    recalibration_seconds: float
+    evaluation_seconds: float
+
+
+class SupernetEvaluator:
+    """Scores genotypes by their supernet path's AP; built once per process (`make_evaluator`)."""
+
+    def __init__(self, config, base, space, supernet: Supernet | None = None):
+        settings = config.evaluator
+        self.settings = settings
+        self.space = space
+        self.checker = BudgetChecker(config.budgets)
+        self.device = torch.device(settings.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        self.supernet = supernet if supernet is not None else open_supernet(settings.run, config, base,
+                                                                             device=settings.device)
+        self.supernet.to(self.device)
+        data = settings.data or read_run_file(settings.run)["data"]
+        spec = self.supernet.spec
+        self.train_set = open_split(data, "train", spec, train=False)
+        self.val_set = open_split(data, "val", spec, train=False)
+        rng = random.Random(f"supernet-eval:{settings.subset_seed}")
+        self.calibration = _subset(rng, len(self.train_set), settings.calibration_images)
+        self.validation = _subset(rng, len(self.val_set), settings.validation_images)
+        self.val_gt = _coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.validation])
+        self.cache: dict[str, tuple[float, dict]] = {}
+
+    # -- the evaluator protocol -------------------------------------------------------------
+    def evaluate(self, genotype) -> Outcome:
+        start = time.perf_counter()
+        try:
+            self.space.check(genotype)
+            spec = self.space.decode(genotype)
+        except Rejected as exc:
+            return Outcome("rejected", str(exc), seconds=time.perf_counter() - start)
+        fingerprint = archspec.fingerprint(spec)
+        metrics, broken = self.checker.analytic(spec)
+        kernels = self.checker.latency_kernels(spec)
+        if broken is None and kernels is not None:
+            broken, metrics = self._latency_known(kernels, metrics)
+        if broken:
+            return Outcome("infeasible", broken, fingerprint, metrics, seconds=time.perf_counter() - start)
+        if fingerprint not in self.cache:
+            result = self.score_path(genotype)
+            self.cache[fingerprint] = (result.ap, {"AP": result.ap, "AP50": result.ap50,
+                                                   "recalibration_s": result.recalibration_seconds,
+                                                   "evaluation_s": result.evaluation_seconds})
+        score, extra = self.cache[fingerprint]
+        # timings are not part of the trial's metrics: they differ from run to run
+        extra = {k: v for k, v in extra.items() if not k.endswith("_s")}
+        return Outcome("passed", None, fingerprint, metrics | extra, score, kernels, None,
+                       time.perf_counter() - start)
+
+    def _latency_known(self, kernels, metrics: dict) -> tuple[str | None, dict]:
+        """The latency verdict when the table holds every kernel already; (None, metrics) else."""
+        from archspec.compiler.latency import MissingKernelError
+
+        try:
+            latency = self.checker.predictor().predict_keys(kernels)
+        except MissingKernelError:
+            return None, metrics
+        return self.checker.latency_broken(latency), metrics
+
+    # -- scoring a path ---------------------------------------------------------------------
+    def score_path(self, genotype, batch_norm: str | None = None) -> PathScore:
+        """AP of a path, with its BN statistics recomputed (`batch_norm` overrides the setting)."""
+        mode = batch_norm or self.settings.batch_norm
+        model = self.supernet
+        model.select(genotype)
+        norms = [m for module in model.path_modules(genotype) for m in module.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+                 for m in norms]
+        start = time.perf_counter()
+        try:
+            if mode == "recalibrate":
+                self.recalibrate(norms)
+            recalibrated = time.perf_counter()
+            ap, ap50 = self._validation_ap()
+        finally:
+            for m, (mean, var, count, momentum) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+                m.momentum = momentum
+        return PathScore(ap, ap50, recalibrated - start, time.perf_counter() - recalibrated)
+
+    def recalibrate(self, norms: list) -> None:
+        """DetNAS's BN recalibration: reset, then a cumulative average over the calibration images
+        run through the selected path in training mode, without gradients."""
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        self.supernet.train()
+        with torch.no_grad():
+            for images, _ in self._batches(self.train_set, self.calibration):
+                self.supernet(images.to(self.device))
+        self.supernet.eval()
+
+    def _validation_ap(self) -> tuple[float, float]:
+        model = self.supernet
+        model.eval()
+        post = model.spec.postprocess
+        results = []
+        with torch.no_grad():
+            for images, targets in self._batches(self.val_set, self.validation):
+                boxes, scores = model.candidates(model(images.to(self.device)))
+                boxes, scores, labels = select_detections(
+                    boxes.cpu(), scores.cpu(), score_threshold=post.score_threshold,
+                    iou_threshold=post.iou_threshold, max_detections=post.max_detections)
+                for i, target in enumerate(targets):
+                    keep = labels[i] >= 0
+                    results += to_coco_results(self.val_set, target, boxes[i][keep], scores[i][keep], labels[i][keep])
+        metrics = coco_evaluate(self.val_gt, results)
+        return metrics["AP"], metrics["AP50"]
+
+    def _batches(self, dataset, indices: list[int]):
+        size = self.settings.batch_size
+        for at in range(0, len(indices), size):
+            yield collate([dataset[i] for i in indices[at:at + size]])
+
+
+def _subset(rng: random.Random, total: int, wanted: int) -> list[int]:
+    """`wanted` indices out of `total`, seeded, in increasing order (all when fewer)."""
+    return sorted(rng.sample(range(total), min(wanted, total)))
+
+
+def _coco_subset(coco, image_ids: list[int]):
+    """A COCO ground truth restricted to `image_ids` (AP over the subset, not the whole split)."""
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    subset = COCO()
+    subset.dataset = {**{k: v for k, v in coco.dataset.items() if k not in ("images", "annotations")},
+                      "images": [img for img in coco.dataset["images"] if img["id"] in keep],
+                      "annotations": [a for a in coco.dataset.get("annotations", []) if a["image_id"] in keep],
+                      "categories": coco.dataset.get("categories", [])}
+    with contextlib.redirect_stdout(io.StringIO()):
+        subset.createIndex()
+    return subset

@@ -1,0 +1,336 @@
+"""One-shot supernets (issue 13): path parity with extracted stand-alone detectors, weight
+sharing, SPOS training and its resume, BN recalibration, the supernet evaluator's determinism,
+and clear errors for runs, genotypes and checkpoints that do not belong together."""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import archspec
+from archspec.compiler.fastcosts import fast_costs
+from archspec.detection.model import build_detector
+from archspec.detection.train import TrainOptions
+from archspec.search_config import load_search_config
+from archspec.search.supernet import SupernetError, build_supernet, cost_extremes
+from tests.conftest import ROOT
+
+EXAMPLES = ROOT / "examples" / "search"
+
+TINY_DETNAS = """
+type: search
+name: {name}
+base:
+  type: staged
+  stem: [{{type: conv, out_channels: 8, kernel: 3, stride: 2, bias: true}}]
+  stages:
+    - {{block: {{type: shufflenet_v2}}, depth: 1, out_channels: 16, stride: 2}}
+    - {{block: {{type: shufflenet_v2}}, depth: 1, out_channels: 32, stride: 2}}
+    - {{block: {{type: shufflenet_v2}}, depth: 2, out_channels: 64, stride: 2}}
+    - {{block: {{type: shufflenet_v2}}, depth: 1, out_channels: 128, stride: 2}}
+space: {space}
+detector:
+  neck: {{type: fpn, in_features: [C3, C4, C5], min_level: 3, max_level: 5, channels: 32, extra_from: output}}
+  head: {{type: fcos, convs: 1}}
+  num_classes: 3
+  input_size: 64
+  postprocess: {{score_threshold: 0.05, pre_nms_top_k: 100, max_detections: 20}}
+strategy: {{type: detnas_evolution, population: 4, parents: 2, mutations: 1, crossovers: 1, mutation_prob: 0.3}}
+evaluator: {{type: supernet, run: {run}, calibration_images: 8, validation_images: 6, batch_size: 4}}
+budgets: {{input_size: 64}}
+trials: {trials}
+seed: 0
+"""
+
+
+def tiny_config(folder, *, name="tiny_detnas", space="{type: detnas}", run="run", trials=6):
+    path = folder / f"{name}.yaml"
+    path.write_text(TINY_DETNAS.format(name=name, space=space, run=run, trials=trials), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from archspec.detection.synthetic import synthesize
+
+    folder = tmp_path_factory.mktemp("synth")
+    synthesize(folder, num_train=16, num_val=8, image_size=64, seed=0)
+    return folder
+
+
+OPTIONS = TrainOptions(epochs=2, batch_size=4, learning_rate=3e-3, warmup_steps=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    """A tiny DetNAS supernet trained for 8 iterations: (config file, run folder)."""
+    from archspec.search.supernet_train import train_supernet
+
+    folder = tmp_path_factory.mktemp("trained")
+    path = tiny_config(folder)
+    config, base = load_search_config(path)
+    train_supernet(config, base, data, folder / "run", OPTIONS, progress=False)
+    return path, folder / "run"
+
+
+def randomize_batch_norm(model: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, so parity covers buffers too."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+
+
+# -- structure and parity --------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["detnas_supernet", "crnas_supernet"])
+def test_twenty_random_paths_equal_their_extracted_stand_alone_detectors(name):
+    config, base = load_search_config(EXAMPLES / f"{name}.yaml")
+    torch.manual_seed(0)
+    supernet = build_supernet(config, base)
+    randomize_batch_norm(supernet)
+    supernet.eval()
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    rng = random.Random(f"parity:{name}")
+    dilated = 0
+    for _ in range(20):
+        genotype = supernet.space.random(rng)
+        supernet.select(genotype)
+        with torch.no_grad():
+            ours = supernet(images)
+        spec, state = supernet.subnet(genotype)
+        assert archspec.fingerprint(spec.backbone) == archspec.fingerprint(supernet.space.decode(genotype))
+        alone = build_detector(spec)
+        alone.load_state_dict(state)  # strict: every stand-alone tensor comes from the supernet
+        alone.eval()
+        with torch.no_grad():
+            theirs = alone(images)
+        for a, b in zip(ours, theirs):
+            if a is not None:
+                assert a.shape == b.shape
+                assert torch.allclose(a, b, atol=1e-5, rtol=0), (genotype, (a - b).abs().max())
+        if name == "crnas_supernet":
+            dilated += any(d > 1 for d in supernet.space.split(genotype)[1])
+    assert name != "crnas_supernet" or dilated >= 15  # dilated paths were compared too
+
+
+def test_detnas_supernet_holds_every_choice_of_every_layer_once():
+    config, base = load_search_config(EXAMPLES / "detnas_supernet.yaml")
+    supernet = build_supernet(config, base)
+    space = supernet.space
+    layers, choices = len(space.base), len(space.choices)
+    assert len(supernet.backbone.slots) == 1 + layers * choices  # the stem is shared
+    # parameters: every all-same path once, their shared stem (3x3 conv 3->16 with bias, BN) once
+    stem = 3 * 16 * 9 + 16 + 2 * 16
+    per_path = [fast_costs(space.decode((c,) * layers), (128, 128)).params for c in range(choices)]
+    backbone = sum(p.numel() for n, p in supernet.named_parameters() if n.startswith("backbone."))
+    assert backbone == sum(per_path) - (choices - 1) * stem
+
+
+def test_crnas_dilations_add_no_parameters_and_stages_share_their_first_blocks():
+    config, base = load_search_config(EXAMPLES / "crnas_supernet.yaml")
+    supernet = build_supernet(config, base)
+    deepest = [max(choices) for choices in config.space.depth_choices]
+    assert len(supernet.backbone.slots) == len(base.stem) + sum(deepest)
+    before = supernet.parameter_count()
+    rng = random.Random(0)
+    for _ in range(5):
+        supernet.select(supernet.space.random(rng))
+    assert supernet.parameter_count() == before
+    # the FLOPs of a bottleneck block are the same in every stage here (width x2, side /2), so the
+    # allocation moves parameters, not FLOPs: the cost range says so exactly
+    extremes = cost_extremes(supernet, (128, 128))
+    assert extremes["flops"][0] == extremes["flops"][1]
+    assert extremes["params"][0] < extremes["params"][1]
+
+
+def test_summary_command_prints_parameters_and_cost_range():
+    result = subprocess.run([sys.executable, "-m", "archspec.cli", "supernet", "summary",
+                             str(EXAMPLES / "detnas_supernet.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "37 backbone slots" in result.stdout and "paths: 262,144" in result.stdout
+    assert "MFLOPs at 128x128" in result.stdout
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_a_genotype_outside_the_space_is_refused_with_the_rule():
+    config, base = load_search_config(EXAMPLES / "detnas_supernet.yaml")
+    supernet = build_supernet(config, base)
+    with pytest.raises(SupernetError, match=r"outside the detnas space: choice index outside 0\.\.3"):
+        supernet.select((7,) * len(supernet.space.base))
+    with pytest.raises(SupernetError, match="genotype of length 3"):
+        supernet.select((0, 1, 2))
+
+
+def test_a_run_of_another_config_and_a_checkpoint_of_another_supernet_are_refused(tmp_path, trained, data):
+    from archspec.search.supernet_train import open_supernet, train_supernet
+
+    config_file, run = trained
+    # another space (two choices only): another supernet
+    other_file = tiny_config(tmp_path, name="other", space="{type: detnas, choices: [{type: shufflenet_v2, kernel: 3}, "
+                                                            "{type: shuffle_xception}]}")
+    other, other_base = load_search_config(other_file)
+    with pytest.raises(SupernetError, match="trained from another config"):
+        open_supernet(run, other, other_base)
+    # its own run folder, holding the first supernet's checkpoint
+    train_supernet(other, other_base, data, tmp_path / "other_run",
+                   TrainOptions(epochs=1, batch_size=4, max_steps_per_epoch=1), progress=False)
+    shutil.copy(run / "last.pt", tmp_path / "other_run" / "last.pt")
+    with pytest.raises(SupernetError, match="belongs to another supernet"):
+        open_supernet(tmp_path / "other_run", other, other_base)
+    # a detector checkpoint is no supernet checkpoint
+    from archspec.detection.train import train as train_detector
+
+    config, base = load_search_config(config_file)
+    detector = config.detector.around(base)
+    train_detector(detector, data, tmp_path / "detector", TrainOptions(epochs=1, batch_size=4, max_steps_per_epoch=1),
+                   progress=False)
+    shutil.copy(tmp_path / "detector" / "last.pt", tmp_path / "other_run" / "last.pt")
+    with pytest.raises(SupernetError, match="not a supernet checkpoint"):
+        open_supernet(tmp_path / "other_run", other, other_base)
+    # the command line says it in one line, exit code 2
+    result = subprocess.run([sys.executable, "-m", "archspec.cli", "supernet", "extract", str(tmp_path / "other_run"),
+                             "0,0,0,0,0", "-o", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "not a supernet checkpoint" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "archspec.cli", "supernet", "extract", str(run), "0,1,9,0,0",
+                             "-o", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "outside the detnas space" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+# -- training --------------------------------------------------------------------------------
+def test_a_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, trained, data, monkeypatch):
+    from archspec.search import supernet_train
+
+    config, base = load_search_config(trained[0])
+    real_step, calls = supernet_train._train_step, []
+
+    def dying_step(*args, **kwargs):  # a deterministic kill: the 7th iteration never happens
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(supernet_train, "_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        supernet_train.train_supernet(config, base, data, tmp_path / "run", OPTIONS, checkpoint_every=2,
+                                      progress=False)
+    monkeypatch.setattr(supernet_train, "_train_step", real_step)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 2)  # epoch 2, after its second of 4 iterations
+    with pytest.raises(Exception, match="--resume"):
+        supernet_train.train_supernet(config, base, data, tmp_path / "run", OPTIONS, progress=False)
+    result = supernet_train.train_supernet(config, base, data, tmp_path / "run", OPTIONS, resume=True,
+                                           progress=False)
+    assert result.images == 8  # only the two missing iterations ran
+    resumed = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    whole = torch.load(trained[1] / "last.pt", weights_only=True)
+    assert resumed["history"] == whole["history"]
+    assert resumed["model"].keys() == whole["model"].keys()
+    for key, value in whole["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    assert (tmp_path / "run" / "history.jsonl").read_text() == (trained[1] / "history.jsonl").read_text()
+
+
+def test_extract_then_fine_tune_and_export(tmp_path, trained, data):
+    config_file, run = trained
+    out = tmp_path / "path"
+    command = [sys.executable, "-m", "archspec.cli"]
+    result = subprocess.run(command + ["supernet", "extract", str(run), "[0, 1, 2, 3, 0]", "-o", str(out)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    spec = archspec.load(out / "spec.yaml")
+    assert [layer.block.type for layer in spec.backbone.layers() if layer.stage is not None] == [
+        "shufflenet_v2", "shufflenet_v2", "shufflenet_v2", "shuffle_xception", "shufflenet_v2"]
+    # never overwrites
+    again = subprocess.run(command + ["supernet", "extract", str(run), "0,1,2,3,0", "-o", str(out)], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    # the extracted weights are the supernet path's: the fine-tune starts from them
+    from archspec.detection.checkpoint import load_weights
+    from archspec.search.supernet_train import open_supernet
+
+    config, base = load_search_config(config_file)
+    supernet = open_supernet(run, config, base)
+    alone = build_detector(spec)
+    load_weights(alone, out / "weights.pt")
+    supernet.select((0, 1, 2, 3, 0))
+    supernet.eval(), alone.eval()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.allclose(supernet(images).class_logits, alone(images).class_logits, atol=1e-5, rtol=0)
+    tuned = subprocess.run(command + ["train", str(out / "spec.yaml"), "--data", str(data), "--out",
+                                      str(tmp_path / "tune"), "--epochs", "1", "--batch-size", "4",
+                                      "--max-steps-per-epoch", "1", "--init", str(out / "weights.pt")],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert tuned.returncode == 0, tuned.stderr
+    exported = subprocess.run(command + ["export", str(out / "spec.yaml"), "-o", str(tmp_path / "path.onnx"),
+                                         "--weights", str(out / "weights.pt")], cwd=ROOT, capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "path.onnx").stat().st_size > 0
+
+
+# -- evaluation ------------------------------------------------------------------------------
+def test_recalibration_changes_the_path_statistics_and_helps_most_paths(trained):
+    from archspec.search.space import make_space
+    from archspec.search.supernet_eval import SupernetEvaluator
+
+    config, base = load_search_config(trained[0])
+    evaluator = SupernetEvaluator(config, base, make_space(config.space, base))
+    supernet = evaluator.supernet
+    rng = random.Random("recalibration")
+    genotypes = [supernet.space.random(rng) for _ in range(5)]
+    # the recalibrated statistics of a path differ from the shared ones, which come back afterwards
+    norms = [m for module in supernet.path_modules(genotypes[0]) for m in module.modules()
+             if isinstance(m, torch.nn.BatchNorm2d)]
+    shared = [m.running_mean.clone() for m in norms]
+    evaluator.recalibrate(norms)
+    assert all(not torch.allclose(m.running_mean, s) for m, s in zip(norms, shared))
+    evaluator.score_path(genotypes[0])
+    scores = [(evaluator.score_path(g, "recalibrate").ap, evaluator.score_path(g, "supernet").ap) for g in genotypes]
+    print("AP recalibrated / shared BN:", scores)
+    better = sum(with_bn >= without for with_bn, without in scores)
+    assert better >= 3, scores
+
+
+def read_trials(path):
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def test_search_trials_are_the_same_for_one_and_two_workers_and_after_a_kill(tmp_path, trained, monkeypatch):
+    from archspec.search import supernet_eval
+    from archspec.search.run import run_search
+
+    config = tiny_config(tmp_path, run=str(trained[1]), trials=8)
+    run_search(config, tmp_path / "one", progress=False, batch=4)
+    run_search(config, tmp_path / "two", progress=False, batch=4, workers=2)
+    one = read_trials(tmp_path / "one" / "trials.csv")
+    assert one == read_trials(tmp_path / "two" / "trials.csv")
+    assert sum(row["status"] == "feasible" for row in one) >= 4
+    assert len({row["score"] for row in one if row["score"]}) > 1
+    # killed after its 5th evaluation (deterministically), then resumed
+    real, calls = supernet_eval.SupernetEvaluator.evaluate, []
+
+    def dying(self, genotype):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(genotype)
+        return real(self, genotype)
+
+    monkeypatch.setattr(supernet_eval.SupernetEvaluator, "evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config, tmp_path / "killed", progress=False, batch=4)
+    monkeypatch.setattr(supernet_eval.SupernetEvaluator, "evaluate", real)
+    run_search(config, tmp_path / "killed", progress=False, batch=4, resume=True)
+    assert read_trials(tmp_path / "killed" / "trials.csv") == one
+    assert (tmp_path / "killed" / "best.yaml").read_text() == (tmp_path / "one" / "best.yaml").read_text()
