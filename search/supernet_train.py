@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 
 import archspec
+from archspec.files import RunFolder, atomic_write_text
 from archspec.detection.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from archspec.detection.coco import collate, make_loader, open_split
 from archspec.detection.losses import detection_loss
 from archspec.detection.train import (TrainOptions, _check_classes, _device, _float, _prepare_run, _progress,
-                                      _schedule, _steps, canonical_json_with_name)
+                                      _schedule, _steps, canonical_json_with_name, warmup_steps)
 from archspec.search.supernet import (SUPERNET_KIND, Supernet, SupernetError, build_supernet, check_checkpoint,
                                       load_initial_backbone)
 
@@ -63,7 +64,16 @@ def sample_path(space, seed: int, epoch: int, step: int):
 def train_supernet(config, base, data_dir: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
                    resume: bool = False, init: str | Path | None = None, checkpoint_every: int | None = None,
                    progress: bool = True) -> SupernetTrainResult:
-    """Train the supernet of `config` on ``data_dir``'s train split into the run folder `out`."""
+    """Train the supernet of `config` on ``data_dir``'s train split into the run folder `out`
+    (`archspec.files.RunFolder`: made by a supernet training or empty, held by one process)."""
+    with RunFolder(out, "supernet train") as folder:
+        folder.record(RUN_FILE, "history.jsonl", "last.pt")
+        return _train_supernet(config, base, data_dir, out, options, resume=resume, init=init,
+                               checkpoint_every=checkpoint_every, progress=progress)
+
+
+def _train_supernet(config, base, data_dir, out, options: TrainOptions, *, resume: bool, init, checkpoint_every,
+                    progress: bool) -> SupernetTrainResult:
     out, data_dir = Path(out), Path(data_dir)
     device = _device(options.device)
     torch.manual_seed(options.seed)
@@ -74,7 +84,8 @@ def train_supernet(config, base, data_dir: str | Path, out: str | Path, options:
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(options.warmup_steps, max(1, steps_per_epoch * options.epochs)))
+        optimizer, _schedule(warmup_steps(options, max(1, steps_per_epoch * options.epochs)),
+                             max(1, steps_per_epoch * options.epochs)))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     position = {"epoch": 0, "step": 0, "totals": {}, "history": []}
     if resume and (out / "last.pt").exists():
@@ -116,8 +127,7 @@ def train_supernet(config, base, data_dir: str | Path, out: str | Path, options:
         record = {"epoch": epoch + 1, **{k: v / count for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0]}
         history.append(record)
         _save(out, model, optimizer, scheduler, scaler, epoch + 1, 0, {}, history)
-        with open(out / "history.jsonl", "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
+        atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         if progress:
             from rich.console import Console
 
@@ -166,7 +176,7 @@ def _resume(out: Path, model: Supernet, optimizer, scheduler, scaler, device) ->
         scaler.load_state_dict(state["scaler"])
     history = list(state["history"])
     # keep history.jsonl consistent with the checkpoint (an epoch may have been logged after it)
-    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     return {"epoch": int(state["epoch"]), "step": int(state.get("step", 0)), "totals": dict(state.get("totals", {})),
             "history": history}
 
@@ -174,9 +184,7 @@ def _resume(out: Path, model: Supernet, optimizer, scheduler, scaler, device) ->
 def _write_run_file(out: Path, model: Supernet, config, base, data_dir: Path) -> None:
     data = {"supernet": model.fingerprint, "data": str(data_dir.resolve()),
             "config": {**config.model_dump(mode="json", exclude={"evaluator"}), "base": archspec.to_data(base)}}
-    tmp = out / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(out / RUN_FILE)
+    atomic_write_text(out / RUN_FILE, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _check_run_file(out: Path, model: Supernet) -> dict:
@@ -287,6 +295,4 @@ def _write_spec(spec, path: Path) -> None:
     """Atomically: a sibling temporary file renamed over `path`."""
     from archspec.io import dumps
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(spec, format="yaml"), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, dumps(spec, format="yaml"))
