@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
+_MISSING: Any = object()
 
 
 class RegistryError(KeyError):
@@ -68,10 +69,14 @@ class Registry(Generic[T]):
         return self._members.pop(key)
 
     # -- lookup --------------------------------------------------------------------------------
-    def get(self, key: Hashable) -> T:
+    def get(self, key: Hashable, default: Any = _MISSING) -> T:
+        """The member under `key`; a miss raises `RegistryError` unless a `default` is given (the
+        mapping protocol's ``get(key, default)``, which ``monkeypatch.setitem`` uses)."""
         try:
             return self._members[key]
         except KeyError:
+            if default is not _MISSING:
+                return default
             known = ", ".join(sorted(_show(k) for k in self._members)) or "none"
             raise RegistryError(f"unknown {self.name} {_show(key)}; registered: {known}") from None
 
