@@ -157,7 +157,7 @@ def ordered(capabilities) -> list[str]:
 
 @SPACE_CONFIGS.register("maedet")
 class MaedetSpace(SpaceConfig):
-    """MAE-DET's k1kxk1 space (papers.md 2.2): per stage the output width, kernel, bottleneck
+    """MAE-DET's k1kxk1 space (Sun et al., MAE-DET, ICML 2022; the release's k1kxk1 space and its mutator): per stage the output width, kernel, bottleneck
     width and depth mutate; the stem mutates only its width."""
 
     offers: ClassVar[frozenset[str]] = frozenset({"mutate"})
@@ -185,7 +185,7 @@ DETNAS_CHOICES = [{"type": "shufflenet_v2", "kernel": 3}, {"type": "shufflenet_v
 
 @SPACE_CONFIGS.register("detnas")
 class DetnasSpace(SpaceConfig):
-    """DetNAS's space (papers.md 3.1): every layer of every stage picks one choice block."""
+    """DetNAS's space (Chen et al., DetNAS, NeurIPS 2019; the release's ShuffleNetV2 choice blocks): every layer of every stage picks one choice block."""
 
     offers: ClassVar[frozenset[str]] = frozenset({"random", "mutate", "crossover", "redraw"})
     type: Literal["detnas"]
@@ -196,12 +196,12 @@ class DetnasSpace(SpaceConfig):
 
 CRNAS_RESNET_DEPTHS = [list(range(1, 11)), list(range(1, 11)), [2, 3, 5, 6, 9, 11, 14, 17, 20, 23],
                        [2, 3, 4, 6, 7, 9, 11, 13, 15, 17]]
-"""CR-NAS's allowed block counts per stage for the ResNet series (papers.md 4.1)."""
+"""CR-NAS's allowed block counts per stage for the ResNet series (Liang et al., CR-NAS, ICLR 2020; its ResNet-series choice table)."""
 
 
 @SPACE_CONFIGS.register("crnas")
 class CrnasSpace(SpaceConfig):
-    """CR-NAS's computation reallocation (papers.md 4.1): the number of blocks per stage, with
+    """CR-NAS's computation reallocation (Liang et al., CR-NAS, ICLR 2020; its ResNet-series choice table): the number of blocks per stage, with
     their total fixed (so FLOPs stay about constant), and the dilation of every block's spatial
     convolution (which changes neither params nor FLOPs)."""
 
@@ -219,7 +219,7 @@ class CrnasSpace(SpaceConfig):
 
 @SPACE_CONFIGS.register("spinenet")
 class SpinenetSpace(SpaceConfig):
-    """SpineNet's search space (papers.md 1): over a scale-permuted base, the levels of the
+    """SpineNet's search space (Du et al., SpineNet, CVPR 2020): over a scale-permuted base, the levels of the
     intermediate blocks are permuted (and, separately, those of the output blocks), each block's
     two parents are rewired to any earlier blocks, and block kinds switch between bottleneck
     and basic ("block adjustment")."""
@@ -321,7 +321,7 @@ class RandomWalk(StrategyConfig):
 
 @STRATEGY_CONFIGS.register("detnas_evolution")
 class DetnasEvolution(StrategyConfig):
-    """DetNAS's evolutionary search (papers.md 3.4): generations of `population` candidates made
+    """DetNAS's evolutionary search (Chen et al., DetNAS, NeurIPS 2019; evolutionary search on the SPOS supernet): generations of `population` candidates made
     of `mutations` mutated and `crossovers` crossed-over children of the `parents` best so far,
     topped up with random ones; only candidates within the params/FLOPs budgets are admitted
     (up to 10x tries each)."""
@@ -357,7 +357,7 @@ class AgingEvolution(StrategyConfig):
 
 @STRATEGY_CONFIGS.register("crnas_two_step")
 class CrnasTwoStep(StrategyConfig):
-    """CR-NAS's two steps (papers.md 4.1): score every allowed stage allocation (dilations as in
+    """CR-NAS's two steps (Liang et al., CR-NAS, ICLR 2020; its ResNet-series choice table): score every allowed stage allocation (dilations as in
     the base) and keep the best; then choose dilations block by block, greedily, keeping the
     `top_k` best partial choices (blocks not yet chosen keep dilation 1). Stops by itself."""
 

@@ -73,7 +73,7 @@ def register_strategy(tag: str):
 
 @register_strategy("maedet_evolution")
 class MaedetEvolutionStrategy(Strategy):
-    """MAE-DET's evolution (papers.md 2.3): a uniformly random parent from the population is
+    """MAE-DET's evolution (Sun et al., MAE-DET, ICML 2022; the release's evolutionary searcher): a uniformly random parent from the population is
     mutated `mutations_per_child` times; feasible children join the population, which is kept
     sorted by score, de-duplicated and truncated to its size."""
 
@@ -121,7 +121,7 @@ class RandomWalkStrategy(Strategy):
 
 @register_strategy("detnas_evolution")
 class DetnasEvolutionStrategy(Strategy):
-    """DetNAS's evolution (papers.md 3.4), one generation at a time: the first is random; each
+    """DetNAS's evolution (Chen et al., DetNAS, NeurIPS 2019; evolutionary search on the SPOS supernet), one generation at a time: the first is random; each
     next one holds `mutations` mutated and `crossovers` crossed-over children of the best
     `parents` seen so far, topped up with random genotypes to `population`. Only genotypes
     that `admit` accepts (the cheap params/FLOPs budgets) enter a generation; each slot tries
@@ -209,7 +209,7 @@ class AgingEvolutionStrategy(Strategy):
 
 @register_strategy("crnas_two_step")
 class CrnasTwoStepStrategy(Strategy):
-    """CR-NAS's search (papers.md 4.1). Step one scores stage allocations (all allowed ones, or
+    """CR-NAS's search (Liang et al., CR-NAS, ICLR 2020; its ResNet-series choice table). Step one scores stage allocations (all allowed ones, or
     a seeded sample of `max_allocations`) with the base's dilations and keeps the best. Step two
     walks the blocks in order; for each block it extends every kept partial architecture with
     every dilation choice and keeps the `top_k` best. The paper scores a partial architecture
