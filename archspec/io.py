@@ -305,13 +305,15 @@ def _with_file_reference(field_schema: dict, meaning: str, definitions: dict) ->
     """A field's schema widened to accept a file name. A field typed as any mapping (a search
     config's ``base``) is narrowed to what the loader accepts there: a backbone spec."""
     description = field_schema.get("description", "")
-    alternatives = [alternative for alternative in field_schema.get("anyOf", [field_schema])
-                    if alternative.get("type") not in ("string", "object") or "$ref" in alternative
+    given = field_schema.get("anyOf", [field_schema])
+    alternatives = [alternative for alternative in given
+                    if alternative.get("type") not in ("string", "object", "null") or "$ref" in alternative
                     or "oneOf" in alternative]
     if not alternatives:  # `str | dict`: the loader takes a backbone spec
         alternatives = [{"oneOf": [{"$ref": f"#/$defs/{StagedBackbone.__name__}"},
                                    {"$ref": f"#/$defs/{ScalePermutedBackbone.__name__}"}],
                          "discriminator": {"propertyName": "type"}}]
+    alternatives += [alternative for alternative in given if alternative.get("type") == "null"]  # optional
     inline = [{key: value for key, value in alternative.items() if key not in ("description", "title")}
               for alternative in alternatives]
     return {"anyOf": [{"type": "string", "description": meaning}, *inline], "description": description}

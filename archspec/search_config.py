@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, GetCoreSchemaHandler, model_validator
-from pydantic_core import core_schema
+from pydantic import Field, model_validator
 
-from archspec.blocks import Spec
+from archspec.blocks import Spec, registered_union
 from archspec.detector import DetectorTemplate
 from archspec.errors import SpecError
 from archspec.registry import Registry
@@ -46,56 +45,6 @@ STRATEGY_CONFIGS: Registry[type["StrategyConfig"]] = Registry("search strategy c
 """Strategy ``type`` tag -> its config model (the members of `AnyStrategy`)."""
 EVALUATOR_CONFIGS: Registry[type["EvaluatorConfig"]] = Registry("search evaluator config")
 """Evaluator ``type`` tag -> its config model (the members of `AnyEvaluator`)."""
-
-
-class RegisteredUnion:
-    """A discriminated union whose members are the models of a registry, looked up by their
-    ``type`` tag when a document is validated. Unlike a ``Union[...]`` written in the source, a
-    plug-in extends it by registering one more model, without editing this package.
-
-    Errors read like pydantic's own discriminated unions (``space.type: unknown kind ...``)."""
-
-    def __init__(self, registry: Registry, what: str):
-        self.registry = registry
-        self.what = what
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            self.validate,
-            json_schema_input_schema=core_schema.any_schema(),
-            serialization=core_schema.plain_serializer_function_ser_schema(_dump_member, info_arg=True))
-
-    def validate(self, value: Any) -> BaseModel:
-        from archspec.errors import SpecError
-
-        if isinstance(value, BaseModel) and self.registry.find(getattr(value, "type", None)) is type(value):
-            return value
-        if not isinstance(value, dict):
-            raise SpecError("", f"a {self.what} must be a mapping with a 'type' field")
-        tag = value.get("type")
-        if tag is None:
-            raise SpecError("type", "missing 'type' field naming the kind")
-        model = self.registry.find(tag) if isinstance(tag, str) else None
-        if model is None:
-            known = ", ".join(repr(k) for k in self.registry)
-            raise SpecError("type", f"unknown kind {tag!r}; expected one of {known}")
-        return _validate_model(model, value)
-
-
-def _validate_model(model: type[BaseModel], value: dict) -> BaseModel:
-    from pydantic import ValidationError
-
-    from archspec.io import _from_validation_error
-
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise _from_validation_error(exc, None) from None
-
-
-def _dump_member(value: BaseModel, info: Any) -> Any:
-    return value.model_dump(mode=info.mode, exclude_defaults=info.exclude_defaults, exclude_none=info.exclude_none,
-                            exclude_unset=info.exclude_unset, by_alias=bool(info.by_alias))
 
 
 class SpaceConfig(Spec):
@@ -290,7 +239,7 @@ class AnnotatedSpace(SpaceConfig):
                                     "to start from the template's defaults)")
 
 
-AnySpace = Annotated[SpaceConfig, RegisteredUnion(SPACE_CONFIGS, "search space")]
+AnySpace = registered_union(SPACE_CONFIGS, SpaceConfig)
 """Any registered space config, chosen by its `type` tag."""
 
 
@@ -370,7 +319,7 @@ class CrnasTwoStep(StrategyConfig):
     """Allocations scored in step one; a seeded sample when more are allowed."""
 
 
-AnyStrategy = Annotated[StrategyConfig, RegisteredUnion(STRATEGY_CONFIGS, "search strategy")]
+AnyStrategy = registered_union(STRATEGY_CONFIGS, StrategyConfig)
 """Any registered strategy config, chosen by its `type` tag."""
 
 
@@ -383,7 +332,7 @@ class AnalyticEvaluatorConfig(EvaluatorConfig):
     """Evaluator kind tag."""
 
 
-AnyEvaluator = Annotated[EvaluatorConfig, RegisteredUnion(EVALUATOR_CONFIGS, "search evaluator")]
+AnyEvaluator = registered_union(EVALUATOR_CONFIGS, EvaluatorConfig)
 """Any registered evaluator config, chosen by its `type` tag."""
 
 
