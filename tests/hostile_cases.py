@@ -167,7 +167,11 @@ def _data_folder(folder: Path) -> None:
     from archspec.detection.synthetic import synthesize
 
     if "data" not in _DATA_CACHE:
-        _DATA_CACHE["data"] = Path(tempfile.mkdtemp(prefix="archspec-hostile-")) / "data"
+        import atexit
+
+        cache = tempfile.mkdtemp(prefix="archspec-hostile-")
+        atexit.register(shutil.rmtree, cache, True)
+        _DATA_CACHE["data"] = Path(cache) / "data"
         synthesize(_DATA_CACHE["data"], num_train=2, num_val=1, image_size=64, seed=0)
     shutil.copytree(_DATA_CACHE["data"], folder / "data")
 
