@@ -318,6 +318,11 @@ def test_search_trials_are_the_same_for_one_and_two_workers_and_after_a_kill(tmp
     assert one == read_trials(tmp_path / "two" / "trials.csv")
     assert sum(row["status"] == "feasible" for row in one) >= 4
     assert len({row["score"] for row in one if row["score"]}) > 1
+    # the run's report page holds every trial, scored by supernet AP
+    from tests.test_report import page_data
+
+    shown = page_data((tmp_path / "one" / "report.html").read_text())["trials"]
+    assert [str(i) for i in shown["id"]] == [row["id"] for row in one]
     # killed after its 5th evaluation (deterministically), then resumed
     real, calls = supernet_eval.SupernetEvaluator.evaluate, []
 
