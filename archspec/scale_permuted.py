@@ -119,7 +119,8 @@ class ScalePermutedBackbone(Spec):
     SpineNet: two bottleneck block groups."""
     blocks: list[PermutedBlock] = Field(min_length=1, max_length=256)
     """The scale-permuted blocks, in execution order."""
-    level_filters: dict[FilterLevel, Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(
+    # keys lax: a JSON object's keys are strings ("3"), YAML's are integers
+    level_filters: dict[Annotated[FilterLevel, Field(strict=False)], Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(
         default_factory=lambda: dict(SPINENET_LEVEL_FILTERS))
     """Base filters per level (SpineNet's FILTER_SIZE_MAP). A bottleneck's output has
     `expansion` (4) times this width; basic and inverted-residual blocks output this width."""

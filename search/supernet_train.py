@@ -160,7 +160,8 @@ def _save(out: Path, model: Supernet, optimizer, scheduler, scaler, epoch: int, 
     state = {"kind": SUPERNET_KIND, "supernet": model.fingerprint, "spec": canonical_json_with_name(model.spec),
              "fingerprint": archspec.fingerprint(model.spec), "epoch": epoch, "step": step, "totals": dict(totals),
              "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "history": list(history)}
+             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "history": list(history),
+             "best": None}  # a supernet has no validation-best epoch; the field is part of every checkpoint
     save_checkpoint(state, out / "last.pt")
 
 
