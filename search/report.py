@@ -523,11 +523,11 @@ SCRIPT = r"""
     grid: {rows: 2, columns: 1, pattern: "independent", roworder: "top to bottom"},
     xaxis: {matches: "x2"}, yaxis: {title: {text: "score"}, domain: [0.42, 1]},
     xaxis2: {title: {text: "trial"}}, yaxis2: {title: {text: "trials so far"}, domain: [0, 0.3]}})]);
-  function frontPlot(div, key, x, label, title, measuredToo) {
+  function frontPlot(div, key, x, label, title, measuredToo, what) {
     const has = feasible.filter(i => x(i) !== null);
     const f = D.fronts[key].map(id => T.id.indexOf(id));
-    const data = [scatter(thin(has), x, "feasible", {marker: {size: 5, color: "#90a4ae", opacity: 0.55}}),
-      scatter(f, x, "Pareto front", {mode: "lines+markers", line: {color: "#d32f2f", shape: "hv"}, marker: {size: 8, color: "#d32f2f"}})];
+    const data = [scatter(thin(has), x, what, {marker: {size: 5, color: "#90a4ae", opacity: 0.55}}),
+      scatter(f, x, what === "feasible" ? "Pareto front" : what + " front", {mode: "lines+markers", line: {color: "#d32f2f", shape: "hv"}, marker: {size: 8, color: "#d32f2f"}})];
     if (measuredToo) {
       const m = feasible.filter(i => T.measured[i] !== null);
       const mf = D.fronts.measured.map(id => T.id.indexOf(id));
@@ -540,11 +540,11 @@ SCRIPT = r"""
     }
     plots.push([div, data, Object.assign({}, layoutBase, {title: {text: title}, xaxis: {title: {text: label}}, yaxis: {title: {text: "score"}}})]);
   }
-  frontPlot("plot-flops", "flops", i => T.flops[i] === null ? null : T.flops[i] / 1e9, "GFLOPs (2 x MACs)", "Score against FLOPs", false);
+  frontPlot("plot-flops", "flops", i => T.flops[i] === null ? null : T.flops[i] / 1e9, "GFLOPs (2 x MACs)", "Score against FLOPs", false, "feasible");
   if (document.getElementById("plot-latency"))
     frontPlot("plot-latency", "latency", i => T.latency[i], "latency (ms)", "Score against latency: " +
       [D.fronts.latency.length ? "predicted" : "", D.fronts.measured.length ? "measured" : ""].filter(Boolean).join(" and "),
-      D.fronts.measured.length > 0);
+      D.fronts.measured.length > 0, "predicted");
   function show(id) {
     const yaml = D.yaml[String(id)];
     const i = T.id.indexOf(id);
