@@ -59,3 +59,22 @@ def valid_rows(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) 
         mask = labels[image] >= 0
         out.append({"boxes": boxes[image][mask], "scores": scores[image][mask], "labels": labels[image][mask]})
     return out
+
+
+class EndToEnd(torch.nn.Module):
+    """A detector with its decoding and NMS: images -> boxes, scores, labels (what the exported
+    ONNX file computes), for timing torch eager against ONNX Runtime."""
+
+    def __init__(self, spec):
+        super().__init__()
+        from archspec.detection.model import build_detector
+
+        self.detector = build_detector(spec)
+
+    def forward(self, images):
+        return detect(self.detector, images)
+
+
+def end_to_end(spec) -> EndToEnd:
+    """`EndToEnd` of a detector spec."""
+    return EndToEnd(spec)

@@ -96,6 +96,17 @@ def register_evaluator(tag: str):
     return decorator
 
 
+def checked_spec(space, genotype: Genotype):
+    """The candidate's spec, or its ``rejected`` `Outcome` when it breaks a rule of the space:
+    the first step of every evaluator, before any cost is paid."""
+    start = time.perf_counter()
+    try:
+        space.check(genotype)
+        return space.decode(genotype)
+    except Rejected as exc:
+        return Outcome("rejected", str(exc), seconds=time.perf_counter() - start)
+
+
 @register_evaluator("analytic")
 class AnalyticEvaluator:
     """Rules of the space -> validated spec -> analytic params/FLOPs budgets -> score and the
@@ -113,11 +124,9 @@ class AnalyticEvaluator:
 
     def evaluate(self, genotype: Genotype) -> Outcome:
         start = time.perf_counter()
-        try:
-            self.space.check(genotype)
-            spec = self.space.decode(genotype)
-        except Rejected as exc:
-            return Outcome("rejected", str(exc), seconds=time.perf_counter() - start)
+        spec = checked_spec(self.space, genotype)
+        if isinstance(spec, Outcome):
+            return spec
         metrics, broken = self.checker.analytic(spec)
         fingerprint = archspec.fingerprint(spec)
         if broken:

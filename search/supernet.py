@@ -249,6 +249,21 @@ def build_supernet(config, base, space=None) -> Supernet:
     return Supernet(config, base, space)
 
 
+def summarize_supernet(config, base) -> dict:
+    """What `archspec supernet summary` prints: parameters (all, backbone, neck and head), slots,
+    paths, and the backbone cost range of a path at the detector's input size."""
+    torch.manual_seed(0)
+    model = build_supernet(config, base)
+    size = model.spec.image_size
+    extremes = cost_extremes(model, size)
+    neck_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
+    return {"name": config.name, "space": config.space.type, "supernet": model.fingerprint,
+            "params": model.parameter_count(), "backbone_params": model.parameter_count() - neck_head,
+            "neck_head_params": neck_head, "slots": len(model.backbone.slots), "paths": path_count(model.space),
+            "input_size": list(size),
+            "path_backbone_params": list(extremes["params"]), "path_backbone_flops": list(extremes["flops"])}
+
+
 def supernet_fingerprint(config, base) -> str:
     """What a supernet's weights depend on: base spec, space and detector template (not the
     strategy, budgets or evaluator, so one trained supernet serves searches that differ in those)."""

@@ -38,8 +38,7 @@ import archspec
 from archspec.detection.coco import coco_evaluate, collate, open_split, to_coco_results
 from archspec.detection.postprocess import select_detections
 from archspec.search.budgets import BudgetChecker
-from archspec.search.evaluators import Outcome
-from archspec.search.space import Rejected
+from archspec.search.evaluators import Outcome, checked_spec
 from archspec.search.supernet import Supernet
 from archspec.search.supernet_train import open_supernet, read_run_file
 
@@ -81,11 +80,9 @@ class SupernetEvaluator:
     # -- the evaluator protocol -------------------------------------------------------------
     def evaluate(self, genotype) -> Outcome:
         start = time.perf_counter()
-        try:
-            self.space.check(genotype)
-            spec = self.space.decode(genotype)
-        except Rejected as exc:
-            return Outcome("rejected", str(exc), seconds=time.perf_counter() - start)
+        spec = checked_spec(self.space, genotype)
+        if isinstance(spec, Outcome):
+            return spec
         fingerprint = archspec.fingerprint(spec)
         metrics, broken = self.checker.analytic(spec)
         kernels = self.checker.latency_kernels(spec)

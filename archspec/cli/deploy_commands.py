@@ -172,20 +172,9 @@ def _torch_module(spec):
         from archspec.compiler import build
 
         return build(spec)
-    import torch
+    from archspec.detection.postprocess import end_to_end
 
-    from archspec.detection.model import build_detector
-    from archspec.detection.postprocess import detect
-
-    class EndToEnd(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.detector = build_detector(spec)
-
-        def forward(self, images):
-            return detect(self.detector, images)
-
-    return EndToEnd()
+    return end_to_end(spec)
 
 
 def _spec_of(model: Path, is_onnx: bool, needed: bool, overrides: tuple[str, ...] = ()):

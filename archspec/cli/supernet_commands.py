@@ -21,30 +21,20 @@ def supernet() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def summary(config_file: Path, as_json: bool) -> None:
     """The supernet's parameters and the cost range of its paths."""
-    import torch
-
-    from archspec.search.supernet import build_supernet, cost_extremes, path_count
+    from archspec.search.supernet import summarize_supernet
     from archspec.search_config import load_search_config
 
     config, base = load_search_config(config_file)
-    torch.manual_seed(0)
-    model = build_supernet(config, base)
-    size = model.spec.image_size
-    extremes = cost_extremes(model, size)
-    neck_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
-    info = {"name": config.name, "space": config.space.type, "supernet": model.fingerprint,
-            "params": model.parameter_count(), "backbone_params": model.parameter_count() - neck_head,
-            "neck_head_params": neck_head, "slots": len(model.backbone.slots), "paths": path_count(model.space),
-            "input_size": list(size),
-            "path_backbone_params": list(extremes["params"]), "path_backbone_flops": list(extremes["flops"])}
+    info = summarize_supernet(config, base)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    low_p, high_p = extremes["params"]
-    low_f, high_f = extremes["flops"]
-    click.echo(f"{config.name}: {config.space.type} supernet {model.fingerprint}\n"
+    low_p, high_p = info["path_backbone_params"]
+    low_f, high_f = info["path_backbone_flops"]
+    size = info["input_size"]
+    click.echo(f"{config.name}: {config.space.type} supernet {info['supernet']}\n"
                f"  parameters: {info['params']:,} ({info['backbone_params']:,} in {info['slots']} backbone slots, "
-               f"{neck_head:,} in neck and head)\n"
+               f"{info['neck_head_params']:,} in neck and head)\n"
                f"  paths: {info['paths']:,}\n"
                f"  a path's backbone: {low_p:,.0f} .. {high_p:,.0f} params, "
                f"{low_f / 1e6:,.1f} .. {high_f / 1e6:,.1f} MFLOPs at {size[0]}x{size[1]}")
