@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from archspec.blocks import Spec, registered_union
 from archspec.detector import DetectorTemplate
@@ -94,8 +94,16 @@ class EvaluatorConfig(Spec):
     needs_detector: ClassVar[bool] = False
     """Whether the evaluator trains or scores detectors (the config must then have a `detector:`)."""
 
+    run_files: ClassVar[tuple[str, ...]] = ()
+    """Names the evaluator writes in the search's run folder (recorded in its marker)."""
+
     def resolved(self, config_dir: Path) -> "EvaluatorConfig":
         """The config with the paths it names made absolute (relative to the search config's folder)."""
+        return self
+
+    def in_run(self, folder: Path) -> "EvaluatorConfig":
+        """The config of an evaluator working for the search run in `folder` (e.g. to keep a
+        per-trial cache there); not part of the run's identity. Default: unchanged."""
         return self
 
 
@@ -454,6 +462,69 @@ class SupernetEvaluatorConfig(EvaluatorConfig):
         if self.data is not None:
             update["data"] = str((config_dir / self.data).resolve())
         return self.model_copy(update=update)
+
+
+@EVALUATOR_CONFIGS.register("proxy_train")
+class ProxyTrainEvaluatorConfig(EvaluatorConfig):
+    """Proxy-task training (SpineNet, Du et al., CVPR 2020, "Architecture search implementation
+    details": candidates are ranked by the AP of a brief training at reduced image size, measured
+    on a reserved validation set): each candidate backbone, inside the config's `detector:`
+    template at `input_size`, is trained from scratch for `epochs` on a fixed seeded subset of
+    `train_images` training images, and its score is the COCO AP on a fixed seeded subset of
+    `validation_images` validation images (higher is better)."""
+
+    type: Literal["proxy_train"]
+    """Evaluator kind tag."""
+    data: str
+    """COCO-format folder with a train and a val split (relative to this file), e.g. one written
+    by `archspec data synth`."""
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Training epochs over the training subset (the proxy's brevity)."""
+    input_size: Annotated[int, Field(ge=16, le=4096)] | Annotated[
+        list[Annotated[int, Field(ge=16, le=4096)]], Field(min_length=2, max_length=2)] | None = None
+    """Proxy input size (H or [H, W]), usually below the detector's; default: the template's."""
+    train_images: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    """Training images (a fixed seeded subset of the train split; all of it if fewer)."""
+    validation_images: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    """Validation images the AP is measured on (a fixed seeded subset of the val split; all if fewer)."""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Images per training step and per evaluation forward pass."""
+    lr: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    """Peak AdamW learning rate (linear warm-up, then cosine decay to 1% of it, as `archspec train`)."""
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-4
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seed of the subsets and, with each candidate's fingerprint, of its initialisation, data order
+    and flips (fixed: not the search's ``--seed``, so a candidate scores the same in every search)."""
+    threads: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Intra-op threads per worker while training: CPU results are bit-equal only at one thread
+    count, so it is part of the config (not of the machine); more workers use more cores."""
+    max_memory_gib: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    """Refuse (as infeasible) candidates whose estimated training memory exceeds this many GiB;
+    default: ``$ARCHSPEC_MAX_MEMORY`` or half of the free memory, which depends on the machine and
+    its load -- set it when trials must be identical everywhere."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where candidates train (one device per worker process)."""
+
+    needs_detector: ClassVar[bool] = True
+    run_files: ClassVar[tuple[str, ...]] = ("proxy_train",)
+    _run_folder: str | None = PrivateAttr(None)
+    """The search's run folder (set by the run, `in_run`): finished trials' scores are cached in
+    its ``proxy_train/`` folder. Private: it is not part of the run's identity, and it does not
+    travel to Ray actors (their nodes may not share the folder)."""
+
+    def resolved(self, config_dir: Path) -> "ProxyTrainEvaluatorConfig":
+        return self.model_copy(update={"data": str((config_dir / self.data).resolve())})
+
+    def in_run(self, folder: Path) -> "ProxyTrainEvaluatorConfig":
+        config = self.model_copy()
+        config._run_folder = str(Path(folder).resolve())
+        return config
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where finished trials' scores are kept (``RUN/proxy_train``); None outside a run."""
+        return Path(self._run_folder) / "proxy_train" if self._run_folder else None
 
 
 def load_search_config(path: str | Path, *, overrides: Sequence[str] = ()) -> tuple[SearchConfig, object]:

@@ -152,6 +152,18 @@ class SupernetEvaluatorEntry:
         return SupernetEvaluator(config, base, space)
 
 
+@register_evaluator("proxy_train")
+class ProxyTrainEvaluatorEntry:
+    """The proxy-training evaluator (`archspec.search.proxy_train.ProxyTrainEvaluator`), imported
+    only when a config asks for it: it needs torch and trains every candidate."""
+
+    @classmethod
+    def from_config(cls, config, base, space) -> Evaluator:
+        from archspec.search.proxy_train import ProxyTrainEvaluator
+
+        return ProxyTrainEvaluator(config, base, space)
+
+
 def make_evaluator(config, base, space=None) -> Evaluator:
     """The evaluator a search config asks for (a registry lookup of ``evaluator.type``), built
     once per process. `config` and `base` are what `load_search_config` returns; `space` reuses

@@ -98,7 +98,7 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         raise ValueError(f"--batch must be at least 1, not {batch}")
     out = Path(out)
     with RunFolder(out, "search") as folder:
-        folder.record(*SEARCH_OUTPUTS)
+        folder.record(*SEARCH_OUTPUTS, *config.evaluator.run_files)
         try:
             return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
                                progress=progress, workers=workers, batch=batch, executor=executor,
@@ -186,6 +186,8 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
                       f"(and changes the search: results depend on N)", stacklevel=2)
     timings = Timings()
     owned = executor is None
+    # the evaluator may keep per-trial files in the run folder (proxy_train's score cache)
+    config = config.model_copy(update={"evaluator": config.evaluator.in_run(out)})
     executor = make_executor(workers, config, base, space) if owned else executor
     try:
         run = _Run(store, strategy, executor, checker, timings, store.trials())
