@@ -27,7 +27,7 @@ Resume: the search store keeps finished trials; in addition every finished train
 written (atomically) to ``RUN/proxy_train/<fingerprint>.json`` with the digest of everything the
 score depends on (`settings_digest`), so after a kill the trials evaluated but not yet committed
 are read back instead of retrained, and a changed config or data set never reuses a score.
-``RUN/proxy_train/trainings.log`` gets one line per training actually run (what tests count).
+``RUN/proxy_train/trainings.log`` gets one line per training started (what tests count).
 
 `proxy_train_ap` is the same training as a plain function (benchmarks call it per seed).
 """
