@@ -54,6 +54,7 @@ from archspec.detection.losses import detection_loss
 from archspec.detection.model import build_detector
 from archspec.detection.postprocess import select_detections
 from archspec.detection.train import TrainOptions, _schedule, warmup_steps
+from archspec.errors import SpecError
 from archspec.files import atomic_write_text, read_text
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
@@ -293,7 +294,12 @@ class ProxyTrainEvaluator:
         if broken is None and kernels is not None:
             broken = _latency_known(self.checker, kernels)
         if broken is None:
-            broken = self._memory_broken(spec)
+            try:
+                detector = proxy_detector(spec, self.trainer.template, self.settings)
+            except SpecError as exc:  # the template does not fit this candidate (e.g. a missing level)
+                return Outcome("rejected", f"detector: {exc}", fingerprint, metrics,
+                               seconds=time.perf_counter() - start)
+            broken = self._memory_broken(detector)
         if broken:
             return Outcome("infeasible", broken, fingerprint, metrics, seconds=time.perf_counter() - start)
         record = self.score(spec, fingerprint)
@@ -315,9 +321,8 @@ class ProxyTrainEvaluator:
         self.scores[fingerprint] = record
         return record
 
-    def _memory_broken(self, spec) -> str | None:
-        """Why training the candidate would not fit in memory (`compiler.resources`), or None."""
-        detector = proxy_detector(spec, self.trainer.template, self.settings)
+    def _memory_broken(self, detector) -> str | None:
+        """Why training the candidate's detector would not fit in memory (`compiler.resources`), or None."""
         try:
             guard_memory(detector, batch=self.settings.batch_size, purpose="training", limit=self.memory_limit)
         except ResourceLimitError as exc:
