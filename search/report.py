@@ -319,7 +319,8 @@ def _config_section(data: RunData) -> str:
     import yaml
 
     config_yaml = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=100)
-    facts = [("space", config.space.type), ("strategy", config.strategy.type), ("score", config.score),
+    score = config.score if config.evaluator.type == "analytic" else f"AP ({config.evaluator.type} evaluator)"
+    facts = [("space", config.space.type), ("strategy", config.strategy.type), ("score", score),
              ("trials asked", config.trials), ("seed", config.seed),
              ("base", f"{data.base.name} ({data.base.type})")]
     fact_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)

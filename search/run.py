@@ -382,6 +382,9 @@ class PlotReference:
     @classmethod
     def of(cls, config, base, checker: BudgetChecker) -> "PlotReference":
         metrics, _ = checker.analytic(base)
+        if config.evaluator.type != "analytic":  # trained evaluators score AP: the base's analytic score is off that axis
+            return cls(config.budgets.max_flops, config.budgets.min_flops, metrics["flops"], None, base.name,
+                       f"AP ({config.evaluator.type} evaluator)")
         try:
             score = config_score(base, config)
         except ScoreError:  # a base the score cannot read (no C3..C5) is drawn without its point

@@ -209,3 +209,15 @@ def test_a_changed_setting_never_reuses_a_cached_score(data, tmp_path):
     assert ScoreCache(tmp_path, settings_digest(changed.evaluator, changed.detector, data)).get("abc") is None
     (tmp_path / "abc.json").write_text("{torn")
     assert ScoreCache(tmp_path, digest).get("abc") is None
+
+
+def test_the_plot_and_the_report_page_call_the_score_ap(runs, data):
+    """pareto.png and report.html label the axis AP and draw no base point (the base's analytic
+    MAE-DET score is not on an AP axis)."""
+    from archspec.search.budgets import BudgetChecker
+    from archspec.search.run import PlotReference
+
+    config, base = load_search_config(EXAMPLE, overrides=small(data))
+    reference = PlotReference.of(config, base, BudgetChecker(config.budgets))
+    assert reference.base_score is None and reference.score_label == "AP (proxy_train evaluator)"
+    assert "AP (proxy_train evaluator)" in (runs["serial"] / "report.html").read_text()
