@@ -382,7 +382,8 @@ class PlotReference:
     @classmethod
     def of(cls, config, base, checker: BudgetChecker) -> "PlotReference":
         metrics, _ = checker.analytic(base)
-        if config.evaluator.type != "analytic":  # trained evaluators score AP: the base's analytic score is off that axis
+        # trained evaluators score AP: the base's analytic score does not belong on that axis
+        if config.evaluator.type != "analytic":
             return cls(config.budgets.max_flops, config.budgets.min_flops, metrics["flops"], None, base.name,
                        f"AP ({config.evaluator.type} evaluator)")
         try:
