@@ -96,6 +96,9 @@ class EvaluatorConfig(Spec):
 
     run_files: ClassVar[tuple[str, ...]] = ()
     """Names the evaluator writes in the search's run folder (recorded in its marker)."""
+    score_label: ClassVar[str | None] = None
+    """What the evaluator's scores are, for plots and the report page; None: the search config's
+    analytic `score`."""
 
     def resolved(self, config_dir: Path) -> "EvaluatorConfig":
         """The config with the paths it names made absolute (relative to the search config's folder)."""
@@ -456,6 +459,7 @@ class SupernetEvaluatorConfig(EvaluatorConfig):
 
 
     needs_detector: ClassVar[bool] = True
+    score_label: ClassVar[str | None] = "AP of the supernet path"
 
     def resolved(self, config_dir: Path) -> "SupernetEvaluatorConfig":
         update = {"run": str((config_dir / self.run).resolve())}
@@ -508,6 +512,7 @@ class ProxyTrainEvaluatorConfig(EvaluatorConfig):
 
     needs_detector: ClassVar[bool] = True
     run_files: ClassVar[tuple[str, ...]] = ("proxy_train",)
+    score_label: ClassVar[str | None] = "AP after proxy training"
     _run_folder: str | None = PrivateAttr(None)
     """The search's run folder (set by the run, `in_run`): finished trials' scores are cached in
     its ``proxy_train/`` folder. Private: it is not part of the run's identity, and it does not

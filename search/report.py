@@ -319,7 +319,7 @@ def _config_section(data: RunData) -> str:
     import yaml
 
     config_yaml = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=100)
-    score = config.score if config.evaluator.type == "analytic" else f"AP ({config.evaluator.type} evaluator)"
+    score = config.evaluator.score_label or config.score
     facts = [("space", config.space.type), ("strategy", config.strategy.type), ("score", score),
              ("trials asked", config.trials), ("seed", config.seed),
              ("base", f"{data.base.name} ({data.base.type})")]

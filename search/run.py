@@ -382,10 +382,10 @@ class PlotReference:
     @classmethod
     def of(cls, config, base, checker: BudgetChecker) -> "PlotReference":
         metrics, _ = checker.analytic(base)
-        # trained evaluators score AP: the base's analytic score does not belong on that axis
-        if config.evaluator.type != "analytic":
+        # an evaluator with its own scores (AP): the base's analytic score does not belong on that axis
+        if config.evaluator.score_label is not None:
             return cls(config.budgets.max_flops, config.budgets.min_flops, metrics["flops"], None, base.name,
-                       f"AP ({config.evaluator.type} evaluator)")
+                       config.evaluator.score_label)
         try:
             score = config_score(base, config)
         except ScoreError:  # a base the score cannot read (no C3..C5) is drawn without its point

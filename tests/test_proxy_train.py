@@ -219,5 +219,5 @@ def test_the_plot_and_the_report_page_call_the_score_ap(runs, data):
 
     config, base = load_search_config(EXAMPLE, overrides=small(data))
     reference = PlotReference.of(config, base, BudgetChecker(config.budgets))
-    assert reference.base_score is None and reference.score_label == "AP (proxy_train evaluator)"
-    assert "AP (proxy_train evaluator)" in (runs["serial"] / "report.html").read_text()
+    assert reference.base_score is None and reference.score_label == "AP after proxy training"
+    assert "<th>score</th><td>AP after proxy training</td>" in (runs["serial"] / "report.html").read_text()
