@@ -36,21 +36,30 @@ MeasureFn = Callable[[object, tuple[int, int], object], float]
 measured (the default runs it in ONNX Runtime or torch; tests plant latencies through it)."""
 
 MEASURE_REPEAT = 30
-"""Timed runs per front member (the median is kept)."""
-MEASURE_WARMUP = 5
-"""Untimed runs first (session start-up, allocations)."""
+"""Most timed runs per front member (the median is kept)."""
+MEASURE_MIN_REPEAT = 7
+"""Fewest timed runs per front member."""
+MEASURE_BUDGET_MS = 300.0
+"""About this much timed running per member, from its predicted latency, within the repeat
+bounds: a slow model gets fewer runs (its session set-up costs as much again, whatever the count)."""
+MEASURE_WARMUP = 3
+"""Untimed runs first (allocations, caches)."""
 METRIC_NAMES = ("params", "macs", "flops", "latency_ms", "score")
 """Columns of pareto.csv without a latency budget (trials.csv has the same metrics)."""
 MEASURED_KEY = "front_latency_ms"
 """Prefix of the trial store's meta rows holding measured front latencies."""
 
 
-def measure_end_to_end_ms(spec, size: tuple[int, int], context) -> float:
+def measure_end_to_end_ms(spec, size: tuple[int, int], context, *, expected_ms: float | None = None) -> float:
     """The median latency (ms) of `spec` run whole, batch 1, at `size`, in `context` (runtime,
-    provider, threads, clock): the way the latency table's calibration runs are measured."""
+    provider, threads, clock): the way the latency table's calibration runs are measured.
+    `expected_ms` (the prediction) sets the number of runs (`MEASURE_BUDGET_MS`)."""
     from archspec.compiler.latency.predictor import measure_end_to_end
 
-    return measure_end_to_end(spec, size, context, repeat=MEASURE_REPEAT, warmup=MEASURE_WARMUP).median_ms
+    repeat = MEASURE_REPEAT
+    if expected_ms is not None and expected_ms > 0:
+        repeat = int(min(MEASURE_REPEAT, max(MEASURE_MIN_REPEAT, MEASURE_BUDGET_MS / expected_ms)))
+    return measure_end_to_end(spec, size, context, repeat=repeat, warmup=MEASURE_WARMUP).median_ms
 
 
 @dataclass
@@ -95,6 +104,16 @@ def select(trials: list[Trial], front: list[Trial], *, limit_ms: float | None = 
     return selection
 
 
+def choice_record(selection: Selection) -> dict | None:
+    """What the report page needs of the choice (`RunData.choice`): the best's trial id (None when
+    no measured latency fits) and the front's measured latencies by fingerprint; None when nothing
+    was measured (the page's best is then the top score, as here)."""
+    if selection.limit_ms is None:
+        return None
+    return {"best": selection.best.id if selection.best is not None else None,
+            "measured": {t.fingerprint: selection.measured[t.id] for t in selection.front}}
+
+
 # -- measuring -----------------------------------------------------------------------------------
 def context_digest(context, size: tuple[int, int]) -> str:
     """A short digest of the measuring context and input size: measurements taken on another
@@ -110,7 +129,6 @@ def measure_front(front: list[Trial], space, checker, store: TrialStore,
     latency budget's context: the backbone, since that is what the budget's predictor sums
     kernels of. A member measured before in this context (same fingerprint) is read from the
     store; a new measurement is committed at once, so a kill loses at most the one in progress."""
-    measure = measure or measure_end_to_end_ms
     context, size = checker.predictor().context, checker.latency_size
     digest = context_digest(context, size)
     setting = (f"{context.runtime}, provider {context.provider}, {context.threads} thread"
@@ -120,7 +138,11 @@ def measure_front(front: list[Trial], space, checker, store: TrialStore,
         key = f"{MEASURED_KEY}:{digest}:{trial.fingerprint}"
         stored = store.meta(key)
         if stored is None:
-            ms = float(measure(space.decode(trial.genotype), size, context))
+            spec = space.decode(trial.genotype)
+            if measure is None:
+                ms = measure_end_to_end_ms(spec, size, context, expected_ms=trial.metrics.get("latency_ms"))
+            else:
+                ms = float(measure(spec, size, context))
             store.set_meta(key, json.dumps(ms))
         else:
             ms = float(json.loads(stored))
@@ -295,5 +317,5 @@ def write_text_report(path: Path, lines: list[str]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-__all__ = ["MeasureFn", "NextSteps", "Selection", "measure_end_to_end_ms", "measure_front", "select",
+__all__ = ["MeasureFn", "NextSteps", "Selection", "choice_record", "measure_end_to_end_ms", "measure_front", "select",
            "write_best", "write_pareto", "report_lines", "next_commands"]

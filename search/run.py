@@ -38,9 +38,9 @@ from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
-from archspec.search.front import (MeasureFn, NextSteps, Selection, measure_front, next_steps, report_lines, select,
-                                   write_best, write_pareto, write_text_report)
-from archspec.search.report import ReportOptions, RunData, config_meta, write_report
+from archspec.search.front import (MeasureFn, NextSteps, Selection, choice_record, measure_front, next_steps,
+                                   report_lines, select, write_best, write_pareto, write_text_report)
+from archspec.search.report import FRONT_CHOICE_KEY, ReportOptions, RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
 from archspec.search.space import Rejected, make_space
 from archspec.search.store import Trial, TrialStore
@@ -215,7 +215,8 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker),
                            selection=selection, detector=config.detector,
                            steps=next_steps(out, config, config_path))
-    write_report(out, data=RunData(config.name, config, base, space, run.trials), options=report)
+    write_report(out, data=RunData(config.name, config, base, space, run.trials, choice=choice_record(selection)),
+                 options=report)
     timings.outputs = time.perf_counter() - start
     result.timings = timings
     return result
@@ -416,7 +417,9 @@ def select_best(trials: list[Trial], config, space, checker: BudgetChecker, stor
     if limit is None:
         return select(trials, front)
     measured, setting = measure_front(front, space, checker, store, measure)
-    return select(trials, front, limit_ms=limit, measured=measured, setting=setting)
+    selection = select(trials, front, limit_ms=limit, measured=measured, setting=setting)
+    store.set_meta(FRONT_CHOICE_KEY, json.dumps(choice_record(selection), sort_keys=True))  # for `archspec report`
+    return selection
 
 
 def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReference | None = None, *,

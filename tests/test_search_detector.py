@@ -113,6 +113,13 @@ def test_best_is_the_top_scorer_whose_measured_latency_fits_even_when_predicted_
     assert f"best: trial {expected['id']}," in report
     assert f"{len(front) - 2} of {len(front)} within max_latency_ms 3" in report
     assert f"the top score, trial {by_score[0]['id']}" in report and "over the budget" in report
+    # The report page, as written by the run and as rebuilt from the store, names the same best
+    from archspec.search.report import write_report
+
+    shown = f'data-trial="{expected["id"]}">trial {expected["id"]}</a>'
+    assert shown in (tmp_path / "run" / "report.html").read_text()
+    rebuilt = write_report(tmp_path / "run", tmp_path / "rebuilt.html")
+    assert shown in rebuilt.read_text() and f"measured {LIMIT:.2f} ms" in rebuilt.read_text()
 
 
 def test_resume_reuses_the_measured_front_and_writes_the_same_outputs(tmp_path, reference):
@@ -150,6 +157,7 @@ def test_every_measurement_over_the_budget_leaves_no_best(tmp_path):
     assert "no candidate: no front member's measured latency is within max_latency_ms 3" in report
     assert "0 of" in report and "best.yaml is not written" in report and "--resume" in report
     assert all(r["fits_budget"] == "no" for r in table(out / "pareto.csv"))
+    assert "No candidate: no member of the Pareto front has a measured latency" in (out / "report.html").read_text()
 
 
 def test_without_a_latency_budget_nothing_is_measured_and_best_is_the_top_score(tmp_path):
