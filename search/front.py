@@ -151,16 +151,19 @@ def measure_front(front: list[Trial], space, checker, store: TrialStore,
 
 
 # -- outputs -------------------------------------------------------------------------------------
+NEXT_FOLDER = "next"
+"""Subfolder of the run folder where report.txt's closing commands write (data, training run,
+ONNX file, detections). The search's run marker lists it, so the folder stays resumable."""
+
+
 @dataclass(frozen=True)
 class NextSteps:
-    """What report.txt's closing commands refer to."""
+    """What report.txt's closing commands refer to. They are written to be run in the run folder
+    and name no path outside it (but the evaluator's data folder): the report is the same
+    wherever the run folder lies, and still right after the folder is moved."""
 
-    out: Path
-    """The run folder."""
-    config: Path | None = None
-    """The search config file (None: written without the config's path)."""
     data: str | None = None
-    """The training data folder (the evaluator's, when it names one)."""
+    """The training data folder (the evaluator's, when it names one; absolute)."""
     input_size: str = "224"
     """The budgets' input size (H or HxW), at which the backbone's FLOPs were taken."""
     latency_input_size: str | None = None
@@ -261,34 +264,35 @@ def _measured_lines(selection: Selection) -> list[str]:
 
 
 def next_commands(steps: NextSteps, detector, has_best: bool) -> list[str]:
-    """The commands to run after the search, ready to paste (paths quoted for the shell)."""
-    q = shlex.quote
-    out = steps.out
-    best = q(str(out / "best.yaml"))
+    """The commands to run after the search, ready to paste in the run folder (outputs go to its
+    `NEXT_FOLDER`; paths quoted for the shell)."""
     if not has_best:
         return ["", "next: no best.yaml to take further; change the budgets and search again (another --out), "
-                    "or continue with more trials:",
-                f"  archspec search {q(str(steps.config)) if steps.config else 'CONFIG'} --out {q(str(out))} "
-                f"--resume --max-trials N"]
+                    "or run the same search command with --resume --max-trials N (more trials)"]
+    folder = NEXT_FOLDER
     if detector is not None:
-        data = q(steps.data) if steps.data else "data/synth"
-        train_dir, onnx = q(str(out / "train")), q(str(out / "best.onnx"))
-        lines = ["", "next: best.yaml is a complete detector; train it, export it, detect with it:"]
+        lines = ["", f"next, in this run folder (outputs go to {folder}/): best.yaml is a complete detector; "
+                     "train it, export it, detect with it:"]
         if steps.data is None:
-            lines.append(f"  archspec data synth --out {data}    # or any COCO-format folder as --data")
-        image = f"{data}/val/val_000001.png" if steps.data is None else "IMAGE.png"
-        lines += [f"  archspec validate {best}",
-                  f"  archspec train {best} --data {data} --out {train_dir} --epochs 12",
-                  f"  archspec eval {train_dir} --data {data}",
-                  f"  archspec export {best} --weights {train_dir}/best.pt -o {onnx}",
-                  f"  archspec detect {onnx} {image} --out {q(str(out / 'detections'))}"]
-        return lines
-    latency = (f"  archspec latency predict {best} --input-size {steps.latency_input_size}{steps.latency_options} "
-               f"--table {q(str(out / 'latency.sqlite'))}" if steps.latency_input_size else
-               f"  archspec latency predict {best} --input-size {steps.input_size} --measure-missing")
-    return ["", "next: best.yaml is a backbone; inspect, export and time it:",
-            f"  archspec summary {best} --input-size {steps.input_size}",
-            f"  archspec export {best} -o {q(str(out / 'best.onnx'))} --input-size {steps.input_size}",
+            data, image = f"{folder}/data", f"{folder}/data/val/val_000001.png"
+            classes = detector.num_classes
+            lines.append(f"  archspec data synth --out {data} --classes {classes}    # synthetic shapes; or any "
+                         f"COCO-format folder as --data" if classes <= SYNTH_CLASSES else
+                         f"  # {classes} classes: use a COCO-format folder of yours as --data {data}")
+        else:
+            data, image = shlex.quote(steps.data), "IMAGE.png"
+        return lines + [
+            "  archspec validate best.yaml",
+            f"  archspec train best.yaml --data {data} --out {folder}/train --epochs 12",
+            f"  archspec eval {folder}/train --data {data}",
+            f"  archspec export best.yaml --weights {folder}/train/best.pt -o {folder}/best.onnx",
+            f"  archspec detect {folder}/best.onnx {image} --out {folder}/detections"]
+    latency = (f"  archspec latency predict best.yaml --input-size {steps.latency_input_size}{steps.latency_options} "
+               f"--table latency.sqlite" if steps.latency_input_size else
+               f"  archspec latency predict best.yaml --input-size {steps.input_size} --measure-missing")
+    return ["", "next, in this run folder: best.yaml is a backbone; inspect, export and time it:",
+            f"  archspec summary best.yaml --input-size {steps.input_size}",
+            f"  archspec export best.yaml -o {folder}/best.onnx --input-size {steps.input_size}",
             latency,
             "to get a detector: add a `detector:` template to the search config (neck, head, num_classes, "
             "input_size; examples/search/maedet_fcos_budget.yaml has one) and search again into another --out, "
@@ -296,8 +300,12 @@ def next_commands(steps: NextSteps, detector, has_best: bool) -> list[str]:
             "names its backbone file)."]
 
 
-def next_steps(out: Path, config, config_path: Path | None) -> NextSteps:
-    """The closing commands' settings for a run of `config` in `out`."""
+SYNTH_CLASSES = 6
+"""Most classes `archspec data synth` draws."""
+
+
+def next_steps(config) -> NextSteps:
+    """The closing commands' settings for a run of `config`."""
     budgets = config.budgets
     size = _size_text(budgets.input_size)
     latency = (_size_text(budgets.latency_input_size or budgets.input_size)
@@ -306,7 +314,7 @@ def next_steps(out: Path, config, config_path: Path | None) -> NextSteps:
                       (("runtime", budgets.latency_runtime, "ort"), ("provider", budgets.latency_provider, "cpu"))
                       if value != default)
     data = getattr(config.evaluator, "data", None)  # a trained evaluator's data folder (absolute once resolved)
-    return NextSteps(out, config_path, str(data) if data else None, size, latency, options)
+    return NextSteps(str(data) if data else None, size, latency, options)
 
 
 def _size_text(size) -> str:
@@ -317,5 +325,5 @@ def write_text_report(path: Path, lines: list[str]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-__all__ = ["MeasureFn", "NextSteps", "Selection", "choice_record", "measure_end_to_end_ms", "measure_front", "select",
+__all__ = ["MeasureFn", "NEXT_FOLDER", "NextSteps", "Selection", "choice_record", "measure_end_to_end_ms", "measure_front", "select",
            "write_best", "write_pareto", "report_lines", "next_commands"]

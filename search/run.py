@@ -38,7 +38,7 @@ from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
-from archspec.search.front import (MeasureFn, NextSteps, Selection, choice_record, measure_front, next_steps,
+from archspec.search.front import (NEXT_FOLDER, MeasureFn, NextSteps, Selection, choice_record, measure_front, next_steps,
                                    report_lines, select, write_best, write_pareto, write_text_report)
 from archspec.search.report import FRONT_CHOICE_KEY, ReportOptions, RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
@@ -107,12 +107,11 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         raise ValueError(f"--batch must be at least 1, not {batch}")
     out = Path(out)
     with RunFolder(out, "search") as folder:
-        folder.record(*SEARCH_OUTPUTS)
+        folder.record(*SEARCH_OUTPUTS, NEXT_FOLDER)
         try:
             return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
                                progress=progress, workers=workers, batch=batch, executor=executor,
-                               report=report or ReportOptions(erf=False), measure_latency=measure_latency,
-                               config_path=Path(config_path))
+                               report=report or ReportOptions(erf=False), measure_latency=measure_latency)
         except SpecError as exc:  # the space's own rules (e.g. too many CR-NAS allocations) name the config
             raise (exc if exc.source else exc.with_source(str(config_path))) from None
 
@@ -166,8 +165,7 @@ def _check_identity(store: TrialStore, out: Path, identity: dict) -> None:
 
 def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_trials: int | None,
                 progress: bool, workers: int, batch: int | None, executor: Executor | None,
-                report: ReportOptions, measure_latency: MeasureFn | None = None,
-                config_path: Path | None = None) -> RunResult:
+                report: ReportOptions, measure_latency: MeasureFn | None = None) -> RunResult:
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
     db_path = out / "trials.sqlite"
@@ -214,7 +212,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     start = time.perf_counter()
     result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker),
                            selection=selection, detector=config.detector,
-                           steps=next_steps(out, config, config_path))
+                           steps=next_steps(config))
     write_report(out, data=RunData(config.name, config, base, space, run.trials, choice=choice_record(selection)),
                  options=report)
     timings.outputs = time.perf_counter() - start

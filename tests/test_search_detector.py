@@ -114,11 +114,11 @@ def test_best_is_the_top_scorer_whose_measured_latency_fits_even_when_predicted_
     assert f"{len(front) - 2} of {len(front)} within max_latency_ms 3" in report
     assert f"the top score, trial {by_score[0]['id']}" in report and "over the budget" in report
     # The report page, as written by the run and as rebuilt from the store, names the same best
-    from archspec.search.report import write_report
+    from archspec.search.report import ReportOptions, write_report
 
     shown = f'data-trial="{expected["id"]}">trial {expected["id"]}</a>'
     assert shown in (tmp_path / "run" / "report.html").read_text()
-    rebuilt = write_report(tmp_path / "run", tmp_path / "rebuilt.html")
+    rebuilt = write_report(tmp_path / "run", tmp_path / "rebuilt.html", options=ReportOptions(erf=False))
     assert shown in rebuilt.read_text() and f"measured {LIMIT:.2f} ms" in rebuilt.read_text()
 
 
@@ -189,39 +189,44 @@ def test_a_backbone_search_keeps_a_backbone_best_and_says_how_to_get_a_detector(
     report = (tmp_path / "run" / "report.txt").read_text()
     commands = [line.strip() for line in report.splitlines() if line.startswith("  archspec ")]
     assert [shlex.split(c)[1] for c in commands] == ["summary", "export", "latency"]
-    assert "--input-size 128" in commands[0] and "--table" in commands[2]
+    assert "--input-size 128" in commands[0] and "--table latency.sqlite" in commands[2]
     assert "add a `detector:` template" in report
 
 
-def test_search_to_detector_runs_the_report_commands_end_to_end(tmp_path):
+def test_search_to_detector_runs_the_report_commands_end_to_end(tmp_path, monkeypatch):
     """The README's flow: search with the shipped example (a detector template and a latency
-    budget), then the commands report.txt ends with, as printed: validate, train best.yaml (one
-    short epoch on a few synthetic images), eval, export with the trained weights, detect."""
+    budget), then the commands report.txt ends with, as printed, in the run folder: synthetic data,
+    validate, train best.yaml, eval, export with the trained weights, detect (only the data and the
+    schedule made small). The search folder stays resumable with their outputs in it."""
     from click.testing import CliRunner
 
     from archspec.cli import cli
-    from archspec.detection.synthetic import synthesize
 
-    data = tmp_path / "data"
-    synthesize(data, num_train=8, num_val=4, image_size=128, num_classes=3, max_objects=3, seed=0)
     out = tmp_path / "run"
     runner = CliRunner()
     # Real end-to-end measurement of the front here (ONNX Runtime), under a budget nothing misses.
-    searched = runner.invoke(cli, ["search", str(EXAMPLE), "--out", str(out), "--quiet", "--max-trials", "12",
-                                   "--set", "budgets.max_latency_ms=1000"])
+    search = ["search", str(EXAMPLE), "--out", str(out), "--quiet", "--max-trials", "12",
+              "--set", "budgets.max_latency_ms=1000"]
+    searched = runner.invoke(cli, search)
     assert searched.exit_code == 0, searched.output
     rows = table(out / "pareto.csv")
     assert rows and all(float(r["latency_ms_measured"]) > 0 and r["fits_budget"] == "yes" for r in rows)
     report = (out / "report.txt").read_text()
+    assert str(tmp_path) not in report  # the same report wherever the run folder lies
     commands = [line.split("#")[0].strip() for line in report.splitlines() if line.startswith("  archspec ")]
     verbs = [shlex.split(c)[1] for c in commands]
     assert verbs == ["data", "validate", "train", "eval", "export", "detect"]
-    for command in commands[1:]:  # the data is made above, smaller than `data synth`'s default
-        argv = shlex.split(command.replace("data/synth", str(data)))[1:]
+    monkeypatch.chdir(out)
+    small = {"data": ["--train", "8", "--val", "4"], "train": ["--epochs", "1", "--batch-size", "4",
+                                                              "--max-steps-per-epoch", "2"]}
+    for command in commands:
+        argv = shlex.split(command)[1:]
         if argv[0] == "train":
-            argv = [a for a in argv if a not in ("--epochs", "12")] + [
-                "--epochs", "1", "--batch-size", "4", "--max-steps-per-epoch", "2"]
-        done = runner.invoke(cli, argv)
+            argv = [a for a in argv if a not in ("--epochs", "12")]
+        done = runner.invoke(cli, argv + small.get(argv[0], []))
         assert done.exit_code == 0, (command, done.output)
-    assert (out / "train" / "best.pt").is_file() and (out / "best.onnx").is_file()
-    assert (out / "detections" / "detections.json").is_file()
+    assert (out / "next" / "train" / "best.pt").is_file() and (out / "next" / "best.onnx").is_file()
+    assert (out / "next" / "detections" / "detections.json").is_file()
+    resumed = runner.invoke(cli, search + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "report.txt").read_text() == report
