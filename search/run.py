@@ -63,7 +63,8 @@ class Timings:
     """Executor time: validate/decode, analytic costs and budgets, score, latency kernel keys,
     fingerprint (with a pool: the parent's wait for it, the workers' start included)."""
     latency: float = 0.0
-    """Latency predictions from kernel keys, and measuring kernels the table lacks."""
+    """Latency predictions from kernel keys, measuring kernels the table lacks, and measuring the
+    Pareto front end to end after the search (search/front.py)."""
     outputs: float = 0.0
     """trials.csv, pareto.csv/.png, best.yaml, report.txt, report.html."""
 
@@ -414,7 +415,7 @@ def select_best(trials: list[Trial], config, space, checker: BudgetChecker, stor
     limit = config.budgets.max_latency_ms
     if limit is None:
         return select(trials, front)
-    measured, setting = measure_front(front, space, checker, store, measure)
+    measured, setting = measure_front(front, space, checker, store, measure, limit)
     selection = select(trials, front, limit_ms=limit, measured=measured, setting=setting)
     store.set_meta(FRONT_CHOICE_KEY, json.dumps(choice_record(selection), sort_keys=True))  # for `archspec report`
     return selection
