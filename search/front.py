@@ -181,6 +181,8 @@ class NextSteps:
     """The latency budget's input size; None without a latency budget."""
     latency_options: str = ""
     """The budget's runtime and provider as `archspec latency` options."""
+    supernet: str | None = None
+    """The supernet run folder of a one-shot search (absolute), whose weights fine-tuning may start from."""
 
 
 def write_pareto(path: Path, selection: Selection) -> None:
@@ -292,6 +294,10 @@ def next_commands(steps: NextSteps, detector, has_best: bool) -> list[str]:
                          f"  # {classes} classes: use a COCO-format folder of yours as --data {data}")
         else:
             data, image = shlex.quote(steps.data), "IMAGE.png"
+        if steps.supernet is not None:
+            lines.append(f"  # from the supernet's weights instead of from scratch: archspec supernet extract "
+                         f"{shlex.quote(steps.supernet)} best.yaml -o {folder}/extracted, then train "
+                         f"{folder}/extracted/spec.yaml with --init {folder}/extracted/weights.pt")
         return lines + [
             "  archspec validate best.yaml",
             f"  archspec train best.yaml --data {data} --out {folder}/train --epochs 12",
@@ -325,7 +331,8 @@ def next_steps(config) -> NextSteps:
                       (("runtime", budgets.latency_runtime, "ort"), ("provider", budgets.latency_provider, "cpu"))
                       if value != default)
     data = getattr(config.evaluator, "data", None)  # a trained evaluator's data folder (absolute once resolved)
-    return NextSteps(str(data) if data else None, size, latency, options)
+    supernet = config.evaluator.run if config.evaluator.type == "supernet" else None
+    return NextSteps(str(data) if data else None, size, latency, options, supernet)
 
 
 def _size_text(size) -> str:
