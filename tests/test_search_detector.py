@@ -230,3 +230,28 @@ def test_search_to_detector_runs_the_report_commands_end_to_end(tmp_path, monkey
     resumed = runner.invoke(cli, search + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert (out / "report.txt").read_text() == report
+
+
+def test_an_interrupted_measurement_resumes_with_the_members_not_yet_measured(tmp_path, reference):
+    """Each measurement is committed as it is taken: a run stopped while measuring its front (here
+    by Ctrl-C in the third measurement) measures only the rest when resumed, and ends as an
+    uninterrupted run with the same measurements does."""
+    _, front = reference
+    planted = {t["fingerprint"]: LIMIT / 3 + 0.01 * i for i, t in enumerate(front)}
+
+    class Interrupted(Planted):
+        def __call__(self, spec, size, context):
+            if len(self.calls) == 2:
+                raise KeyboardInterrupt
+            return super().__call__(spec, size, context)
+
+    stopped = Interrupted(planted)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(EXAMPLE, tmp_path / "stopped", max_trials=TRIALS, progress=False, measure_latency=stopped)
+    rest = Planted(planted)
+    run_search(EXAMPLE, tmp_path / "stopped", max_trials=TRIALS, resume=True, progress=False, measure_latency=rest)
+    first_two = [f for f, _ in stopped.calls[:2]]
+    assert sorted(f for f, _ in rest.calls) == sorted(t["fingerprint"] for t in front if t["fingerprint"] not in first_two)
+    run_search(EXAMPLE, tmp_path / "whole", max_trials=TRIALS, progress=False, measure_latency=Planted(planted))
+    for name in ("pareto.csv", "best.yaml", "report.txt"):
+        assert (tmp_path / "stopped" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
