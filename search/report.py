@@ -68,7 +68,12 @@ class RunData:
     space: object
     trials: list[Trial]
     measured: dict[str, float] = field(default_factory=dict)
-    """Fingerprint -> end-to-end latency (ms) measured for it, from calibration runs."""
+    """Fingerprint -> end-to-end latency (ms) measured for it: the run's measured Pareto front
+    (search/front.py) and the latency table's calibration runs."""
+    choice: dict | None = None
+    """The run's choice of best when it measured its front (`FRONT_CHOICE_KEY`): ``best`` (a
+    trial id, or None when no measured latency fits) and ``measured`` (fingerprint -> ms).
+    None: the best is the top score."""
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -84,7 +89,7 @@ def load_run(run: str | Path, config_path: str | Path | None = None) -> RunData:
         raise FileNotFoundError(f"{run}: no search run here (no trials.sqlite)")
     store = TrialStore(db)
     try:
-        stored_config, trials = store.meta("config"), store.trials()
+        stored_config, trials, choice = store.meta("config"), store.trials(), store.meta(FRONT_CHOICE_KEY)
     finally:
         store.close()
     if config_path is not None:
@@ -93,7 +98,12 @@ def load_run(run: str | Path, config_path: str | Path | None = None) -> RunData:
         config, base = config_from_meta(stored_config, f"{db}:config")
     else:
         raise ValueError(f"{db}: the run does not record its config (an older run); pass --config CONFIG.yaml")
-    return RunData(config.name, config, base, make_space(config.space, base), trials)
+    return RunData(config.name, config, base, make_space(config.space, base), trials,
+                   choice=json.loads(choice) if choice else None)
+
+
+FRONT_CHOICE_KEY = "front_choice"
+"""Trial store meta key of the run's choice of best after measuring its front (`RunData.choice`)."""
 
 
 def config_meta(config, base) -> str:
@@ -172,7 +182,7 @@ def write_report(run: str | Path, output: str | Path | None = None, *, data: Run
     latency_size = budgets.latency_input_size or budgets.input_size
     size = (latency_size, latency_size) if isinstance(latency_size, int) else (latency_size[0], latency_size[-1])
     data.measured = measured_latencies(Path(table), {t.fingerprint for t in data.trials if t.fingerprint}, budgets,
-                                       size)
+                                       size) | (data.choice or {}).get("measured", {})
     html = render_page(data, options)
     output = Path(output) if output is not None else run / "report.html"
     atomic_write_text(output, html)
@@ -184,6 +194,8 @@ def render_page(data: RunData, options: ReportOptions) -> str:
     feasible = [t for t in trials if t.status == "feasible"]
     by_score = sorted(feasible, key=lambda t: (-t.score, t.id))
     best = by_score[0] if by_score else None
+    if data.choice is not None:  # the run measured its front: its best is the top score that fits
+        best = next((t for t in feasible if t.id == data.choice.get("best")), None)
     budgets = data.config.budgets
     infeasible = sorted((t for t in trials if t.status == "infeasible"), key=lambda t: (overshoot(t, budgets), t.id))
     fronts = {
@@ -288,14 +300,19 @@ def _summary_section(data: RunData, best: Trial | None) -> str:
     counts = {s: sum(t.status == s for t in data.trials) for s in STATUSES}
     chips = "".join(f'<span class="chip" style="border-color:{STATUS_COLORS[s]}">{s} <b>{n}</b></span>'
                     for s, n in counts.items())
-    if best is None:
+    if best is None and data.choice is not None and counts["feasible"]:
+        best_text = ("<p class=\"warn\">No candidate: no member of the Pareto front has a measured latency "
+                     "within the budget (see report.txt).</p>")
+    elif best is None:
         best_text = "<p class=\"warn\">No feasible candidate: every candidate broke a budget or a rule.</p>"
     else:
         latency = best.metrics.get("latency_ms")
         best_text = (f'<p>Best: <a href="#" data-trial="{best.id}">trial {best.id}</a> '
                      f'(<code>{escape(best.fingerprint or "")}</code>), score <b>{best.score:.3f}</b>, '
                      f'params {_fmt_count(best.metrics.get("params"))}, FLOPs {_fmt_count(best.metrics.get("flops"))}'
-                     + (f", predicted latency {latency:.2f} ms" if latency is not None else "") + "</p>")
+                     + (f", predicted latency {latency:.2f} ms" if latency is not None else "")
+                     + (f", measured {data.measured[best.fingerprint]:.2f} ms" if best.fingerprint in data.measured
+                        else "") + "</p>")
     return (f'<header><h1>Search report: {escape(data.name)}</h1>'
             f'<p>{len(data.trials)} trials {chips}</p>{best_text}</header>')
 

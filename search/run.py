@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
 
-import archspec
 from archspec.errors import SpecError
-from archspec.files import RunFolder, atomic_path, atomic_write_text
+from archspec.files import RunFolder, atomic_path
 from archspec.search_config import load_search_config
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
-from archspec.search.report import ReportOptions, RunData, config_meta, write_report
+from archspec.search.front import (NEXT_FOLDER, MeasureFn, NextSteps, Selection, choice_record, measure_front, next_steps,
+                                   report_lines, select, write_best, write_pareto, write_text_report)
+from archspec.search.report import FRONT_CHOICE_KEY, ReportOptions, RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
 from archspec.search.space import Rejected, make_space
 from archspec.search.store import Trial, TrialStore
@@ -62,7 +63,8 @@ class Timings:
     """Executor time: validate/decode, analytic costs and budgets, score, latency kernel keys,
     fingerprint (with a pool: the parent's wait for it, the workers' start included)."""
     latency: float = 0.0
-    """Latency predictions from kernel keys, and measuring kernels the table lacks."""
+    """Latency predictions from kernel keys, measuring kernels the table lacks, and measuring the
+    Pareto front end to end after the search (search/front.py)."""
     outputs: float = 0.0
     """trials.csv, pareto.csv/.png, best.yaml, report.txt, report.html."""
 
@@ -74,13 +76,19 @@ class RunResult:
     feasible: int
     best_score: float | None
     best_spec: object | None
+    """The best backbone (best.yaml holds the detector around it when the config has a template)."""
     timings: Timings = field(default_factory=Timings)
+    best_id: int | None = None
+    """The best candidate's trial id."""
+    front_measured: dict[int, float] = field(default_factory=dict)
+    """Trial id -> measured end-to-end latency (ms) of the Pareto front (latency budgets only)."""
 
 
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
                max_trials: int | None = None, progress: bool = True, workers: int = 1,
                batch: int | None = None, executor: Executor | None = None,
-               overrides: Sequence[str] = (), report: ReportOptions | None = None) -> RunResult:
+               overrides: Sequence[str] = (), report: ReportOptions | None = None,
+               measure_latency: MeasureFn | None = None) -> RunResult:
     """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
     executor (never the results); `batch` sets the proposals per round (see the module
     docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
@@ -90,7 +98,9 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
     `out` is a run folder (`archspec.files.RunFolder`): made by `archspec search` or empty, and
     held by one process at a time. The run ends by writing its report page (report.html) with
     `report`; by default without the effective-receptive-field section, which trains nothing but
-    costs seconds of backward passes (`archspec search` asks for it)."""
+    costs seconds of backward passes (`archspec search` asks for it). With a latency budget the
+    Pareto front is measured end to end after the search (search/front.py); `measure_latency`
+    replaces that measurement (tests plant latencies through it)."""
     config, base = load_search_config(config_path, overrides=overrides)
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"--max-trials must be at least 1, not {max_trials}")
@@ -98,11 +108,11 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         raise ValueError(f"--batch must be at least 1, not {batch}")
     out = Path(out)
     with RunFolder(out, "search") as folder:
-        folder.record(*SEARCH_OUTPUTS, *config.evaluator.run_files)
+        folder.record(*SEARCH_OUTPUTS, NEXT_FOLDER, *config.evaluator.run_files)
         try:
             return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
                                progress=progress, workers=workers, batch=batch, executor=executor,
-                               report=report or ReportOptions(erf=False))
+                               report=report or ReportOptions(erf=False), measure_latency=measure_latency)
         except SpecError as exc:  # the space's own rules (e.g. too many CR-NAS allocations) name the config
             raise (exc if exc.source else exc.with_source(str(config_path))) from None
 
@@ -156,7 +166,7 @@ def _check_identity(store: TrialStore, out: Path, identity: dict) -> None:
 
 def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_trials: int | None,
                 progress: bool, workers: int, batch: int | None, executor: Executor | None,
-                report: ReportOptions) -> RunResult:
+                report: ReportOptions, measure_latency: MeasureFn | None = None) -> RunResult:
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
     db_path = out / "trials.sqlite"
@@ -192,13 +202,22 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     try:
         run = _Run(store, strategy, executor, checker, timings, store.trials())
         run.loop(total, batch, progress)
+        if owned:
+            executor.close()
+            owned = False
+        start = time.perf_counter()
+        selection = select_best(run.trials, config, space, checker, store, measure_latency)
+        timings.latency += time.perf_counter() - start
     finally:
         if owned:
             executor.close()
         store.close()
     start = time.perf_counter()
-    result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker))
-    write_report(out, data=RunData(config.name, config, base, space, run.trials), options=report)
+    result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker),
+                           selection=selection, detector=config.detector,
+                           steps=next_steps(config))
+    write_report(out, data=RunData(config.name, config, base, space, run.trials, choice=choice_record(selection)),
+                 options=report)
     timings.outputs = time.perf_counter() - start
     result.timings = timings
     return result
@@ -394,8 +413,26 @@ class PlotReference:
         return cls(config.budgets.max_flops, config.budgets.min_flops, metrics["flops"], score, base.name, label)
 
 
-def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReference | None = None) -> RunResult:
-    """trials.csv, pareto.csv, best.yaml, pareto.png and report.txt, each written atomically."""
+def select_best(trials: list[Trial], config, space, checker: BudgetChecker, store: TrialStore,
+                measure: MeasureFn | None = None) -> Selection:
+    """The Pareto front and the best candidate; with a latency budget the front is measured end
+    to end first and the best is the top score whose measured latency fits (search/front.py)."""
+    front = pareto_front(trials)
+    limit = config.budgets.max_latency_ms
+    if limit is None:
+        return select(trials, front)
+    measured, setting = measure_front(front, space, checker, store, measure, limit)
+    selection = select(trials, front, limit_ms=limit, measured=measured, setting=setting)
+    store.set_meta(FRONT_CHOICE_KEY, json.dumps(choice_record(selection), sort_keys=True))  # for `archspec report`
+    return selection
+
+
+def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReference | None = None, *,
+                  selection: Selection | None = None, detector=None, steps: NextSteps | None = None) -> RunResult:
+    """trials.csv, pareto.csv, best.yaml, pareto.png and report.txt, each written atomically.
+    `selection` is the front and best chosen by `select_best` (default: the top score, nothing
+    measured); with a `detector` template best.yaml is the detector around the best backbone;
+    `steps` ends report.txt with the commands to run next."""
     metric_names = ["params", "macs", "flops", "latency_ms", "score"]
     with atomic_path(out / "trials.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -403,32 +440,17 @@ def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReferenc
         writer.writerows((t.id, t.status, t.reason or "", t.fingerprint or "",
                           " ".join(map(str, t.genotype)) if t.genotype else "",
                           *[t.metrics.get(m, "") for m in metric_names], f"{t.seconds:.6f}") for t in trials)
-    front = pareto_front(trials)
-    with atomic_path(out / "pareto.csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "fingerprint", *metric_names])
-        for t in front:
-            writer.writerow([t.id, t.fingerprint, *[t.metrics.get(m, "") for m in metric_names]])
+    selection = selection or select(trials, pareto_front(trials))
+    write_pareto(out / "pareto.csv", selection)
     feasible = [t for t in trials if t.status == "feasible"]
-    best = max(feasible, key=lambda t: (t.score, -t.id)) if feasible else None
-    best_spec = None
-    if best is not None:
-        best_spec = space.decode(best.genotype)
-        archspec.save(best_spec.model_copy(update={"name": "search_best", "description":
-                                                    f"best of {len(trials)} trials (trial {best.id})"}),
-                      out / "best.yaml")
-        _plot(out / "pareto.png", feasible, front, reference or PlotReference())
+    best = selection.best
+    best_spec = write_best(out / "best.yaml", selection, space, detector, len(trials))
+    if feasible:
+        _plot(out / "pareto.png", feasible, selection.front, reference or PlotReference())
     counts = {s: sum(t.status == s for t in trials) for s in ("feasible", "infeasible", "rejected", "duplicate")}
-    lines = [f"trials: {len(trials)} ({', '.join(f'{k} {v}' for k, v in counts.items())})"]
-    if best is not None:
-        lines.append(f"best: trial {best.id}, score {best.score:.3f}, params {best.metrics['params']:,}, "
-                     f"FLOPs {best.metrics['flops'] / 1e9:.2f} G" +
-                     (f", latency {best.metrics['latency_ms']:.2f} ms" if "latency_ms" in best.metrics else ""))
-        lines.append(f"pareto front (score vs FLOPs): {len(front)} candidates")
-    else:
-        lines.append("no feasible candidate")
-    atomic_write_text(out / "report.txt", "\n".join(lines) + "\n")
-    return RunResult(out, len(trials), counts["feasible"], best.score if best else None, best_spec)
+    write_text_report(out / "report.txt", report_lines(trials, selection, detector, steps))
+    return RunResult(out, len(trials), counts["feasible"], best.score if best else None, best_spec,
+                     best_id=best.id if best else None, front_measured=dict(selection.measured))
 
 
 def _plot(path: Path, feasible: list[Trial], front: list[Trial], reference: PlotReference):
