@@ -41,7 +41,7 @@ from archspec.search.evaluators import Outcome
 from archspec.search.executor import Executor, make_executor
 from archspec.search.report import ReportOptions, RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
-from archspec.search.space import Rejected, make_space
+from archspec.search.space import Rejected, make_space, undecided_blocks
 from archspec.search.store import Trial, TrialStore
 from archspec.search.strategies import (CrnasTwoStepStrategy, DetnasEvolutionStrategy, Proposal, RandomWalkStrategy,
                                make_strategy)
@@ -404,7 +404,9 @@ def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReferenc
         for t in front:
             writer.writerow([t.id, t.fingerprint, *[t.metrics.get(m, "") for m in metric_names]])
     feasible = [t for t in trials if t.status == "feasible"]
-    best = max(feasible, key=lambda t: (t.score, -t.id)) if feasible else None
+    # a partial architecture (CR-NAS's dilation step, undecided blocks sampled) is no answer
+    complete = [t for t in feasible if not undecided_blocks(space, t.genotype)]
+    best = max(complete, key=lambda t: (t.score, -t.id)) if complete else None
     best_spec = None
     if best is not None:
         best_spec = space.decode(best.genotype)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import random
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -47,6 +45,24 @@ budgets: {{input_size: 64}}
 trials: {trials}
 seed: 0
 """
+
+
+def archspec_cli(*args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the command line, run in this process: the same error
+    boundary (`archspec.cli.main`) without a new interpreter importing torch each time."""
+    import contextlib
+    import io
+
+    from archspec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
 
 
 def tiny_config(folder, *, name="tiny_detnas", space="{type: detnas}", run="run", trials=6):
@@ -98,7 +114,7 @@ def test_twenty_random_paths_equal_their_extracted_stand_alone_detectors(name):
     supernet = build_supernet(config, base)
     randomize_batch_norm(supernet)
     supernet.eval()
-    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # tiny: C5 is 1x1
     rng = random.Random(f"parity:{name}")
     dilated = 0
     for _ in range(20):
@@ -153,11 +169,10 @@ def test_crnas_dilations_add_no_parameters_and_stages_share_their_first_blocks()
 
 
 def test_summary_command_prints_parameters_and_cost_range():
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", "supernet", "summary",
-                             str(EXAMPLES / "detnas_supernet.yaml")], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "37 backbone slots" in result.stdout and "paths: 262,144" in result.stdout
-    assert "MFLOPs at 128x128" in result.stdout
+    code, out, err = archspec_cli("supernet", "summary", EXAMPLES / "detnas_supernet.yaml")
+    assert code == 0, err
+    assert "37 backbone slots" in out and "paths: 262,144" in out
+    assert "MFLOPs at 128x128" in out
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -197,14 +212,12 @@ def test_a_run_of_another_config_and_a_checkpoint_of_another_supernet_are_refuse
     with pytest.raises(SupernetError, match="not a supernet checkpoint"):
         open_supernet(tmp_path / "other_run", other, other_base)
     # the command line says it in one line, exit code 2
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", "supernet", "extract", str(tmp_path / "other_run"),
-                             "0,0,0,0,0", "-o", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "not a supernet checkpoint" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", "supernet", "extract", str(run), "0,1,9,0,0",
-                             "-o", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2 and "outside the detnas space" in result.stderr, result.stderr
-    assert result.stderr.count("\n") == 1
+    code, _, err = archspec_cli("supernet", "extract", tmp_path / "other_run", "0,0,0,0,0", "-o", tmp_path / "x")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "not a supernet checkpoint" in err
+    code, _, err = archspec_cli("supernet", "extract", run, "0,1,9,0,0", "-o", tmp_path / "x")
+    assert code == 2 and "outside the detnas space" in err, err
+    assert err.count("\n") == 1
 
 
 # -- training --------------------------------------------------------------------------------
@@ -244,17 +257,14 @@ def test_a_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, tra
 def test_extract_then_fine_tune_and_export(tmp_path, trained, data):
     config_file, run = trained
     out = tmp_path / "path"
-    command = [sys.executable, "-m", "archspec.cli"]
-    result = subprocess.run(command + ["supernet", "extract", str(run), "[0, 1, 2, 3, 0]", "-o", str(out)], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    code, _, err = archspec_cli("supernet", "extract", run, "[0, 1, 2, 3, 0]", "-o", out)
+    assert code == 0, err
     spec = archspec.load(out / "spec.yaml")
     assert [layer.block.type for layer in spec.backbone.layers() if layer.stage is not None] == [
         "shufflenet_v2", "shufflenet_v2", "shufflenet_v2", "shuffle_xception", "shufflenet_v2"]
     # never overwrites
-    again = subprocess.run(command + ["supernet", "extract", str(run), "0,1,2,3,0", "-o", str(out)], cwd=ROOT,
-                           capture_output=True, text=True)
-    assert again.returncode == 2 and "exists already" in again.stderr
+    code, _, err = archspec_cli("supernet", "extract", run, "0,1,2,3,0", "-o", out)
+    assert code == 2 and "exists already" in err
     # the extracted weights are the supernet path's: the fine-tune starts from them
     from archspec.detection.checkpoint import load_weights
     from archspec.search.supernet_train import open_supernet
@@ -268,14 +278,12 @@ def test_extract_then_fine_tune_and_export(tmp_path, trained, data):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.allclose(supernet(images).class_logits, alone(images).class_logits, atol=1e-5, rtol=0)
-    tuned = subprocess.run(command + ["train", str(out / "spec.yaml"), "--data", str(data), "--out",
-                                      str(tmp_path / "tune"), "--epochs", "1", "--batch-size", "4",
-                                      "--max-steps-per-epoch", "1", "--init", str(out / "weights.pt")],
-                           cwd=ROOT, capture_output=True, text=True)
-    assert tuned.returncode == 0, tuned.stderr
-    exported = subprocess.run(command + ["export", str(out / "spec.yaml"), "-o", str(tmp_path / "path.onnx"),
-                                         "--weights", str(out / "weights.pt")], cwd=ROOT, capture_output=True, text=True)
-    assert exported.returncode == 0, exported.stderr
+    code, _, err = archspec_cli("train", out / "spec.yaml", "--data", data, "--out", tmp_path / "tune", "--epochs", 1,
+                                "--batch-size", 4, "--max-steps-per-epoch", 1, "--init", out / "weights.pt")
+    assert code == 0, err
+    code, _, err = archspec_cli("export", out / "spec.yaml", "-o", tmp_path / "path.onnx", "--weights",
+                                out / "weights.pt")
+    assert code == 0, err
     assert (tmp_path / "path.onnx").stat().st_size > 0
 
 
@@ -339,3 +347,68 @@ def test_search_trials_are_the_same_for_one_and_two_workers_and_after_a_kill(tmp
     run_search(config, tmp_path / "killed", progress=False, batch=4, resume=True)
     assert read_trials(tmp_path / "killed" / "trials.csv") == one
     assert (tmp_path / "killed" / "best.yaml").read_text() == (tmp_path / "one" / "best.yaml").read_text()
+
+
+# -- CR-NAS's dilation step: undecided blocks ------------------------------------------------
+def _drive_crnas(strategy, score):
+    proposals = []
+    while not strategy.done:
+        proposal = strategy.propose()
+        assert proposal.genotype is not None, proposal.reason
+        proposals.append(proposal.genotype)
+        strategy.feedback(proposal.genotype, score(proposal.genotype))
+    return proposals
+
+
+def test_the_dilation_step_marks_undecided_blocks_only_when_sampled():
+    import hashlib
+
+    from archspec.search.space import UNDECIDED, make_space, undecided_blocks
+    from archspec.search.strategies import CrnasTwoStepStrategy
+
+    config, base = load_search_config(EXAMPLES / "crnas_supernet.yaml")
+    assert config.strategy.undecided_dilations == "sampled"
+    space = make_space(config.space, base)
+
+    def score(genotype):  # any fixed function of the genotype will do for the bookkeeping
+        return int(hashlib.sha256(str(genotype).encode()).hexdigest()[:8], 16) / 2 ** 32
+
+    strategy = CrnasTwoStepStrategy(space, 0, top_k=3, undecided_dilations="sampled")
+    proposals = _drive_crnas(strategy, score)
+    step_two = proposals[len(space.allocations):]
+    assert all(not undecided_blocks(space, g) for g in proposals[:len(space.allocations)])
+    total, choices = space.total, config.space.dilations
+    for block in range(total):  # block b's round: blocks before b decided, b tried, after b undecided
+        round_ = [g for g in step_two if undecided_blocks(space, g) == tuple(range(block + 1, total))]
+        assert len(round_) == (1 if block == 0 else 3) * len(choices), block
+        for genotype in round_:
+            dilations = space.split(genotype)[1]
+            assert all(d in choices for d in dilations[:block + 1])
+            assert all(d == UNDECIDED for d in dilations[block + 1:])
+    assert len(step_two) == len(choices) * (1 + 3 * (total - 1))  # every round's candidates are new
+    assert len(set(proposals)) == len(proposals)
+    best = strategy.best
+    assert not undecided_blocks(space, best) and space.split(best)[0] in space.allocations
+    # a partial architecture decodes (for its costs) as its dilation-1 completion
+    partial = step_two[0]
+    ones = space.split(partial)[0] + tuple(1 if d == UNDECIDED else d for d in space.split(partial)[1])
+    assert archspec.fingerprint(space.decode(partial)) == archspec.fingerprint(space.decode(ones))
+    # `one`, for training-free scores: nothing is ever marked undecided
+    fixed = _drive_crnas(CrnasTwoStepStrategy(space, 0, top_k=3, undecided_dilations="one"), score)
+    assert not any(undecided_blocks(space, g) for g in fixed)
+
+
+def test_sampled_undecided_dilations_need_an_evaluator_that_runs_mini_batches(tmp_path):
+    import yaml
+
+    from archspec.errors import SpecError
+
+    data = yaml.safe_load((EXAMPLES / "crnas_supernet.yaml").read_text())
+    data["evaluator"] = {"type": "analytic"}
+    path = tmp_path / "analytic.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="strategy.undecided_dilations: 'sampled' draws undecided dilations"):
+        load_search_config(path)
+    data["strategy"]["undecided_dilations"] = "one"
+    path.write_text(yaml.safe_dump(data))
+    load_search_config(path)
