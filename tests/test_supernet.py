@@ -288,26 +288,109 @@ def test_extract_then_fine_tune_and_export(tmp_path, trained, data):
 
 
 # -- evaluation ------------------------------------------------------------------------------
-def test_recalibration_changes_the_path_statistics_and_helps_most_paths(trained):
+TINY_CRNAS = """
+type: search
+name: tiny_crnas
+base:
+  type: staged
+  stem: [{type: conv, out_channels: 8, kernel: 3, stride: 2}, {type: max_pool, kernel: 3, stride: 2}]
+  stages:
+    - {block: {type: bottleneck}, depth: 1, out_channels: 16, stride: 1}
+    - {block: {type: bottleneck}, depth: 1, out_channels: 32, stride: 2}
+    - {block: {type: bottleneck}, depth: 2, out_channels: 64, stride: 2}
+    - {block: {type: bottleneck}, depth: 1, out_channels: 128, stride: 2}
+space: {type: crnas, depth_choices: [[1, 2], [1, 2], [1, 2, 3], [1, 2]], dilations: [1, 2, 3]}
+detector:
+  neck: {type: fpn, in_features: [C3, C4, C5], min_level: 3, max_level: 5, channels: 32, extra_from: output}
+  head: {type: fcos, convs: 1}
+  num_classes: 1
+  input_size: 64
+  postprocess: {score_threshold: 0.05, pre_nms_top_k: 100, max_detections: 20}
+strategy: {type: crnas_two_step, undecided_dilations: sampled}
+evaluator: {type: supernet, run: run, calibration_images: 64, validation_images: 32, batch_size: 8}
+budgets: {input_size: 64}
+"""
+
+
+@pytest.fixture(scope="module")
+def crnas_trained(tmp_path_factory):
+    """A tiny CR-NAS supernet (5 blocks of 64 px bottlenecks, dilations 1-3) trained for 72
+    iterations on one large shape class, long enough that its paths' APs stand above the noise
+    of its 32 validation images: an evaluator on it."""
+    from archspec.detection.synthetic import synthesize
     from archspec.search.space import make_space
     from archspec.search.supernet_eval import SupernetEvaluator
+    from archspec.search.supernet_train import train_supernet
 
-    config, base = load_search_config(trained[0])
+    folder = tmp_path_factory.mktemp("crnas")
+    synthesize(folder / "data", num_train=96, num_val=32, image_size=64, num_classes=1, max_objects=2,
+               min_size=0.25, max_size=0.55, seed=0)
+    (folder / "tiny_crnas.yaml").write_text(TINY_CRNAS, encoding="utf-8")
+    config, base = load_search_config(folder / "tiny_crnas.yaml")
+    train_supernet(config, base, folder / "data", folder / "run",
+                   TrainOptions(epochs=6, batch_size=8, learning_rate=1e-2, warmup_steps=5, seed=0), progress=False)
     evaluator = SupernetEvaluator(config, base, make_space(config.space, base))
+    evaluator.made_from = (config, base, evaluator.space)  # to build another evaluator on the same supernet
+    return evaluator
+
+
+def path_norms(supernet, genotype) -> list:
+    return [m for module in supernet.path_modules(genotype) for m in module.modules()
+            if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def extreme_paths(space) -> list:
+    """Paths whose choices are furthest from the supernet's mixture: the shallowest and deepest
+    allocations of the first stages, every block at dilation 1, and at dilation 3."""
+    return [a + (d,) * space.total for a in (space.allocations[0], space.allocations[-1]) for d in (1, 3)]
+
+
+def activation_statistics(evaluator, genotype) -> list[torch.Tensor]:
+    """Per BN layer of the path, the per-channel variance of its input on the validation images
+    (the path run in eval mode): what the statistics should be for this path."""
     supernet = evaluator.supernet
-    rng = random.Random("recalibration")
-    genotypes = [supernet.space.random(rng) for _ in range(5)]
-    # the recalibrated statistics of a path differ from the shared ones, which come back afterwards
-    norms = [m for module in supernet.path_modules(genotypes[0]) for m in module.modules()
-             if isinstance(m, torch.nn.BatchNorm2d)]
-    shared = [m.running_mean.clone() for m in norms]
-    evaluator.recalibrate(norms)
-    assert all(not torch.allclose(m.running_mean, s) for m, s in zip(norms, shared))
-    evaluator.score_path(genotypes[0])
-    scores = [(evaluator.score_path(g, "recalibrate").ap, evaluator.score_path(g, "supernet").ap) for g in genotypes]
-    print("AP recalibrated / shared BN:", scores)
-    better = sum(with_bn >= without for with_bn, without in scores)
-    assert better >= 3, scores
+    supernet.select(genotype)
+    norms, seen = path_norms(supernet, genotype), {}
+    hooks = [m.register_forward_hook(lambda m, args, out, i=i: seen.setdefault(i, []).append(
+        args[0].transpose(0, 1).flatten(1))) for i, m in enumerate(norms)]
+    supernet.eval()
+    try:
+        with torch.no_grad():
+            for images, _ in evaluator._batches(evaluator.val_set, evaluator.validation):
+                supernet(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [torch.cat(seen[i], 1).var(1) for i in range(len(norms))]
+
+
+def test_recalibration_fits_the_path_statistics_and_does_not_lower_ap(crnas_trained):
+    evaluator = crnas_trained
+    supernet, space = evaluator.supernet, evaluator.space
+    closer, scores = [], []
+    for genotype in extreme_paths(space):
+        norms = path_norms(supernet, genotype)
+        shared = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+        truth = activation_statistics(evaluator, genotype)
+        saved = [(m.num_batches_tracked.clone(), m.momentum) for m in norms]
+        evaluator.recalibrate(norms)
+        recalibrated = [m.running_var.clone() for m in norms]
+        # the recalibrated statistics differ from the shared ones in every BN layer of the path ...
+        assert all(not torch.allclose(m.running_mean, mean) for m, (mean, _) in zip(norms, shared))
+        # ... and are closer to the path's own statistics on held-out images
+        error = lambda var, true: float((var / true).log().abs().mean())  # noqa: E731
+        closer.append(sum(error(r, t) < error(v, t) for r, (_, v), t in zip(recalibrated, shared, truth))
+                      / len(norms))
+        for m, (mean, var), (count, momentum) in zip(norms, shared, saved):
+            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+            m.momentum = momentum
+        scores.append((evaluator.score_path(genotype, "recalibrate").ap, evaluator.score_path(genotype, "supernet").ap))
+        # scoring put the shared statistics back
+        assert all(torch.equal(m.running_var, var) for m, (_, var) in zip(norms, shared))
+    print("share of BN layers closer after recalibration:", closer, "AP recalibrated / shared BN:", scores)
+    assert min(closer) > 0.5, closer
+    assert min(ap for ap, _ in scores) > 0.05, scores  # well above an untrained detector's AP
+    assert sum(with_bn >= without for with_bn, without in scores) >= 3, scores
 
 
 def read_trials(path):
@@ -412,3 +495,52 @@ def test_sampled_undecided_dilations_need_an_evaluator_that_runs_mini_batches(tm
     data["strategy"]["undecided_dilations"] = "one"
     path.write_text(yaml.safe_dump(data))
     load_search_config(path)
+
+
+def test_a_partial_architecture_is_scored_over_seeded_completions_per_mini_batch(crnas_trained, monkeypatch):
+    from archspec.search.space import UNDECIDED
+    from archspec.search.supernet_eval import SupernetEvaluator, candidate_fingerprint
+
+    evaluator = crnas_trained
+    supernet, space = evaluator.supernet, evaluator.space
+    allocation = space.allocations[-1]
+    partial = allocation + (2,) + (UNDECIDED,) * (space.total - 1)  # block 0 decided, the rest not
+    ones = allocation + (2,) + (1,) * (space.total - 1)
+    selected = []
+    real_select = type(supernet).select
+
+    def spy(self, genotype):
+        selected.append(tuple(genotype))
+        return real_select(self, genotype)
+
+    monkeypatch.setattr(type(supernet), "select", spy)
+    first = evaluator.score_path(partial)
+    batches = 64 // 8 + 32 // 8  # calibration, then validation mini-batches
+    completions = selected[-batches:]
+    # one completion per mini-batch, the decided genes kept, the undecided ones drawn afresh
+    assert all(space.split(g)[0] == allocation and space.split(g)[1][0] == 2 and not space.undecided(g)
+               for g in completions)
+    assert len(set(completions)) > batches // 2
+    # deterministic: the same draws and AP again, and from a fresh evaluator (as in another worker)
+    selected.clear()
+    assert evaluator.score_path(partial).ap == first.ap and selected[-batches:] == completions
+    fresh = SupernetEvaluator(*evaluator.made_from, supernet=supernet)
+    selected.clear()
+    assert fresh.score_path(partial).ap == first.ap and selected[-batches:] == completions
+    # the score depends on the draws: another sampling stream (same images) gives another AP ...
+    assert evaluator.score_path(partial, fingerprint="another stream").ap != first.ap
+    # ... and is not the score of fixing the undecided blocks at dilation 1
+    fixed = evaluator.score_path(ones)
+    assert fixed.ap != first.ap and first.ap > 0.05
+    assert candidate_fingerprint(space, partial, space.decode(partial)) != \
+        candidate_fingerprint(space, ones, space.decode(ones))
+    # a complete genotype runs itself on every mini-batch and scores as the plain path does
+    selected.clear()
+    assert evaluator.score_path(ones).ap == fixed.ap and set(selected) == {ones}
+    norms = path_norms(supernet, ones)
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum) for m in norms]
+    evaluator.recalibrate(norms)  # the path selected last, by hand
+    assert evaluator._validation_ap()[0] == fixed.ap
+    for m, (mean, var, count, momentum) in zip(norms, saved):
+        m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+        m.momentum = momentum
