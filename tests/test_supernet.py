@@ -114,7 +114,7 @@ def test_twenty_random_paths_equal_their_extracted_stand_alone_detectors(name):
     supernet = build_supernet(config, base)
     randomize_batch_norm(supernet)
     supernet.eval()
-    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # tiny: C5 is 1x1
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     rng = random.Random(f"parity:{name}")
     dilated = 0
     for _ in range(20):
