@@ -93,6 +93,9 @@ class EvaluatorConfig(Spec):
 
     needs_detector: ClassVar[bool] = False
     """Whether the evaluator trains or scores detectors (the config must then have a `detector:`)."""
+    samples_undecided: ClassVar[bool] = False
+    """Whether the evaluator scores partial architectures by sampling their undecided choices per
+    mini-batch (CR-NAS's dilation step with ``undecided_dilations: sampled``)."""
 
     run_files: ClassVar[tuple[str, ...]] = ()
     """Names the evaluator writes in the search's run folder (recorded in its marker)."""
@@ -319,7 +322,7 @@ class AgingEvolution(StrategyConfig):
 class CrnasTwoStep(StrategyConfig):
     """CR-NAS's two steps (Liang et al., CR-NAS, ICLR 2020; its ResNet-series choice table): score every allowed stage allocation (dilations as in
     the base) and keep the best; then choose dilations block by block, greedily, keeping the
-    `top_k` best partial choices (blocks not yet chosen keep dilation 1). Stops by itself."""
+    `top_k` best partial choices (blocks not yet chosen: see `undecided_dilations`). Stops by itself."""
 
     needs: ClassVar[frozenset[str]] = frozenset({"reallocate"})
     type: Literal["crnas_two_step"]
@@ -328,6 +331,11 @@ class CrnasTwoStep(StrategyConfig):
     """Partial architectures kept after each block's choice (the paper: 3)."""
     max_allocations: Annotated[int, Field(ge=1, le=100000)] = 1000
     """Allocations scored in step one; a seeded sample when more are allowed."""
+    undecided_dilations: Literal["one", "sampled"] = "one"
+    """How the dilation step scores a partial architecture's blocks not chosen yet. ``sampled``
+    (the paper's way; needs an evaluator that runs mini-batches, the supernet's): they are marked
+    undecided and their dilations drawn per mini-batch. ``one``: they stay at dilation 1 (what a
+    deterministic training-free score can do)."""
 
 
 AnyStrategy = registered_union(STRATEGY_CONFIGS, StrategyConfig)
@@ -434,6 +442,7 @@ class SupernetEvaluatorConfig(EvaluatorConfig):
     supernet trained by `archspec supernet train`, after (by default) recomputing the path's
     BatchNorm statistics on training images, as the DetNAS release does."""
 
+    samples_undecided: ClassVar[bool] = True
     type: Literal["supernet"]
     """Evaluator kind tag."""
     run: str
@@ -580,6 +589,10 @@ def search_config_from_data(data, *, source: str | None = None,
     if config.evaluator.needs_detector and config.detector is None:
         raise SpecError("evaluator", f"the {config.evaluator.type} evaluator trains and scores detectors: add a "
                                      "detector: template", source=source)
+    if getattr(config.strategy, "undecided_dilations", None) == "sampled" and not config.evaluator.samples_undecided:
+        raise SpecError("strategy.undecided_dilations", f"'sampled' draws undecided dilations per mini-batch; the "
+                                                        f"{config.evaluator.type} evaluator runs none (use 'one', or "
+                                                        "the supernet evaluator)", source=source)
     return config.model_copy(update={"evaluator": config.evaluator.resolved(base_dir)}), base
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import archspec
 from archspec.files import atomic_write_text
+from archspec.search.space import undecided_blocks
 from archspec.search.store import Trial, TrialStore
 
 MAX_POINTS = 20_000
@@ -193,7 +194,8 @@ def render_page(data: RunData, options: ReportOptions) -> str:
     trials = data.trials
     feasible = [t for t in trials if t.status == "feasible"]
     by_score = sorted(feasible, key=lambda t: (-t.score, t.id))
-    best = by_score[0] if by_score else None
+    # the run's best.yaml: a complete genotype (CR-NAS's partial architectures are no answer)
+    best = next((t for t in by_score if not undecided_blocks(data.space, t.genotype)), None)
     if data.choice is not None:  # the run measured its front: its best is the top score that fits
         best = next((t for t in feasible if t.id == data.choice.get("best")), None)
     budgets = data.config.budgets

@@ -42,7 +42,7 @@ from archspec.search.front import (NEXT_FOLDER, MeasureFn, NextSteps, Selection,
                                    report_lines, select, write_best, write_pareto, write_text_report)
 from archspec.search.report import FRONT_CHOICE_KEY, ReportOptions, RunData, config_meta, write_report
 from archspec.search.score import ScoreError, config_score
-from archspec.search.space import Rejected, make_space
+from archspec.search.space import Rejected, make_space, undecided_blocks
 from archspec.search.store import Trial, TrialStore
 from archspec.search.strategies import (CrnasTwoStepStrategy, DetnasEvolutionStrategy, Proposal, RandomWalkStrategy,
                                make_strategy)
@@ -413,10 +413,18 @@ class PlotReference:
         return cls(config.budgets.max_flops, config.budgets.min_flops, metrics["flops"], score, base.name, label)
 
 
+def answers(trials: list[Trial], space) -> list[Trial]:
+    """The trials that can be a search's answer: those of complete genotypes."""
+    return [t for t in trials if not undecided_blocks(space, t.genotype)]
+
+
 def select_best(trials: list[Trial], config, space, checker: BudgetChecker, store: TrialStore,
                 measure: MeasureFn | None = None) -> Selection:
     """The Pareto front and the best candidate; with a latency budget the front is measured end
-    to end first and the best is the top score whose measured latency fits (search/front.py)."""
+    to end first and the best is the top score whose measured latency fits (search/front.py).
+    Only complete genotypes are answers: CR-NAS's partial architectures (undecided blocks
+    sampled) are scored but never chosen."""
+    trials = answers(trials, space)
     front = pareto_front(trials)
     limit = config.budgets.max_latency_ms
     if limit is None:
@@ -440,7 +448,9 @@ def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReferenc
         writer.writerows((t.id, t.status, t.reason or "", t.fingerprint or "",
                           " ".join(map(str, t.genotype)) if t.genotype else "",
                           *[t.metrics.get(m, "") for m in metric_names], f"{t.seconds:.6f}") for t in trials)
-    selection = selection or select(trials, pareto_front(trials))
+    if selection is None:
+        complete = answers(trials, space)
+        selection = select(complete, pareto_front(complete))
     write_pareto(out / "pareto.csv", selection)
     feasible = [t for t in trials if t.status == "feasible"]
     best = selection.best

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import archspec
 from archspec.errors import SpecError
@@ -18,6 +18,14 @@ from archspec.registry import Registry
 from archspec.search_config import CAPABILITIES, SPACE_CONFIGS, MaedetSpace
 
 Genotype = tuple[int, ...]
+
+
+def undecided_blocks(space, genotype: Genotype) -> tuple[int, ...]:
+    """The blocks of a partial genotype whose choice is still open (CR-NAS's greedy dilation
+    step marks them with `UNDECIDED`); () for a complete genotype and for spaces without partial
+    genotypes."""
+    marked = getattr(space, "undecided", None)
+    return marked(genotype) if marked is not None and genotype is not None else ()
 
 
 class Rejected(ValueError):
@@ -306,6 +314,14 @@ def count_allocations(depth_choices: list[list[int]], total: int) -> int:
     return largest
 
 
+UNDECIDED: Final[int] = 0
+"""The dilation gene of a block whose dilation CR-NAS's greedy step has not chosen yet. Dilations
+are >= 1 (the space config says so), so 0 can mean nothing else. A genotype holding it is a
+*partial architecture*: the supernet evaluator draws those blocks' dilations per mini-batch
+(`CrnasSearchSpace.complete`), as the paper scores partial architectures; its spec for costs
+(`decode`) takes dilation 1 there, which changes neither params nor FLOPs."""
+
+
 @register_space("crnas")
 class CrnasSearchSpace:
     """CR-NAS's space over a staged base: genotype = (blocks per stage..., dilation of every
@@ -357,8 +373,20 @@ class CrnasSearchSpace:
     def split(self, genotype: Genotype) -> tuple[Genotype, Genotype]:
         return genotype[:self.stage_count], genotype[self.stage_count:]
 
-    def decode(self, genotype: Genotype):
+    def undecided(self, genotype: Genotype) -> tuple[int, ...]:
+        """Blocks (in order, 0-based) whose dilation gene is `UNDECIDED`."""
+        return tuple(i for i, d in enumerate(self.split(genotype)[1]) if d == UNDECIDED)
+
+    def complete(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        """The genotype with every undecided dilation drawn uniformly from the choices."""
         depths, dilations = self.split(genotype)
+        return depths + tuple(rng.choice(self.config.dilations) if d == UNDECIDED else d for d in dilations)
+
+    def decode(self, genotype: Genotype):
+        """The spec of a genotype; an `UNDECIDED` block decodes at dilation 1 (the same params
+        and FLOPs as any of its dilations: what budgets need of a partial architecture)."""
+        depths, dilations = self.split(genotype)
+        dilations = tuple(1 if d == UNDECIDED else d for d in dilations)
         data = _copy(self.base_data)
         at = 0
         for stage, depth in zip(data["stages"], depths):
@@ -379,7 +407,7 @@ class CrnasSearchSpace:
         if sum(depths) != self.total:
             raise Rejected(f"{sum(depths)} blocks; the total is fixed at {self.total}")
         for i, dilation in enumerate(dilations):
-            if dilation not in self.config.dilations:
+            if dilation not in self.config.dilations and dilation != UNDECIDED:
                 raise Rejected(f"block {i}: dilation {dilation} is not a choice {self.config.dilations}")
 
     def with_allocation(self, genotype: Genotype, depths: tuple[int, ...]) -> Genotype:

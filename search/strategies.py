@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from archspec.registry import Registry
-from archspec.search.space import Genotype, Rejected
+from archspec.search.space import UNDECIDED, Genotype, Rejected
 from archspec.search_config import STRATEGY_CONFIGS
 
 
@@ -212,19 +212,27 @@ class CrnasTwoStepStrategy(Strategy):
     """CR-NAS's search (Liang et al., CR-NAS, ICLR 2020; its ResNet-series choice table). Step one scores stage allocations (all allowed ones, or
     a seeded sample of `max_allocations`) with the base's dilations and keeps the best. Step two
     walks the blocks in order; for each block it extends every kept partial architecture with
-    every dilation choice and keeps the `top_k` best. The paper scores a partial architecture
-    with the remaining blocks' ops sampled uniformly in a supernet; with a deterministic
-    training-free score the remaining blocks simply stay at dilation 1. Candidates already
-    scored are not proposed again, and infeasible ones (no score) are never kept.
+    every dilation choice and keeps the `top_k` best.
+
+    The blocks after the one being chosen are *undecided*. With ``undecided_dilations: sampled``
+    (the paper's way) their genes are `UNDECIDED` and the evaluator draws their dilations per
+    mini-batch (the supernet evaluator does): the partial architecture is judged over the
+    completions it still allows, not by one of them. Each round's candidates are then new
+    genotypes. With ``one`` (for a deterministic training-free score, which has no mini-batches)
+    they stay at dilation 1, and a kept partial architecture with the block at 1 is not scored
+    again. Candidates already scored are not proposed again, and infeasible ones (no score) are
+    never kept.
 
     Proposals come in rounds; a round is finished when every proposal of it got feedback, so
     a batch of proposals may be outstanding at once."""
 
-    def __init__(self, space, seed: int, top_k: int = 3, max_allocations: int = 1000):
+    def __init__(self, space, seed: int, top_k: int = 3, max_allocations: int = 1000,
+                 undecided_dilations: str = "one"):
         super().__init__(space, seed)
         if not hasattr(space, "allocations"):
             raise ValueError("the crnas_two_step strategy needs a crnas space")
         self.top_k = top_k
+        self.undecided_gene = UNDECIDED if undecided_dilations == "sampled" else 1
         allocations = list(space.allocations)
         if len(allocations) > max_allocations:
             allocations = sorted(self.rng.sample(allocations, max_allocations))
@@ -257,7 +265,8 @@ class CrnasTwoStepStrategy(Strategy):
 
     def _next_round(self) -> None:
         """Keep the best of the finished round, then queue the next block's choices (those not
-        scored yet: a kept partial architecture with this block at 1 already was)."""
+        scored yet: with undecided blocks at 1, a kept partial architecture with this block at 1
+        already was)."""
         while not self.pending and not self.done:
             # infeasible candidates (score -inf) are never kept: nothing built on them is feasible
             ranked = sorted((g for g in dict.fromkeys(self.round) if self.scores[g] > float("-inf")),
@@ -267,8 +276,8 @@ class CrnasTwoStepStrategy(Strategy):
             if self.done:
                 self.round = []
                 return
-            if self.block == 0:  # dilations are chosen from scratch: every block starts at 1
-                self.beam = [self.space.split(g)[0] + (1,) * self.space.total for g in self.beam]
+            if self.block == 0:  # dilations are chosen from scratch: every block starts undecided
+                self.beam = [self.space.split(g)[0] + (self.undecided_gene,) * self.space.total for g in self.beam]
             self.round = [self.space.with_dilation(g, self.block, d) for g in self.beam
                           for d in self.space.config.dilations]
             self.pending = [g for g in dict.fromkeys(self.round) if g not in self.scores]

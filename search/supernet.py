@@ -50,7 +50,7 @@ from archspec.compiler.graph import Graph
 from archspec.compiler.lowering import lower_layer
 from archspec.compiler.ops import Conv, Input
 from archspec.detection.model import Detector
-from archspec.search.space import Genotype, Rejected, make_space
+from archspec.search.space import Genotype, Rejected, make_space, undecided_blocks
 
 SUPERNET_KIND = "archspec.supernet/1"
 """Marks a checkpoint as a supernet's (its `spec` is then the base path's detector)."""
@@ -190,6 +190,10 @@ class Supernet(Detector):
         genotype = tuple(int(g) for g in genotype)
         try:
             self.space.check(genotype)
+            undecided = undecided_blocks(self.space, genotype)
+            if undecided:
+                raise Rejected(f"blocks {list(undecided)} have no dilation yet (a partial architecture; a path "
+                               "runs one dilation per block)")
             return self.space.decode(genotype)
         except Rejected as exc:
             raise SupernetError(f"genotype {list(genotype)} is outside the {self.config.space.type} space: "

@@ -14,6 +14,14 @@ Per candidate, in order of cost:
    the shared statistics mix every path's and fit none. ``batch_norm: supernet`` skips this.
 3. COCO AP (pycocotools) of the path on `validation_images` validation images.
 
+A *partial architecture* (CR-NAS's greedy dilation step with ``undecided_dilations: sampled``:
+some dilation genes are `UNDECIDED`) is scored as the paper does: each calibration and each
+validation mini-batch runs a completion whose undecided dilations are drawn afresh
+(`CrnasSearchSpace.complete`). The draws are seeded by `subset_seed` and the partial
+architecture's fingerprint, so they depend on neither the worker, the trial nor the order of
+evaluation. Its BN statistics are recalibrated over those mixed completions (dilations share
+the slots, so the statistics are one set), and a complete genotype is scored as before.
+
 Afterwards the path's BatchNorm buffers are put back, so the score of a candidate never depends
 on which candidates a worker evaluated before it. The calibration and validation subsets are a
 fixed function of `subset_seed` (not of the worker, the trial or ``--seed``), images are
@@ -27,6 +35,7 @@ another model may round differently.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import random
 import time
@@ -39,6 +48,7 @@ from archspec.detection.coco import coco_evaluate, collate, open_split, to_coco_
 from archspec.detection.postprocess import select_detections
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
+from archspec.search.space import undecided_blocks
 from archspec.search.supernet import Supernet
 from archspec.search.supernet_train import open_supernet, read_run_file
 
@@ -83,7 +93,7 @@ class SupernetEvaluator:
         spec = checked_spec(self.space, genotype)
         if isinstance(spec, Outcome):
             return spec
-        fingerprint = archspec.fingerprint(spec)
+        fingerprint = candidate_fingerprint(self.space, genotype, spec)
         metrics, broken = self.checker.analytic(spec)
         kernels = self.checker.latency_kernels(spec)
         if broken is None and kernels is not None:
@@ -91,7 +101,7 @@ class SupernetEvaluator:
         if broken:
             return Outcome("infeasible", broken, fingerprint, metrics, seconds=time.perf_counter() - start)
         if fingerprint not in self.cache:
-            result = self.score_path(genotype)
+            result = self.score_path(genotype, fingerprint=fingerprint)
             self.cache[fingerprint] = (result.ap, {"AP": result.ap, "AP50": result.ap50,
                                                    "recalibration_s": result.recalibration_seconds,
                                                    "evaluation_s": result.evaluation_seconds})
@@ -112,21 +122,26 @@ class SupernetEvaluator:
         return self.checker.latency_broken(latency), metrics
 
     # -- scoring a path ---------------------------------------------------------------------
-    def score_path(self, genotype, batch_norm: str | None = None) -> PathScore:
-        """AP of a path, with its BN statistics recomputed (`batch_norm` overrides the setting)."""
+    def score_path(self, genotype, batch_norm: str | None = None, fingerprint: str | None = None) -> PathScore:
+        """AP of a path, with its BN statistics recomputed (`batch_norm` overrides the setting).
+        A partial genotype runs a seeded completion per mini-batch (`fingerprint`: the
+        candidate's, computed when not given)."""
         mode = batch_norm or self.settings.batch_norm
+        genotype = tuple(genotype)
+        if fingerprint is None:
+            fingerprint = candidate_fingerprint(self.space, genotype, self.space.decode(genotype))
+        paths = PathSampler(self.space, genotype, f"{self.settings.subset_seed}:{fingerprint}")
         model = self.supernet
-        model.select(genotype)
-        norms = [m for module in model.path_modules(genotype) for m in module.modules()
+        norms = [m for module in model.path_modules(paths.any()) for m in module.modules()
                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
                  for m in norms]
         start = time.perf_counter()
         try:
             if mode == "recalibrate":
-                self.recalibrate(norms)
+                self.recalibrate(norms, paths.draw("calibration"))
             recalibrated = time.perf_counter()
-            ap, ap50 = self._validation_ap()
+            ap, ap50 = self._validation_ap(paths.draw("validation"))
         finally:
             for m, (mean, var, count, momentum) in zip(norms, saved):
                 m.running_mean.copy_(mean)
@@ -135,25 +150,30 @@ class SupernetEvaluator:
                 m.momentum = momentum
         return PathScore(ap, ap50, recalibrated - start, time.perf_counter() - recalibrated)
 
-    def recalibrate(self, norms: list) -> None:
+    def recalibrate(self, norms: list, paths=None) -> None:
         """DetNAS's BN recalibration: reset, then a cumulative average over the calibration images
-        run through the selected path in training mode, without gradients."""
+        run through the selected path (or, per mini-batch, the next genotype of `paths`) in
+        training mode, without gradients."""
         for m in norms:
             m.reset_running_stats()
             m.momentum = None
         self.supernet.train()
         with torch.no_grad():
             for images, _ in self._batches(self.train_set, self.calibration):
+                if paths is not None:
+                    self.supernet.select(next(paths))
                 self.supernet(images.to(self.device))
         self.supernet.eval()
 
-    def _validation_ap(self) -> tuple[float, float]:
+    def _validation_ap(self, paths=None) -> tuple[float, float]:
         model = self.supernet
         model.eval()
         post = model.spec.postprocess
         results = []
         with torch.no_grad():
             for images, targets in self._batches(self.val_set, self.validation):
+                if paths is not None:
+                    model.select(next(paths))
                 boxes, scores = model.candidates(model(images.to(self.device)))
                 boxes, scores, labels = select_detections(
                     boxes.cpu(), scores.cpu(), score_threshold=post.score_threshold,
@@ -168,6 +188,36 @@ class SupernetEvaluator:
         size = self.settings.batch_size
         for at in range(0, len(indices), size):
             yield collate([dataset[i] for i in indices[at:at + size]])
+
+
+def candidate_fingerprint(space, genotype, spec) -> str:
+    """The spec's fingerprint; for a partial genotype, that of the spec together with its
+    undecided blocks (its spec decodes them at dilation 1, yet it is scored otherwise)."""
+    fingerprint = archspec.fingerprint(spec)
+    undecided = undecided_blocks(space, tuple(genotype))
+    if not undecided:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}:undecided:{list(undecided)}".encode()).hexdigest()[:16]
+
+
+class PathSampler:
+    """The genotypes a candidate runs, mini-batch by mini-batch: the genotype itself when it is
+    complete; for a partial one, a completion drawn afresh per mini-batch from a stream seeded
+    by `key` (subset seed and fingerprint) and the phase (calibration or validation)."""
+
+    def __init__(self, space, genotype, key: str):
+        self.space, self.genotype, self.key = space, tuple(genotype), key
+        self.partial = bool(undecided_blocks(space, self.genotype))
+
+    def any(self):
+        """A complete genotype of the candidate (all completions run the same slots)."""
+        return self.space.complete(self.genotype, random.Random(0)) if self.partial else self.genotype
+
+    def draw(self, phase: str):
+        """Endless genotypes for the mini-batches of `phase`."""
+        rng = random.Random(f"supernet-undecided:{self.key}:{phase}")
+        while True:
+            yield self.space.complete(self.genotype, rng) if self.partial else self.genotype
 
 
 def _subset(rng: random.Random, total: int, wanted: int) -> list[int]:
