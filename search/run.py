@@ -80,7 +80,8 @@ class RunResult:
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
                max_trials: int | None = None, progress: bool = True, workers: int = 1,
                batch: int | None = None, executor: Executor | None = None,
-               overrides: Sequence[str] = (), report: ReportOptions | None = None) -> RunResult:
+               overrides: Sequence[str] = (), report: ReportOptions | None = None,
+               latency_table: str | Path | None = None) -> RunResult:
     """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
     executor (never the results); `batch` sets the proposals per round (see the module
     docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
@@ -90,7 +91,10 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
     `out` is a run folder (`archspec.files.RunFolder`): made by `archspec search` or empty, and
     held by one process at a time. The run ends by writing its report page (report.html) with
     `report`; by default without the effective-receptive-field section, which trains nothing but
-    costs seconds of backward passes (`archspec search` asks for it)."""
+    costs seconds of backward passes (`archspec search` asks for it).
+
+    `latency_table`: a persistent latency table shared across runs (default OUT/latency.sqlite);
+    a resume without it keeps the table the run started with."""
     config, base = load_search_config(config_path, overrides=overrides)
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"--max-trials must be at least 1, not {max_trials}")
@@ -102,7 +106,7 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         try:
             return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
                                progress=progress, workers=workers, batch=batch, executor=executor,
-                               report=report or ReportOptions(erf=False))
+                               report=report or ReportOptions(erf=False), latency_table=latency_table)
         except SpecError as exc:  # the space's own rules (e.g. too many CR-NAS allocations) name the config
             raise (exc if exc.source else exc.with_source(str(config_path))) from None
 
@@ -156,7 +160,7 @@ def _check_identity(store: TrialStore, out: Path, identity: dict) -> None:
 
 def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_trials: int | None,
                 progress: bool, workers: int, batch: int | None, executor: Executor | None,
-                report: ReportOptions) -> RunResult:
+                report: ReportOptions, latency_table: str | Path | None = None) -> RunResult:
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
     db_path = out / "trials.sqlite"
@@ -170,7 +174,11 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         store.close()
         raise
     store.set_meta("config", config_meta(config, base))  # what `archspec report RUN` rebuilds the space from
-    checker = BudgetChecker(config.budgets, out / "latency.sqlite")
+    # The latency table: --latency-table (shared across runs), else the one the run started with, else its own.
+    latency_table = Path(latency_table).expanduser().resolve() if latency_table else store.meta("latency_table")
+    if latency_table:
+        store.set_meta("latency_table", str(latency_table))
+    checker = BudgetChecker(config.budgets, Path(latency_table) if latency_table else out / "latency.sqlite")
 
     def admit(genotype) -> bool:
         try:

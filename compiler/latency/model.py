@@ -1,0 +1,164 @@
+"""A predictor for kernels never measured: one regression per kernel type, fitted on the table.
+
+nn-Meter (Zhang et al., MobiSys 2021, section 4) fits one model per kernel type on sampled
+configurations and predicts configurations it never measured. Here each kernel type (a layer
+kernel's block type, e.g. ``bottleneck``, ``k1kx``, ``conv``, ``max_pool``; ``classifier``,
+``resample``, ``merge``) gets a non-negative linear model on physical work terms:
+
+    ms = fixed + a * MMACs + b * Mparams + c * M input elements + d * M output elements
+           + e * M activation elements
+
+fitted by non-negative least squares on relative errors (each row weighted by 1 / ms), so that
+a 0.1 ms kernel counts as much as a 10 ms one and no term can be a negative cost. The terms are
+what a CPU kernel spends its time on: a fixed dispatch cost, arithmetic, reading weights, and
+reading and writing feature maps; the shape parameters (kernel size, stride, dilation,
+channels, groups, resolution) enter through them, since every one is computed from the
+kernel's own graph (`compiler.costs`). A type with too few measured kernels borrows the model
+fitted on every kernel of the table (all types pooled).
+
+The fit is deterministic (rows sorted by key) and cheap (milliseconds for thousands of
+kernels), so it is refitted from the table whenever a predictor opens it: nothing is pickled,
+and the coefficients are plain floats (`KernelModel.as_dict`, JSON).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from archspec.compiler.latency.kernels import KernelKey, kernel_graph
+
+TERMS = ("fixed", "mmacs", "mparams", "min", "mout", "mact")
+"""The model's columns: 1, MACs, parameters, input, output and all activation elements (millions)."""
+MIN_KERNELS_PER_TYPE = 12
+"""Measured kernels a type needs for a model of its own (else it uses the pooled model)."""
+POOLED = "*"
+"""Name of the model fitted on every kernel type together."""
+FEATURE_NAMES = ("macs", "params", "in_elems", "out_elems", "activations")
+"""Static features stored with every measured kernel (what `key_features` computes)."""
+
+
+def kernel_type(key: KernelKey) -> str:
+    """``layer:<block type>`` for block and stem kernels, else the kernel kind."""
+    data = json.loads(key)
+    kind = data.get("kind", "?")
+    if kind == "layer":
+        return f"layer:{data.get('block', {}).get('type', '?')}"
+    return kind
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def key_features(key: KernelKey) -> dict:
+    """MACs, parameters, input/output/all activation elements of one kernel, from its graph
+    (no module is built; about 0.5 ms)."""
+    from archspec.compiler.costs import graph_costs
+
+    graph, size = kernel_graph(key)
+    shapes = graph.shapes(size)
+    counts = graph_costs(graph, size, shapes)
+    channels = graph.nx.nodes[graph.input]["channels"]
+    out_elems = int(sum(shapes[node].numel for node in graph.outputs.values()))
+    return {"macs": counts.macs, "params": counts.params, "in_elems": channels * size[0] * size[1],
+            "out_elems": out_elems, "activations": counts.activations}
+
+
+def design_row(features: Mapping) -> list[float]:
+    """The model's columns (`TERMS`) for one kernel's features."""
+    return [1.0, features.get("macs", 0) / 1e6, features.get("params", 0) / 1e6, features.get("in_elems", 0) / 1e6,
+            features.get("out_elems", 0) / 1e6, features.get("activations", 0) / 1e6]
+
+
+def has_features(features: Mapping) -> bool:
+    return all(name in features for name in FEATURE_NAMES)
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """Non-negative coefficients of one kernel type's model (`TERMS`), with its fit figures."""
+
+    kind: str
+    coefficients: tuple[float, ...]
+    kernels: int
+    """Measured kernels it was fitted on."""
+    median_error: float
+    """Median absolute relative error on those kernels (in-sample)."""
+
+    def predict_row(self, row: list[float]) -> float:
+        return float(sum(c * v for c, v in zip(self.coefficients, row)))
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "kernels": self.kernels, "median_error": self.median_error,
+                **dict(zip(TERMS, self.coefficients))}
+
+
+def fit_nonnegative(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative errors: minimises sum(((row . c) / t - 1)^2) with c >= 0."""
+    from sklearn.linear_model import LinearRegression
+
+    weights = 1.0 / np.maximum(targets, 1e-9)
+    scale = np.abs(rows).max(axis=0) + 1e-12  # unit-free columns: the solver's tolerance then means the same for each
+    design = rows * weights[:, None] / scale
+    model = LinearRegression(positive=True, fit_intercept=False).fit(design, targets * weights)
+    return np.maximum(model.coef_, 0.0) / scale
+
+
+def fit_kernel_models(measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> dict[str, KernelModel]:
+    """Kernel type -> `KernelModel` from the measured kernels (plus the pooled model `POOLED`),
+    for types with at least `MIN_KERNELS_PER_TYPE` kernels. Deterministic: rows in key order."""
+    by_type: dict[str, list[tuple[list[float], float]]] = {}
+    for key in sorted(measured):
+        feats = features.get(key) or {}
+        if not has_features(feats) or measured[key] <= 0:
+            continue
+        by_type.setdefault(kernel_type(key), []).append((design_row(feats), float(measured[key])))
+    models: dict[str, KernelModel] = {}
+    pooled = [item for items in by_type.values() for item in items]
+    for kind, items in [*sorted(by_type.items()), (POOLED, pooled)]:
+        if len(items) < MIN_KERNELS_PER_TYPE:
+            continue
+        rows = np.array([r for r, _ in items], dtype=float)
+        targets = np.array([t for _, t in items], dtype=float)
+        coefficients = fit_nonnegative(rows, targets)
+        errors = np.abs(rows @ coefficients / targets - 1.0)
+        models[kind] = KernelModel(kind, tuple(float(c) for c in coefficients), len(items), float(np.median(errors)))
+    return models
+
+
+class KernelPredictor:
+    """Predicted ms of kernels from the per-type models; `None` where no model applies."""
+
+    def __init__(self, models: Mapping[str, KernelModel]):
+        self.models = dict(models)
+
+    @classmethod
+    def fit(cls, measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> "KernelPredictor":
+        return cls(fit_kernel_models(measured, features))
+
+    def model_for(self, key: KernelKey) -> KernelModel | None:
+        return self.models.get(kernel_type(key)) or self.models.get(POOLED)
+
+    def predict(self, key: KernelKey) -> tuple[float, dict] | None:
+        """(predicted ms, the kernel's features), or None without a model for its type."""
+        model = self.model_for(key)
+        if model is None:
+            return None
+        feats = key_features(key)
+        return max(model.predict_row(design_row(feats)), 1e-6), feats
+
+    def predict_many(self, keys: Iterable[KernelKey]) -> dict[KernelKey, tuple[float, dict]]:
+        out = {}
+        for key in keys:
+            value = self.predict(key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.models)
+
+    def as_dict(self) -> dict:
+        return {kind: model.as_dict() for kind, model in sorted(self.models.items())}
