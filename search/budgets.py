@@ -26,6 +26,10 @@ from archspec.compiler.latency.kernels import kernels
 from archspec.sizes import parse_input_size
 
 
+DESIGN_BUDGET_MS = 40.0
+"""Timing per kernel and attempt while a search measures (batches until the median is stable)."""
+
+
 class BudgetChecker:
     """Evaluates a spec against `Budgets`; returns its metrics and the first budget it breaks."""
 
@@ -47,6 +51,7 @@ class BudgetChecker:
             table = LatencyTable(self.latency_table) if self.latency_table else LatencyTable()
             self._predictor = KeyPredictor(table, runtime=self.budgets.latency_runtime,
                                            provider=self.budgets.latency_provider,
+                                           threads=getattr(self.budgets, "latency_threads", None),
                                            predict_unseen=self.predict_unseen)
         return self._predictor
 
@@ -78,7 +83,7 @@ class BudgetChecker:
         measured while their type's design set is incomplete (each committed to the table as soon
         as it is measured), predicted by the type's regression after."""
         predictor = self.predictor()
-        predictor.judge_keys(keys, design_per_type=self.design_per_type)
+        predictor.judge_keys(keys, design_per_type=self.design_per_type, budget_ms=DESIGN_BUDGET_MS)
         return predictor.predict_keys(keys)
 
     def latency_broken(self, latency: float) -> str | None:

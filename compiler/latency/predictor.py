@@ -197,14 +197,15 @@ class LatencyPredictor:
             done += 1
         return done
 
-    def judge_keys(self, keys: Iterable[KernelKey], *, design_per_type: int = DESIGN_KERNELS_PER_TYPE) -> int:
+    def judge_keys(self, keys: Iterable[KernelKey], *, design_per_type: int = DESIGN_KERNELS_PER_TYPE,
+                   budget_ms: float = 150.0) -> int:
         """Make every key of `keys` known: a kernel of a type with fewer than `design_per_type`
         measured kernels (or without a model) is measured, the rest predicted. When a type's
         design set completes, the models are refitted; models never change otherwise, so which
         kernels get measured and every prediction depend only on the table and the order of
         the keys. Returns how many kernels were measured now."""
         if not self.predict_unseen:
-            return self.measure_keys(keys)
+            return self.measure_keys(keys, budget_ms=budget_ms)
         measured = 0
         for key in _unique(keys):
             if key in self._ms or key in self._predicted:
@@ -212,7 +213,7 @@ class LatencyPredictor:
             kind = kernel_type(key)
             if self._design_counts.get(kind, 0) >= design_per_type and kind in self.kernel_model.models:
                 continue  # predicted below
-            self.measure_kernel(key)
+            self.measure_kernel(key, budget_ms=budget_ms)
             measured += 1
             if has_features(self._features.get(key) or {}):
                 self._design_counts[kind] = self._design_counts.get(kind, 0) + 1
