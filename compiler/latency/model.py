@@ -76,9 +76,31 @@ def has_features(features: Mapping) -> bool:
     return all(name in features for name in FEATURE_NAMES)
 
 
+SHAPE_FEATURES = ("macs", "params", "in_elems", "out_elems", "activations", "in", "out", "pixels", "kernel",
+                  "stride", "dilation", "groups")
+"""Shape features of the correction (logarithms): the work terms and the kernel's shape parameters."""
+CORRECTION_ALPHA = 3.0
+"""Ridge strength of the correction: it only bends the physical model, never replaces it."""
+MAX_CORRECTION = 0.7
+"""The correction's log-factor is clipped to +/- this (a factor of about 2) outside the data."""
+
+
+def shape_vector(key: KernelKey, features: Mapping) -> list[float]:
+    """log(1 + x) of each `SHAPE_FEATURES` entry of a kernel."""
+    data = json.loads(key)
+    block = data.get("block", {}) if isinstance(data.get("block"), dict) else {}
+    h, w = data.get("hw", (1, 1))
+    values = {"in": data.get("in", data.get("channels", 0)), "out": data.get("out", data.get("channels", 0)),
+              "pixels": h * w, "kernel": block.get("kernel", data.get("levels", 1)), "stride": data.get("stride", 1),
+              "dilation": data.get("dilation", 1), "groups": block.get("groups", data.get("terms", 1))}
+    values.update({name: features.get(name, 0) for name in FEATURE_NAMES})
+    return [float(np.log1p(abs(float(values.get(name, 0) or 0)))) for name in SHAPE_FEATURES]
+
+
 @dataclass(frozen=True)
 class KernelModel:
-    """Non-negative coefficients of one kernel type's model (`TERMS`), with its fit figures."""
+    """One kernel type's model: non-negative coefficients of the physical terms (`TERMS`) and a
+    ridge correction of the log-ratio on shape features (`SHAPE_FEATURES`), with its fit figures."""
 
     kind: str
     coefficients: tuple[float, ...]
@@ -86,13 +108,34 @@ class KernelModel:
     """Measured kernels it was fitted on."""
     median_error: float
     """Median absolute relative error on those kernels (in-sample)."""
+    correction: tuple[float, ...] = ()
+    """Intercept, then one weight per standardised shape feature (empty: no correction)."""
+    center: tuple[float, ...] = ()
+    spread: tuple[float, ...] = ()
 
-    def predict_row(self, row: list[float]) -> float:
-        return float(sum(c * v for c, v in zip(self.coefficients, row)))
+    def predict_row(self, row: list[float], shape: list[float] | None = None) -> float:
+        base = float(sum(c * v for c, v in zip(self.coefficients, row)))
+        if not self.correction or shape is None:
+            return base
+        z = sum(w * (v - m) / s for w, v, m, s in zip(self.correction[1:], shape, self.center, self.spread))
+        return base * float(np.exp(np.clip(self.correction[0] + z, -MAX_CORRECTION, MAX_CORRECTION)))
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "kernels": self.kernels, "median_error": self.median_error,
-                **dict(zip(TERMS, self.coefficients))}
+                **dict(zip(TERMS, self.coefficients)), "correction": list(self.correction),
+                "center": list(self.center), "spread": list(self.spread)}
+
+
+def fit_correction(shapes: np.ndarray, log_ratio: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """Ridge regression of log(measured / physical model) on standardised shape features."""
+    from sklearn.linear_model import Ridge
+
+    center = shapes.mean(axis=0)
+    spread = shapes.std(axis=0)
+    spread = np.where(spread > 1e-9, spread, 1.0)
+    model = Ridge(alpha=CORRECTION_ALPHA).fit((shapes - center) / spread, log_ratio)
+    return ((float(model.intercept_), *(float(c) for c in model.coef_)), tuple(float(v) for v in center),
+            tuple(float(v) for v in spread))
 
 
 def fit_nonnegative(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -109,23 +152,33 @@ def fit_nonnegative(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
 def fit_kernel_models(measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> dict[str, KernelModel]:
     """Kernel type -> `KernelModel` from the measured kernels (plus the pooled model `POOLED`),
     for types with at least `MIN_KERNELS_PER_TYPE` kernels. Deterministic: rows in key order."""
-    by_type: dict[str, list[tuple[list[float], float]]] = {}
+    by_type: dict[str, list[tuple[list[float], list[float], float]]] = {}
     for key in sorted(measured):
         feats = features.get(key) or {}
         if not has_features(feats) or measured[key] <= 0:
             continue
-        by_type.setdefault(kernel_type(key), []).append((design_row(feats), float(measured[key])))
+        by_type.setdefault(kernel_type(key), []).append((design_row(feats), shape_vector(key, feats),
+                                                         float(measured[key])))
     models: dict[str, KernelModel] = {}
     pooled = [item for items in by_type.values() for item in items]
     for kind, items in [*sorted(by_type.items()), (POOLED, pooled)]:
         if len(items) < MIN_KERNELS_PER_TYPE:
             continue
-        rows = np.array([r for r, _ in items], dtype=float)
-        targets = np.array([t for _, t in items], dtype=float)
+        rows = np.array([r for r, _, _ in items], dtype=float)
+        shapes = np.array([v for _, v, _ in items], dtype=float)
+        targets = np.array([t for _, _, t in items], dtype=float)
         coefficients = fit_nonnegative(rows, targets)
-        errors = np.abs(rows @ coefficients / targets - 1.0)
-        models[kind] = KernelModel(kind, tuple(float(c) for c in coefficients), len(items), float(np.median(errors)))
+        base = np.maximum(rows @ coefficients, 1e-9)
+        correction, center, spread = fit_correction(shapes, np.log(targets / base)) if CORRECT else ((), (), ())
+        model = KernelModel(kind, tuple(float(c) for c in coefficients), len(items), 0.0, correction, center, spread)
+        predicted = np.array([model.predict_row(list(r), list(v)) for r, v in zip(rows, shapes)])
+        models[kind] = KernelModel(kind, model.coefficients, len(items), float(np.median(np.abs(predicted / targets - 1))),
+                                   correction, center, spread)
     return models
+
+
+CORRECT = True
+"""Whether models carry the shape correction (the benchmark compares both)."""
 
 
 class KernelPredictor:
@@ -147,7 +200,7 @@ class KernelPredictor:
         if model is None:
             return None
         feats = key_features(key)
-        return max(model.predict_row(design_row(feats)), 1e-6), feats
+        return max(model.predict_row(design_row(feats), shape_vector(key, feats)), 1e-6), feats
 
     def predict_many(self, keys: Iterable[KernelKey]) -> dict[KernelKey, tuple[float, dict]]:
         out = {}
