@@ -535,3 +535,21 @@ def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
             return [row[:-1] for row in csv.reader(handle)]
 
     assert trials("one") == trials("two")
+
+
+def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
+    """The pooled residual correction is evaluated by our own walk over the trees' node arrays;
+    it must give exactly the forest's prediction (kernels with a shape-dependent planted factor)."""
+    from archspec.compiler.latency.model import KernelPredictor, MAX_CORRECTION, key_features, shape_vector
+
+    path, train = planted_table
+    measured = {k: _planted_ms(k) * (1.0 + 0.3 * np.sin(sum(shape_vector(k, key_features(k))))) for k in train}
+    features = {k: dict(key_features(k)) for k in train}
+    fitted = KernelPredictor.fit(measured, features)
+    assert fitted.trees is not None
+    unseen = _shape_family([(24, 80)], [20, 56], kernels_=(3, 7))
+    rows = np.array([fitted.trees.vector(k, key_features(k)) for k in train[:20] + unseen])
+    expected = np.clip(fitted.trees.forest.predict(rows), -MAX_CORRECTION, MAX_CORRECTION)
+    assert np.allclose(fitted.trees.log_factors(rows), expected, rtol=0, atol=1e-12)
+    again = KernelPredictor.fit(measured, features)  # refitted from the same table: the same model
+    assert [again.predict(k)[0] for k in unseen] == [fitted.predict(k)[0] for k in unseen]

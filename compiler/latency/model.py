@@ -178,37 +178,98 @@ def fit_kernel_models(measured: Mapping[KernelKey, float], features: Mapping[Ker
 
 
 CORRECT = True
-"""Whether models carry the shape correction (the benchmark compares both)."""
+"""Whether models carry the per-type shape correction."""
+TREES = 50
+"""Extremely randomised trees of the pooled residual correction (`TreeCorrection`)."""
+MIN_KERNELS_FOR_TREES = 40
+"""Measured kernels (all types) needed before the tree correction is fitted."""
+
+
+class TreeCorrection:
+    """A pooled correction of every type's model: extremely randomised trees (Geurts et al.,
+    2006) regress log(measured / type model) on the shape features plus a one-hot kernel type.
+    Fitted with scikit-learn (fixed seed, rows in key order: deterministic, so it is refitted
+    from the table rather than stored), then evaluated by our own vectorised walk over the
+    trees' node arrays: scikit-learn's `predict` costs milliseconds per call, too much for a
+    search that predicts a few kernels per candidate."""
+
+    def __init__(self, types: list[str], keys: list[KernelKey], features: Mapping, log_ratio: np.ndarray):
+        from sklearn.ensemble import ExtraTreesRegressor
+
+        self.types = list(types)
+        forest = ExtraTreesRegressor(TREES, min_samples_leaf=2, random_state=0, n_jobs=1)
+        forest.fit(np.array([self.vector(k, features[k]) for k in keys]), log_ratio)
+        self.forest = forest
+        """The fitted scikit-learn model (the tests check the node-array walk against its `predict`)."""
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        offsets = np.cumsum([0] + [t.node_count for t in trees[:-1]])
+        self.roots = offsets.astype(np.int64)
+        left = np.concatenate([np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, offsets)])
+        right = np.concatenate([np.where(t.children_right >= 0, t.children_right + o, -1) for t, o in zip(trees, offsets)])
+        self.leaf = left < 0
+        self.left, self.right = np.where(self.leaf, np.arange(len(left)), left), np.where(self.leaf, np.arange(len(left)), right)
+        self.feature = np.concatenate([np.maximum(t.feature, 0) for t in trees])
+        self.threshold = np.concatenate([t.threshold for t in trees])
+        self.value = np.concatenate([t.value[:, 0, 0] for t in trees])
+
+    def vector(self, key: KernelKey, features: Mapping) -> list[float]:
+        kind = kernel_type(key)
+        return shape_vector(key, features) + [float(kind == t) for t in self.types]
+
+    def log_factors(self, rows: np.ndarray) -> np.ndarray:
+        """Mean leaf value over the trees for each row (`vector`s), clipped to +/- `MAX_CORRECTION`."""
+        nodes = np.broadcast_to(self.roots, (len(rows), len(self.roots))).copy()
+        index = np.arange(len(rows))[:, None]
+        while True:
+            done = self.leaf[nodes]
+            if done.all():
+                break
+            go_left = rows[index, self.feature[nodes]] <= self.threshold[nodes]
+            nodes = np.where(done, nodes, np.where(go_left, self.left[nodes], self.right[nodes]))
+        return np.clip(self.value[nodes].mean(axis=1), -MAX_CORRECTION, MAX_CORRECTION)
 
 
 class KernelPredictor:
-    """Predicted ms of kernels from the per-type models; `None` where no model applies."""
+    """Predicted ms of kernels from the per-type models and the pooled tree correction; `None`
+    where no model applies."""
 
-    def __init__(self, models: Mapping[str, KernelModel]):
+    def __init__(self, models: Mapping[str, KernelModel], trees: TreeCorrection | None = None):
         self.models = dict(models)
+        self.trees = trees
 
     @classmethod
     def fit(cls, measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> "KernelPredictor":
-        return cls(fit_kernel_models(measured, features))
+        predictor = cls(fit_kernel_models(measured, features))
+        usable = [k for k in sorted(measured) if has_features(features.get(k) or {}) and measured[k] > 0
+                  and predictor.model_for(k) is not None]
+        if len(usable) >= MIN_KERNELS_FOR_TREES:
+            base = np.array([predictor._base(k, features[k]) for k in usable])
+            log_ratio = np.log(np.array([measured[k] for k in usable]) / np.maximum(base, 1e-9))
+            types = sorted({kernel_type(k) for k in usable})
+            predictor.trees = TreeCorrection(types, usable, features, log_ratio)
+        return predictor
+
+    def _base(self, key: KernelKey, feats: Mapping) -> float:
+        return max(self.model_for(key).predict_row(design_row(feats), shape_vector(key, feats)), 1e-6)
 
     def model_for(self, key: KernelKey) -> KernelModel | None:
         return self.models.get(kernel_type(key)) or self.models.get(POOLED)
 
     def predict(self, key: KernelKey) -> tuple[float, dict] | None:
         """(predicted ms, the kernel's features), or None without a model for its type."""
-        model = self.model_for(key)
-        if model is None:
-            return None
-        feats = key_features(key)
-        return max(model.predict_row(design_row(feats), shape_vector(key, feats)), 1e-6), feats
+        return self.predict_many([key]).get(key)
 
     def predict_many(self, keys: Iterable[KernelKey]) -> dict[KernelKey, tuple[float, dict]]:
-        out = {}
-        for key in keys:
-            value = self.predict(key)
-            if value is not None:
-                out[key] = value
-        return out
+        """Predictions of the keys a model covers (one vectorised pass of the trees for all)."""
+        covered = [k for k in keys if self.model_for(k) is not None]
+        if not covered:
+            return {}
+        feats = [key_features(k) for k in covered]
+        base = np.array([self._base(k, f) for k, f in zip(covered, feats)])
+        if self.trees is not None:
+            rows = np.array([self.trees.vector(k, f) for k, f in zip(covered, feats)])
+            base = base * np.exp(self.trees.log_factors(rows))
+        return {k: (float(b), f) for k, b, f in zip(covered, base, feats)}
 
     def __bool__(self) -> bool:
         return bool(self.models)

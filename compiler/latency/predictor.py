@@ -180,22 +180,20 @@ class LatencyPredictor:
         applies; returns how many were predicted now."""
         if not self.predict_unseen or not self.kernel_model:
             return 0
-        done = 0
-        for key in _unique(keys):
-            if key in self._ms or key in self._predicted:
-                continue
+        wanted = [k for k in _unique(keys) if k not in self._ms and k not in self._predicted]
+        buildable = []
+        for key in wanted:
             try:
-                value = self.kernel_model.predict(key)
+                key_features(key)
+                buildable.append(key)
             except (ValueError, KeyError):  # a key whose graph cannot be built: left missing
-                value = None
-            if value is None:
-                continue
-            ms, features = value
+                pass
+        predictions = self.kernel_model.predict_many(buildable)
+        for key, (ms, features) in predictions.items():
             self._predicted[key] = ms
             self._features.setdefault(key, features)
             self._adjusted[key] = self.coefficients.adjust(ms, features)
-            done += 1
-        return done
+        return len(predictions)
 
     def judge_keys(self, keys: Iterable[KernelKey], *, design_per_type: int = DESIGN_KERNELS_PER_TYPE,
                    budget_ms: float = 150.0) -> int:
