@@ -16,9 +16,13 @@ channels, groups, resolution) enter through them, since every one is computed fr
 kernel's own graph (`compiler.costs`). A type with too few measured kernels borrows the model
 fitted on every kernel of the table (all types pooled).
 
-The fit is deterministic (rows sorted by key) and cheap (milliseconds for thousands of
-kernels), so it is refitted from the table whenever a predictor opens it: nothing is pickled,
-and the coefficients are plain floats (`KernelModel.as_dict`, JSON).
+On top, a pooled `TreeCorrection` (extremely randomised trees on the shape features and the
+kernel type) corrects what the linear models leave of the log-ratio, once the table has
+`MIN_KERNELS_FOR_TREES` kernels.
+
+The fit is deterministic (rows sorted by key, fixed seed) and takes well under a second, so it
+is refitted from the table whenever a predictor opens it: nothing is pickled, and the linear
+coefficients are plain floats (`KernelModel.as_dict`, JSON).
 """
 
 from __future__ import annotations
