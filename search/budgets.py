@@ -86,6 +86,17 @@ class BudgetChecker:
         predictor.judge_keys(keys, design_per_type=self.design_per_type, budget_ms=DESIGN_BUDGET_MS)
         return predictor.predict_keys(keys)
 
+    def latency_summary(self) -> str:
+        """One line: the table, kernels measured by this run, kernels taken from the table,
+        kernels predicted by the kernel models (empty without a latency budget)."""
+        if self._predictor is None:
+            return ""
+        p = self._predictor
+        models = ", ".join(f"{kind} ({m.kernels})" for kind, m in sorted(p.kernel_model.models.items()) if kind != "*")
+        return (f"latency kernels: {p.measured} measured by this run, {len(p._ms) - p.measured} already in the "
+                f"table, {len(p._predicted)} predicted by the kernel models (fitted on: {models or 'none'}); "
+                f"table {p.table.path}")
+
     def latency_broken(self, latency: float) -> str | None:
         high = self.budgets.max_latency_ms
         return f"max_latency_ms: {latency:.3g} > {high:.3g}" if high is not None and latency > high else None

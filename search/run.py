@@ -75,6 +75,8 @@ class RunResult:
     best_score: float | None
     best_spec: object | None
     timings: Timings = field(default_factory=Timings)
+    latency_kernels: str = ""
+    """How the latency budget's kernels were obtained (measured now, from the table, predicted)."""
 
 
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
@@ -207,6 +209,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     write_report(out, data=RunData(config.name, config, base, space, run.trials), options=report)
     timings.outputs = time.perf_counter() - start
     result.timings = timings
+    result.latency_kernels = checker.latency_summary()
     return result
 
 

@@ -520,8 +520,9 @@ def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
         "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 3.6, latency_input_size: 64}",
         "trials: 40"]) + "\n")
     shared = tmp_path / "shared.sqlite"
-    run_search(config, tmp_path / "one", progress=False, latency_table=shared)
+    result = run_search(config, tmp_path / "one", progress=False, latency_table=shared)
     first = len(calls)
+    assert result.latency_kernels.startswith(f"latency kernels: {first} measured by this run, 0 already in the table")
     assert first > 0 and shared.exists() and not (tmp_path / "one" / "latency.sqlite").exists()
     run_search(config, tmp_path / "two", progress=False, latency_table=shared)
     assert len(calls) == first  # every kernel came from the shared table

@@ -63,6 +63,8 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
             if executor is not None:
                 executor.close()
     click.echo((out / "report.txt").read_text(), nl=False)
+    if result.latency_kernels:
+        click.echo(result.latency_kernels)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
     click.echo(f"report page: {out / 'report.html'}")
