@@ -237,8 +237,9 @@ def _migrate(path: Path, read_only: bool) -> None:
         return
     finally:
         db.close()
-    if version != 1 or "conditions" in columns or not columns:
-        return
+    version_1_columns = set(TABLES["kernels"]) - {"conditions"}
+    if version != 1 or "conditions" in columns or not version_1_columns <= columns:
+        return  # not a complete version-1 table: open_sqlite judges (and refuses) it untouched
     if read_only or not os.access(path, os.W_OK):
         raise StoreError(f"{path}: a latency table of schema version 1 (before measuring conditions were recorded); "
                          f"open it writable once (e.g. `archspec latency build-table --table {path} ...`) to migrate "
