@@ -47,12 +47,16 @@ def run_once(config: Path, out: Path, trials: int, table: Path, overrides: tuple
     from archspec.search.run import run_search
 
     before = LatencyTable(table).count() if table.exists() else 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = run_search(config, out, max_trials=trials, progress=False, latency_table=table, overrides=overrides)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     after = sqlite3.connect(table).execute("SELECT COUNT(*) FROM kernels").fetchone()[0]
     best = (out / "best.yaml").read_text() if (out / "best.yaml").exists() else ""
-    return {"wall_s": wall, "trials": trials, "trials_per_s": trials / wall, "measured": after - before,
+    # CPU time of this process: with 1 intra-op thread the search runs on one core, so on an idle
+    # machine wall time equals it; on a shared machine it is the figure load does not inflate.
+    return {"wall_s": wall, "cpu_s": cpu, "trials": trials, "trials_per_s": trials / wall,
+            "trials_per_cpu_s": trials / cpu, "measured": after - before,
+            "summary": getattr(result, "latency_kernels", ""),
             "best": best, "best_fingerprint": getattr(result, "best_fingerprint", None),
             "rows": _rows(out / "trials.csv")}
 
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hogs", type=int, default=1, help="competing CPU-bound processes in the second run")
     parser.add_argument("--shared", action="store_true", help="the second run uses the first run's table")
     parser.add_argument("--keep", type=Path, help="keep the run folders here")
+    parser.add_argument("--once", action="store_true", help="only the first run (search speed from an empty table)")
     parser.add_argument("--latency-threads", type=int, default=None,
                         help="budgets.latency_threads (1: the CPU-time clock); default: the config's (physical cores)")
     args = parser.parse_args(argv)
@@ -94,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{CONFIG.name}: {args.trials} trials per run, latency threads "
               f"{args.latency_threads or 'default (physical cores)'}; load average {os.getloadavg()[0]:.1f}", flush=True)
         first = run_once(config, folder / "quiet", args.trials, folder / "quiet.sqlite", overrides)
-        print(f"run 1 (empty table): {first['wall_s']:.1f} s, {first['trials_per_s']:.1f} trials/s, "
-              f"{first['measured']} kernels measured; load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"run 1 (empty table): {first['wall_s']:.1f} s, {first['trials_per_s']:.1f} trials/s "
+              f"({first['cpu_s']:.1f} s of CPU time: {first['trials_per_cpu_s']:.1f} trials per CPU second), "
+              f"{first['measured']} kernels measured; load average {os.getloadavg()[0]:.1f}\n  {first['summary']}",
+              flush=True)
+        if args.once:
+            return 0
         second_table = folder / "loaded.sqlite"
         if args.shared:
             shutil.copy(folder / "quiet.sqlite", second_table)
@@ -110,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             for hog in hogs:
                 hog.join(timeout=10)
         print(f"run 2 ({args.hogs} competing process(es), {'shared' if args.shared else 'its own empty'} table): "
-              f"{second['wall_s']:.1f} s, {second['trials_per_s']:.1f} trials/s, {second['measured']} kernels "
-              f"measured; load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"{second['wall_s']:.1f} s, {second['trials_per_s']:.1f} trials/s ({second['cpu_s']:.1f} s of CPU "
+              f"time), {second['measured']} kernels measured; load average {os.getloadavg()[0]:.1f}\n  "
+              f"{second['summary']}", flush=True)
     common, share, distinct = agreement(budget, first["rows"], second["rows"])
     identical = [{k: v for k, v in r.items() if k != "seconds"} for r in first["rows"]] == \
                 [{k: v for k, v in r.items() if k != "seconds"} for r in second["rows"]]
