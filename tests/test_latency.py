@@ -547,10 +547,16 @@ def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
     measured = {k: _planted_ms(k) * (1.0 + 0.3 * np.sin(sum(shape_vector(k, key_features(k))))) for k in train}
     features = {k: dict(key_features(k)) for k in train}
     fitted = KernelPredictor.fit(measured, features)
-    assert fitted.trees is not None
+    assert set(fitted.trees) == {"layer:conv", "layer:k1kxk1"}
+    trees = fitted.trees["layer:k1kxk1"]
     unseen = _shape_family([(24, 80)], [20, 56], kernels_=(3, 7))
-    rows = np.array([fitted.trees.vector(k, key_features(k)) for k in train[:20] + unseen])
-    expected = np.clip(fitted.trees.forest.predict(rows), -MAX_CORRECTION, MAX_CORRECTION)
-    assert np.allclose(fitted.trees.log_factors(rows), expected, rtol=0, atol=1e-12)
+    rows = np.array([trees.vector(k, key_features(k)) for k in train[:20] + unseen])
+    expected = np.clip(trees.forest.predict(rows), -MAX_CORRECTION, MAX_CORRECTION)
+    assert np.allclose(trees.log_factors(rows), expected, rtol=0, atol=1e-12)
+    # A type's model depends on its own kernels only: dropping the convs leaves k1kxk1 predictions as they were.
+    blocks = [k for k in train if '"k1kxk1"' in k]
+    alone = KernelPredictor.fit({k: measured[k] for k in blocks}, features)
+    block_unseen = [k for k in unseen if '"k1kxk1"' in k]
+    assert [alone.predict(k)[0] for k in block_unseen] == [fitted.predict(k)[0] for k in block_unseen]
     again = KernelPredictor.fit(measured, features)  # refitted from the same table: the same model
     assert [again.predict(k)[0] for k in unseen] == [fitted.predict(k)[0] for k in unseen]

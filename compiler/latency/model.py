@@ -16,9 +16,8 @@ channels, groups, resolution) enter through them, since every one is computed fr
 kernel's own graph (`compiler.costs`). A type with too few measured kernels borrows the model
 fitted on every kernel of the table (all types pooled).
 
-On top, a pooled `TreeCorrection` (extremely randomised trees on the shape features and the
-kernel type) corrects what the linear models leave of the log-ratio, once the table has
-`MIN_KERNELS_FOR_TREES` kernels.
+On top, each type with `MIN_KERNELS_FOR_TREES` kernels gets a `TreeCorrection` (extremely
+randomised trees on the shape features) of what its linear model leaves of the log-ratio.
 
 The fit is deterministic (rows sorted by key, fixed seed) and takes well under a second, so it
 is refitted from the table whenever a predictor opens it: nothing is pickled, and the linear
@@ -185,13 +184,15 @@ CORRECT = True
 """Whether models carry the per-type shape correction."""
 TREES = 50
 """Extremely randomised trees of the pooled residual correction (`TreeCorrection`)."""
-MIN_KERNELS_FOR_TREES = 40
-"""Measured kernels (all types) needed before the tree correction is fitted."""
+MIN_KERNELS_FOR_TREES = 20
+"""Measured kernels a type needs before its tree correction is fitted."""
 
 
 class TreeCorrection:
-    """A pooled correction of every type's model: extremely randomised trees (Geurts et al.,
-    2006) regress log(measured / type model) on the shape features plus a one-hot kernel type.
+    """A correction of one type's model: extremely randomised trees (Geurts et al., 2006)
+    regress log(measured / type model) on the shape features (plus a one-hot kernel type, when
+    several types share it). Each type's correction depends on its own kernels only, so a
+    type's predictions never change when other types are measured.
     Fitted with scikit-learn (fixed seed, rows in key order: deterministic, so it is refitted
     from the table rather than stored), then evaluated by our own vectorised walk over the
     trees' node arrays: scikit-learn's `predict` costs milliseconds per call, too much for a
@@ -237,20 +238,23 @@ class KernelPredictor:
     """Predicted ms of kernels from the per-type models and the pooled tree correction; `None`
     where no model applies."""
 
-    def __init__(self, models: Mapping[str, KernelModel], trees: TreeCorrection | None = None):
+    def __init__(self, models: Mapping[str, KernelModel], trees: Mapping[str, TreeCorrection] | None = None):
         self.models = dict(models)
-        self.trees = trees
+        self.trees = dict(trees or {})
+        """Kernel type -> its tree correction (types with `MIN_KERNELS_FOR_TREES` kernels)."""
 
     @classmethod
     def fit(cls, measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> "KernelPredictor":
         predictor = cls(fit_kernel_models(measured, features))
-        usable = [k for k in sorted(measured) if has_features(features.get(k) or {}) and measured[k] > 0
-                  and predictor.model_for(k) is not None]
-        if len(usable) >= MIN_KERNELS_FOR_TREES:
-            base = np.array([predictor._base(k, features[k]) for k in usable])
-            log_ratio = np.log(np.array([measured[k] for k in usable]) / np.maximum(base, 1e-9))
-            types = sorted({kernel_type(k) for k in usable})
-            predictor.trees = TreeCorrection(types, usable, features, log_ratio)
+        by_type: dict[str, list[KernelKey]] = {}
+        for key in sorted(measured):
+            if has_features(features.get(key) or {}) and measured[key] > 0 and kernel_type(key) in predictor.models:
+                by_type.setdefault(kernel_type(key), []).append(key)
+        for kind, keys in by_type.items():
+            if len(keys) >= MIN_KERNELS_FOR_TREES:
+                base = np.array([predictor._base(k, features[k]) for k in keys])
+                log_ratio = np.log(np.array([measured[k] for k in keys]) / np.maximum(base, 1e-9))
+                predictor.trees[kind] = TreeCorrection([kind], keys, features, log_ratio)
         return predictor
 
     def _base(self, key: KernelKey, feats: Mapping) -> float:
@@ -270,9 +274,12 @@ class KernelPredictor:
             return {}
         feats = [key_features(k) for k in covered]
         base = np.array([self._base(k, f) for k, f in zip(covered, feats)])
-        if self.trees is not None:
-            rows = np.array([self.trees.vector(k, f) for k, f in zip(covered, feats)])
-            base = base * np.exp(self.trees.log_factors(rows))
+        kinds = [kernel_type(k) for k in covered]
+        for kind, trees in self.trees.items():
+            chosen = [i for i, t in enumerate(kinds) if t == kind]
+            if chosen:
+                rows = np.array([trees.vector(covered[i], feats[i]) for i in chosen])
+                base[chosen] = base[chosen] * np.exp(trees.log_factors(rows))
         return {k: (float(b), f) for k, b, f in zip(covered, base, feats)}
 
     def __bool__(self) -> bool:
