@@ -377,6 +377,9 @@ class Budgets(Spec):
     """Provider the latency budget refers to."""
     latency_input_size: Annotated[int, Field(ge=16, le=4096)] | None = None
     """Input size for latency (default: `input_size`); smaller keeps kernel tables small."""
+    latency_threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """Intra-op threads the latency budget refers to (default: physical cores). With 1 on the CPU,
+    kernels are timed by the thread's CPU time, which load from other processes hardly moves."""
 
     @model_validator(mode="after")
     def _minimum_within_maximum(self) -> "Budgets":

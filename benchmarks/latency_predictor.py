@@ -1,17 +1,19 @@
-"""Accuracy and speed of the latency predictor (compiler.latency) on random architectures.
+"""Accuracy and speed of the latency predictor (compiler.latency) on held-out random architectures.
 
-    .venv/bin/python benchmarks/latency_predictor.py [--tests 100] [--calibration 24] [--threads 1]
+    .venv/bin/python benchmarks/latency_predictor.py [--tests 60] [--design 30] [--calibration 16] [--threads 1]
 
 Draws seeded random architectures (ResNet-like stage allocations with dilations, MAE-DET-like
-widths/depths, SpineNet level permutations), then in one run:
+widths/depths, SpineNet level permutations) in three disjoint sets, then in one run:
 
-1. measures every kernel of every architecture *in isolation* into a fresh table;
-2. measures a disjoint set of calibration models end to end and fits the per-model overhead;
-3. measures each test model end to end on ONNX Runtime (only to score the prediction: these
-   times never enter the table or the fit);
-4. repeats 1-3 (`--passes`, keeping each quantity's lowest median), then predicts every test
-   model from the table and compares;
-5. times `LatencyPredictor.predict` on a warm table (predictions per second).
+1. measures every kernel of the *design* and *calibration* architectures in isolation into a
+   fresh table, leaving out any kernel a test architecture uses;
+2. measures the calibration models end to end and fits the per-model overhead (non-negative,
+   validated leave-one-out); fits the per-type kernel models on the measured kernels;
+3. measures each held-out test model end to end on ONNX Runtime (only to score: these times
+   never enter the table or any fit);
+4. predicts every test model with *predicted kernels only* (none of its kernels measured);
+5. measures the test models' kernels and predicts again (*measured kernels*);
+6. times `LatencyPredictor.predict` on a warm table (predictions per second).
 
 Prints the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
 family and predictions/s. Other processes on the machine add noise to every timing; the
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import tempfile
@@ -38,7 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import archspec  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
-from archspec.compiler.latency import LatencyPredictor, LatencyTable, measure_end_to_end  # noqa: E402
+from archspec.compiler.latency import (Coefficients, LatencyPredictor, LatencyTable, fit_overhead,  # noqa: E402
+                                       measure_end_to_end, validate_overhead)
+from archspec.compiler.latency.predictor import model_features, predict_rows  # noqa: E402
+from archspec.compiler.latency.table import CalibrationRun  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,19 +123,21 @@ def draw(rng: random.Random, count: int, spinenet_base, offset: int = 0) -> list
     return specs
 
 
-def input_size(spec, rng: random.Random) -> tuple[int, int]:
-    """SpineNet needs a multiple of 128; staged models take 128, 160 or 192."""
+def input_size(spec, rng: random.Random, staged=(128, 160, 192)) -> tuple[int, int]:
+    """SpineNet needs a multiple of 128; staged models take one of `staged`."""
     if spec.type == "scale_permuted":
         return (128, 128)
-    size = rng.choice([128, 160, 192])
+    size = rng.choice(list(staged))
     return (size, size)
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=100, help="test architectures (default 100)")
-    parser.add_argument("--calibration", type=int, default=24, help="calibration architectures (disjoint)")
+    parser.add_argument("--tests", type=int, default=60, help="held-out test architectures (default 60)")
+    parser.add_argument("--calibration", type=int, default=16, help="calibration architectures (disjoint)")
+    parser.add_argument("--design", type=int, default=30,
+                        help="architectures whose kernels train the kernel models (disjoint from the tests)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=20, help="end-to-end runs per model (median)")
@@ -137,65 +145,113 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print every test model")
     parser.add_argument("--clock", choices=["wall", "cpu"],
                         help="timer (default: cpu, the thread's CPU time, with 1 thread; wall otherwise)")
-    parser.add_argument("--passes", type=int, default=5,
+    parser.add_argument("--passes", type=int, default=1,
                         help="measurement passes over kernels, calibration and test models (lowest median kept)")
-    parser.add_argument("--budget-ms", type=float, default=60.0, help="timing budget per kernel and pass")
+    parser.add_argument("--budget-ms", type=float, default=30.0, help="timing budget per kernel and pass")
+    parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     rng = random.Random(args.seed)
+    staged_sizes = [int(v) for v in args.sizes.split(",")]
     spinenet_path = ROOT / "examples" / "backbones" / "spinenet49s.yaml"
     spinenet_base = archspec.load(spinenet_path) if spinenet_path.exists() else None
     calibration = draw(rng, args.calibration, spinenet_base)
-    tests = draw(rng, args.tests, spinenet_base, offset=args.calibration)
-    sizes = {id(spec): input_size(spec, rng) for spec in calibration + tests}
-    calibration_fps = {(archspec.fingerprint(s), sizes[id(s)]) for s in calibration}
-    overlap = sum((archspec.fingerprint(s), sizes[id(s)]) in calibration_fps for s in tests)
+    design = draw(rng, args.design, spinenet_base, offset=args.calibration)
+    tests = draw(rng, args.tests, spinenet_base, offset=args.calibration + args.design)
+    sizes = {id(spec): input_size(spec, rng, staged_sizes) for spec in calibration + design + tests}
+    seen = {(archspec.fingerprint(s), sizes[id(s)]) for s in calibration + design}
+    overlap = sum((archspec.fingerprint(s), sizes[id(s)]) in seen for s in tests)
 
     with tempfile.TemporaryDirectory() as tmp:
         table = LatencyTable(args.table or Path(tmp) / "latency.sqlite")
         clock = args.clock or ("cpu" if args.threads == 1 else "wall")
         predictor = LatencyPredictor(table, threads=args.threads, clock=clock)
-        print(f"{len(tests)} test + {len(calibration)} calibration architectures "
-              f"({overlap} test models equal to a calibration model), threads {args.threads}, clock {clock}, "
-              f"machine {predictor.context.machine}", flush=True)
+        print(f"{len(tests)} held-out test + {len(design)} design + {len(calibration)} calibration architectures "
+              f"({overlap} test models equal to a training model), threads {args.threads}, clock {clock}, "
+              f"machine {predictor.context.machine}; load average {os.getloadavg()[0]:.1f}", flush=True)
 
-        keys = list(dict.fromkeys(k for s in calibration + tests for k in predictor.kernels(s, sizes[id(s)])))
+        test_keys = list(dict.fromkeys(k for s in tests for k in predictor.kernels(s, sizes[id(s)])))
+        # The training table never holds a test model's kernel, even one a training model shares:
+        # the predicted-only figures judge kernels the predictor has never measured.
+        train_keys = [k for k in dict.fromkeys(k for s in calibration + design for k in predictor.kernels(s, sizes[id(s)]))
+                      if k not in set(test_keys)]
         measured_ms = [math.inf] * len(tests)
+        calibration_ms = [math.inf] * len(calibration)
         for round_ in range(args.passes):
-            # Every pass measures everything again and keeps the lower median: the machine's speed
-            # drifts by +/-25% over minutes under other agents' load, and load only adds time.
-            # Passes interleave kernels, calibration models and test models, so all three see the
-            # same quiet moments. Test models' end-to-end times never enter the table or the fit.
+            # Every pass measures everything again and keeps the lower median (load only adds time).
             t0 = time.perf_counter()
-            if round_ == 0:
-                done = predictor.measure_keys(keys, budget_ms=args.budget_ms)
-                note = f"{done} measured"
-            else:
-                note = f"{predictor.refine_keys(keys, budget_ms=args.budget_ms)} lower than before"
+            done = (predictor.measure_keys(train_keys, budget_ms=args.budget_ms) if round_ == 0 else
+                    predictor.refine_keys(train_keys, budget_ms=args.budget_ms))
             t1 = time.perf_counter()
-            for spec in calibration:
-                predictor.calibrate([spec], sizes[id(spec)], repeat=args.repeat, refine=round_ > 0)
+            calibration_ms = [min(m, measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms)
+                              for s, m in zip(calibration, calibration_ms)]
             t2 = time.perf_counter()
             measured_ms = [min(m, measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms)
                            for s, m in zip(tests, measured_ms)]
-            print(f"pass {round_ + 1}/{args.passes}: {len(keys)} kernels in isolation ({note}) {t1 - t0:.0f} s, "
+            print(f"pass {round_ + 1}/{args.passes}: {len(train_keys)} training kernels ({done}) {t1 - t0:.0f} s, "
                   f"{len(calibration)} calibration models {t2 - t1:.0f} s, {len(tests)} test models "
-                  f"{time.perf_counter() - t2:.0f} s end to end", flush=True)
-        coefficients = predictor.coefficients
-        print(f"overhead fit on the calibration models: "
-              f"{', '.join(f'{k}={v:.4g}' for k, v in coefficients.as_dict().items())}", flush=True)
-        predictions = [predictor.predict(s, sizes[id(s)]) for s in tests]
-        sums = [predictor.kernel_sum(s, sizes[id(s)])[0] for s in tests]
+                  f"{time.perf_counter() - t2:.0f} s end to end; load average {os.getloadavg()[0]:.1f}", flush=True)
+        predictor.refit_kernel_model()
+        print("kernel models: " + ", ".join(f"{kind} ({m.kernels} kernels, {m.median_error:.1%} in-sample)"
+                                             for kind, m in sorted(predictor.kernel_model.models.items())))
 
+        def row(spec):
+            """Calibration features of a spec: measured kernels where the table has them, else predicted."""
+            keys = predictor.kernels(spec, sizes[id(spec)])
+            predictor.predict_missing(keys)
+            values = {k: predictor._ms[k] if k in predictor._ms else predictor._predicted[k] for k in keys}
+            return model_features(keys, values, predictor._features)
+
+        # Predicted-only: the overhead is fitted on the calibration models' measured times against
+        # their kernel sums (a calibration kernel a test model shares is predicted, not measured).
+        t0 = time.perf_counter()
+        rows = np.array([row(s) for s in calibration])
+        validation = validate_overhead(rows, np.array(calibration_ms))
+        coefficients = fit_overhead(rows, np.array(calibration_ms)) if validation.accepted else Coefficients()
+        print(f"predicted-only {validation.line()}; coefficients "
+              f"{', '.join(f'{k}={v:.4g}' for k, v in coefficients.as_dict().items())}", flush=True)
+        assert not set(predictor._ms) & set(test_keys)
+        test_rows = np.array([row(s) for s in tests])
+        predicted_only = list(predict_rows(coefficients, test_rows))
+        predicted_sums = list(test_rows[:, 2])
+        first_prediction_s = time.perf_counter() - t0
+        assert all(predictor.sources(s, sizes[id(s)])[0] == 0 for s in tests)
+        snapshot = dict(predictor._predicted)
+
+        # Measured kernels: measure the test and calibration models' kernels, calibrate as usual.
+        t0 = time.perf_counter()
+        for spec in calibration + tests:
+            predictor.measure_missing(spec, sizes[id(spec)], budget_ms=args.budget_ms)
+        for spec, ms in zip(calibration, calibration_ms):
+            size = sizes[id(spec)]
+            table.put_calibration(predictor.context, CalibrationRun(archspec.fingerprint(spec), size[0], size[1],
+                                                                    spec.name, ms,
+                                                                    {"kernels": predictor.kernels(spec, size)}))
+        predictor._fit()
+        print(f"measured-kernel {predictor.calibration_report.line() if predictor.calibration_report else ''}; "
+              f"coefficients {', '.join(f'{k}={v:.4g}' for k, v in predictor.coefficients.as_dict().items())}")
+        kernel_errors = np.array([snapshot[k] / predictor._ms[k] - 1.0 for k in test_keys if k in snapshot])
+        measured_pred = [predictor.predict(s, sizes[id(s)]) for s in tests]
+        sums = [predictor.kernel_sum(s, sizes[id(s)])[0] for s in tests]
+        print(f"test kernels measured for the measured-kernel figures: {len(test_keys)} in "
+              f"{time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
         speed = predictions_per_second(predictor, tests, sizes)
         table.close()
 
     if args.verbose:
-        for spec, p, raw, m in zip(tests, predictions, sums, measured_ms):
-            print(f"{spec.name:<20} {sizes[id(spec)][0]:>4} predicted {p:8.2f} sum {raw:8.2f} measured {m:8.2f} "
-                  f"error {(p - m) / m:+.1%}")
-    report(tests, predictions, sums, measured_ms, speed, time.perf_counter() - started)
+        for spec, p, q, m in zip(tests, predicted_only, measured_pred, measured_ms):
+            print(f"{spec.name:<20} {sizes[id(spec)][0]:>4} predicted-only {p:8.2f} measured-kernels {q:8.2f} "
+                  f"end to end {m:8.2f} errors {(p - m) / m:+.1%} {(q - m) / m:+.1%}")
+    print()
+    print(f"kernel models on {len(kernel_errors)} unseen test kernels: median |error| "
+          f"{np.median(np.abs(kernel_errors)):.1%}, within +/-10% {np.mean(np.abs(kernel_errors) <= 0.1):.1%}")
+    print(f"predicted-only step (features and kernel models of every unseen kernel, overhead fit, "
+          f"{len(tests)} predictions): {first_prediction_s:.2f} s")
+    print("== predicted kernels only (no kernel of a test model measured) ==")
+    report(tests, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
+    print("== measured kernels ==")
+    report(tests, measured_pred, sums, measured_ms, speed, time.perf_counter() - started)
     return 0
 
 

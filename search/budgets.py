@@ -4,7 +4,15 @@ latency (a table lookup, or a kernel measurement the first time a kernel is seen
 The latency check is split in two so evaluation can run in worker processes: a worker derives
 the spec's kernel keys (`latency_kernels`, a pure function of the spec) and the run's parent
 process turns keys into a latency (`latency`), measuring missing kernels itself. The parent is
-then the only writer of OUT/latency.sqlite, and it measures in trial order, as a serial run does.
+then the only writer of the latency table (OUT/latency.sqlite, or a shared one), and it measures
+in trial order, as a serial run does.
+
+Kernels the table lacks are not all measured: per kernel type, the first
+`DESIGN_KERNELS_PER_TYPE` kernels met (in trial order: a seeded design set drawn from the
+space's own candidates) are measured, then the type's regression is fitted on them and predicts
+the rest (`LatencyPredictor.judge_keys`). From an empty table a search measures a few dozen
+kernels per type once, then runs at prediction speed; a shared table fits the same models, so
+two runs of one config judge every candidate alike.
 """
 
 from __future__ import annotations
@@ -13,27 +21,38 @@ from pathlib import Path
 
 from archspec.compiler.fastcosts import fast_costs
 from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
+from archspec.compiler.latency.predictor import DESIGN_KERNELS_PER_TYPE
 from archspec.compiler.latency.kernels import kernels
 from archspec.sizes import parse_input_size
+
+
+DESIGN_BUDGET_MS = 40.0
+"""Timing per kernel and attempt while a search measures (batches until the median is stable)."""
 
 
 class BudgetChecker:
     """Evaluates a spec against `Budgets`; returns its metrics and the first budget it breaks."""
 
-    def __init__(self, budgets, latency_table: Path | None = None):
+    def __init__(self, budgets, latency_table: Path | None = None, *, predict_unseen: bool = True,
+                 design_per_type: int = DESIGN_KERNELS_PER_TYPE):
         self.budgets = budgets
         size = budgets.input_size
         self.input_size = parse_input_size(size)
         latency_size = budgets.latency_input_size
         self.latency_size = parse_input_size(latency_size) if latency_size else self.input_size
         self.latency_table = latency_table
+        self.predict_unseen = predict_unseen
+        """False: every kernel a candidate needs is measured (the exact-match table of old)."""
+        self.design_per_type = design_per_type
         self._predictor = None
 
     def predictor(self):
         if self._predictor is None:
             table = LatencyTable(self.latency_table) if self.latency_table else LatencyTable()
             self._predictor = KeyPredictor(table, runtime=self.budgets.latency_runtime,
-                                           provider=self.budgets.latency_provider)
+                                           provider=self.budgets.latency_provider,
+                                           threads=getattr(self.budgets, "latency_threads", None),
+                                           predict_unseen=self.predict_unseen)
         return self._predictor
 
     def cheap_ok(self, spec) -> bool:
@@ -60,11 +79,23 @@ class BudgetChecker:
         return tuple(kernels(spec, self.latency_size))
 
     def latency(self, keys) -> float:
-        """Predicted latency (ms) of a spec from its kernel keys, measuring the kernels the table
-        lacks first (each is committed to the table as soon as it is measured)."""
+        """Predicted latency (ms) of a spec from its kernel keys. Kernels the table lacks are
+        measured while their type's design set is incomplete (each committed to the table as soon
+        as it is measured), predicted by the type's regression after."""
         predictor = self.predictor()
-        predictor.measure_keys(keys)
+        predictor.judge_keys(keys, design_per_type=self.design_per_type, budget_ms=DESIGN_BUDGET_MS)
         return predictor.predict_keys(keys)
+
+    def latency_summary(self) -> str:
+        """One line: the table, kernels measured by this run, kernels taken from the table,
+        kernels predicted by the kernel models (empty without a latency budget)."""
+        if self._predictor is None:
+            return ""
+        p = self._predictor
+        models = ", ".join(f"{kind} ({m.kernels})" for kind, m in sorted(p.kernel_model.models.items()) if kind != "*")
+        return (f"latency kernels: {p.measured} measured by this run, {len(p._ms) - p.measured} already in the "
+                f"table, {len(p._predicted)} predicted by the kernel models (fitted on: {models or 'none'}); "
+                f"table {p.table.path}")
 
     def latency_broken(self, latency: float) -> str | None:
         high = self.budgets.max_latency_ms
@@ -89,5 +120,9 @@ class KeyPredictor(LatencyPredictor):
         try:
             return self.coefficients.constant + sum([self._adjusted[k] for k in keys])
         except KeyError:
-            missing = [k for k in dict.fromkeys(keys) if k not in self._adjusted]
-            raise MissingKernelError(missing, self.context) from None
+            pass
+        self.predict_missing(keys)
+        try:
+            return self.coefficients.constant + sum([self._adjusted[k] for k in keys])
+        except KeyError:
+            raise MissingKernelError(self.unpredictable(keys), self.context) from None

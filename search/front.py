@@ -183,6 +183,8 @@ class NextSteps:
     """The budget's runtime and provider as `archspec latency` options."""
     supernet: str | None = None
     """The supernet run folder of a one-shot search (absolute), whose weights fine-tuning may start from."""
+    latency_table: str = "latency.sqlite"
+    """The latency table the run used: the run's own, or the shared one of `--latency-table` (absolute)."""
 
 
 def write_pareto(path: Path, selection: Selection) -> None:
@@ -305,7 +307,7 @@ def next_commands(steps: NextSteps, detector, has_best: bool) -> list[str]:
             f"  archspec export best.yaml --weights {folder}/train/best.pt -o {folder}/best.onnx",
             f"  archspec detect {folder}/best.onnx {image} --out {folder}/detections"]
     latency = (f"  archspec latency predict best.yaml --input-size {steps.latency_input_size}{steps.latency_options} "
-               f"--table latency.sqlite" if steps.latency_input_size else
+               f"--table {steps.latency_table}" if steps.latency_input_size else
                f"  archspec latency predict best.yaml --input-size {steps.input_size} --measure-missing")
     return ["", "next, in this run folder: best.yaml is a backbone; inspect, export and time it:",
             f"  archspec summary best.yaml --input-size {steps.input_size}",
@@ -321,8 +323,9 @@ SYNTH_CLASSES = 6
 """Most classes `archspec data synth` draws."""
 
 
-def next_steps(config) -> NextSteps:
-    """The closing commands' settings for a run of `config`."""
+def next_steps(config, latency_table: str | Path | None = None) -> NextSteps:
+    """The closing commands' settings for a run of `config` (`latency_table`: a shared table, when
+    the run used one instead of its own)."""
     budgets = config.budgets
     size = _size_text(budgets.input_size)
     latency = (_size_text(budgets.latency_input_size or budgets.input_size)
@@ -332,7 +335,8 @@ def next_steps(config) -> NextSteps:
                       if value != default)
     data = getattr(config.evaluator, "data", None)  # a trained evaluator's data folder (absolute once resolved)
     supernet = config.evaluator.run if config.evaluator.type == "supernet" else None
-    return NextSteps(str(data) if data else None, size, latency, options, supernet)
+    return NextSteps(str(data) if data else None, size, latency, options, supernet,
+                     str(latency_table) if latency_table else "latency.sqlite")
 
 
 def _size_text(size) -> str:

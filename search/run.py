@@ -25,6 +25,7 @@ re-evaluation reads the same kernel times).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 import warnings
@@ -82,13 +83,15 @@ class RunResult:
     """The best candidate's trial id."""
     front_measured: dict[int, float] = field(default_factory=dict)
     """Trial id -> measured end-to-end latency (ms) of the Pareto front (latency budgets only)."""
+    latency_kernels: str = ""
+    """How the latency budget's kernels were obtained (measured now, from the table, predicted)."""
 
 
 def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False, seed: int | None = None,
                max_trials: int | None = None, progress: bool = True, workers: int = 1,
                batch: int | None = None, executor: Executor | None = None,
                overrides: Sequence[str] = (), report: ReportOptions | None = None,
-               measure_latency: MeasureFn | None = None) -> RunResult:
+               measure_latency: MeasureFn | None = None, latency_table: str | Path | None = None) -> RunResult:
     """Run (or with `resume`, continue) the search of a config into `out`. `workers` picks the
     executor (never the results); `batch` sets the proposals per round (see the module
     docstring). `executor` evaluates instead of one made from `workers` (e.g. a distributed
@@ -100,7 +103,10 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
     `report`; by default without the effective-receptive-field section, which trains nothing but
     costs seconds of backward passes (`archspec search` asks for it). With a latency budget the
     Pareto front is measured end to end after the search (search/front.py); `measure_latency`
-    replaces that measurement (tests plant latencies through it)."""
+    replaces that measurement (tests plant latencies through it).
+
+    `latency_table`: a persistent latency table shared across runs (default OUT/latency.sqlite);
+    a resume without it keeps the table the run started with."""
     config, base = load_search_config(config_path, overrides=overrides)
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"--max-trials must be at least 1, not {max_trials}")
@@ -112,7 +118,8 @@ def run_search(config_path: str | Path, out: str | Path, *, resume: bool = False
         try:
             return _run_search(config, base, out, resume=resume, seed=seed, max_trials=max_trials,
                                progress=progress, workers=workers, batch=batch, executor=executor,
-                               report=report or ReportOptions(erf=False), measure_latency=measure_latency)
+                               report=report or ReportOptions(erf=False), measure_latency=measure_latency,
+                               latency_table=latency_table)
         except SpecError as exc:  # the space's own rules (e.g. too many CR-NAS allocations) name the config
             raise (exc if exc.source else exc.with_source(str(config_path))) from None
 
@@ -166,7 +173,8 @@ def _check_identity(store: TrialStore, out: Path, identity: dict) -> None:
 
 def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_trials: int | None,
                 progress: bool, workers: int, batch: int | None, executor: Executor | None,
-                report: ReportOptions, measure_latency: MeasureFn | None = None) -> RunResult:
+                report: ReportOptions, measure_latency: MeasureFn | None = None,
+                latency_table: str | Path | None = None) -> RunResult:
     seed = config.seed if seed is None else seed
     total = config.trials if max_trials is None else max_trials
     db_path = out / "trials.sqlite"
@@ -180,7 +188,11 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         store.close()
         raise
     store.set_meta("config", config_meta(config, base))  # what `archspec report RUN` rebuilds the space from
-    checker = BudgetChecker(config.budgets, out / "latency.sqlite")
+    # The latency table: --latency-table (shared across runs), else the one the run started with, else its own.
+    latency_table = Path(latency_table).expanduser().resolve() if latency_table else store.meta("latency_table")
+    if latency_table:
+        store.set_meta("latency_table", str(latency_table))
+    checker = BudgetChecker(config.budgets, Path(latency_table) if latency_table else out / "latency.sqlite")
 
     def admit(genotype) -> bool:
         try:
@@ -215,11 +227,14 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     start = time.perf_counter()
     result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker),
                            selection=selection, detector=config.detector,
-                           steps=next_steps(config))
+                           steps=next_steps(config, latency_table))
+    if latency_table and report.latency_table is None:  # the page reads the table the run measured into
+        report = dataclasses.replace(report, latency_table=Path(latency_table))
     write_report(out, data=RunData(config.name, config, base, space, run.trials, choice=choice_record(selection)),
                  options=report)
     timings.outputs = time.perf_counter() - start
     result.timings = timings
+    result.latency_kernels = checker.latency_summary()
     return result
 
 

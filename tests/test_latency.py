@@ -110,7 +110,7 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
     table = LatencyTable(tmp_path / "t.sqlite")
     predictor = LatencyPredictor(table, threads=1)
     context = predictor.context
-    true = Coefficients(constant=0.3, per_kernel=-0.02, scale=1.1, per_mparam=0.05)
+    true = Coefficients(constant=0.3, per_kernel=0.02, scale=1.1, per_mparam=0.05)
     # Eight synthetic models over ten synthetic kernels, measured exactly as the model says.
     rng = np.random.default_rng(0)
     keys = [json.dumps({"kind": "layer", "id": i}) for i in range(10)]
@@ -191,7 +191,9 @@ def test_cli_predict_fails_listing_missing_kernels_then_builds_and_predicts(tmp_
     assert "(0 measured now)" in capsys.readouterr().out
     main(["latency", "predict", str(spec_path), *common, "--json"])
     data = json.loads(capsys.readouterr().out)
-    assert data["kernels"] == 3 and data["calibrated"] and data["predicted_ms"] > 0
+    # one calibration model is too few for an overhead fit: the plain kernel sum, all measured
+    assert data["kernels"] == 3 and not data["calibrated"] and data["predicted_ms"] == data["kernel_sum_ms"] > 0
+    assert (data["measured_kernels"], data["predicted_kernels"], data["clock"]) == (3, 0, "cpu")
     assert data["threads"] == 1 and data["input_size"] == [32, 32]
 
 
@@ -269,3 +271,292 @@ def test_damaged_or_foreign_tables_are_refused_by_name(tmp_path):
     with pytest.raises(StoreError, match="schema version 7, written by a newer archspec"):
         LatencyTable(newer)
     assert sqlite3.connect(newer).execute("PRAGMA user_version").fetchone()[0] == 7  # left as it was
+
+
+# -- issue 14: constrained calibration, kernel models, measuring conditions, shared tables ----------
+def _calibration_rows(rng, n):
+    kernels_count = rng.integers(10, 80, size=n).astype(float)
+    kernel_ms = rng.uniform(2.0, 60.0, size=n)
+    mparams = rng.uniform(0.5, 30.0, size=n)
+    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams])
+
+
+def test_the_overhead_fit_is_never_negative():
+    """Planted models that cost less than their kernel sum, with a per-kernel saving: plain
+    least squares answers with a negative per-kernel cost; the constrained fit never does."""
+    rng = np.random.default_rng(3)
+    rows = _calibration_rows(rng, 30)
+    targets = 0.9 * rows[:, 2] - 0.01 * rows[:, 1] + 0.4 + rng.normal(0, 0.05, size=30)
+    unconstrained, *_ = np.linalg.lstsq(rows / targets[:, None], np.ones(30), rcond=None)
+    assert unconstrained.min() < 0  # the data really ask for a negative cost
+    for ridge in (0.0, 0.5, 10.0):
+        fitted = fit_overhead(rows, targets, ridge=ridge)
+        assert min(fitted.as_dict().values()) >= 0.0, fitted
+    few = fit_overhead(rows[:5], targets[:5])  # constant + per-kernel on the residual of the sum
+    assert min(few.as_dict().values()) >= 0.0
+    assert fit_overhead(rows[:1], rows[:1, 2] - 1.0).constant == 0.0
+
+
+def test_a_poor_overhead_fit_is_refused_with_its_figures(tmp_path):
+    from archspec.compiler.latency import CalibrationWarning, validate_overhead
+
+    rng = np.random.default_rng(4)
+    rows = _calibration_rows(rng, 12)
+    good = validate_overhead(rows, 1.05 * rows[:, 2] + 0.02 * rows[:, 1])
+    assert good.accepted and good.held_out_median_error < 0.01 and good.held_out_within_10 == 1.0
+    noise = rng.uniform(0.3, 3.0, size=12) * rows[:, 2]  # end-to-end times unrelated to the kernels
+    poor = validate_overhead(rows, noise)
+    assert not poor.accepted and poor.held_out_median_error > 0.10
+    assert "refused" in poor.line() and f"{poor.held_out_median_error:.1%}" in poor.line()
+    # Through the predictor: a warning naming the figures, and the plain kernel sum in use.
+    table = LatencyTable(tmp_path / "t.sqlite")
+    context = LatencyPredictor(table, threads=1).context
+    keys = [json.dumps({"kind": "layer", "id": i}) for i in range(6)]
+    for i, k in enumerate(keys):
+        table.put_kernel(context, k, _fake_stats(1.0 + i), {"params": 1000})
+    for m in range(6):
+        chosen = keys[: m + 1]
+        table.put_calibration(context, CalibrationRun(f"m{m}", 32, 32, f"m{m}", float(rng.uniform(1, 50)),
+                                                      {"kernels": chosen}))
+    with pytest.warns(CalibrationWarning, match=r"refused .*held-out median error \d+\.\d%"):
+        predictor = LatencyPredictor(table, threads=1)
+    assert not predictor.calibrated and predictor.calibration_report is not None
+    assert not predictor.calibration_report.accepted
+
+
+PLANTED = (0.004, 2.5e-9, 3e-8, 1.5e-9, 2e-9, 4e-10)
+"""ms = fixed + per MAC + per parameter + per input, output and activation element."""
+
+
+def _planted_ms(key) -> float:
+    from archspec.compiler.latency.model import design_row, key_features
+
+    return float(np.dot(np.array(PLANTED) * [1, 1e6, 1e6, 1e6, 1e6, 1e6], design_row(key_features(key))))
+
+
+def _shape_family(channels, sizes, kernels_=(3, 5), strides=(1, 2)):
+    """Layer kernels of one block type (k1kxk1) and plain convs over a grid of shapes."""
+    from archspec.compiler.latency.kernels import layer_key
+    from archspec.blocks import validate_block
+
+    keys = []
+    for c_in, c_out in channels:
+        for size in sizes:
+            for k in kernels_:
+                for stride in strides:
+                    block = validate_block({"type": "k1kxk1", "kernel": k, "bottleneck_channels": max(8, c_out // 4)})
+                    keys.append(layer_key(block, c_in, c_out, stride, 1, True, size, size))
+                    conv = validate_block({"type": "conv", "kernel": k})
+                    keys.append(layer_key(conv, c_in, c_out, stride, 1, True, size, size))
+    return keys
+
+
+@pytest.fixture(scope="module")
+def planted_table(tmp_path_factory):
+    """A table whose measured kernels follow a known formula of their shapes (no timing)."""
+    path = tmp_path_factory.mktemp("planted") / "t.sqlite"
+    table = LatencyTable(path)
+    context = LatencyPredictor(table, threads=1).context
+    from archspec.compiler.latency.model import key_features
+
+    train = _shape_family([(16, 32), (32, 64), (64, 64), (48, 96)], [16, 28, 40])
+    for key in train:
+        table.put_kernel(context, key, _fake_stats(_planted_ms(key)), dict(key_features(key)),
+                         {"clock": "cpu", "repeats": 30})
+    table.close()
+    return path, train
+
+
+def test_kernel_models_predict_unseen_shapes_of_a_planted_table(planted_table):
+    from archspec.compiler.latency.model import kernel_type
+
+    path, train = planted_table
+    predictor = LatencyPredictor(LatencyTable(path, read_only=True), threads=1)
+    assert set(predictor.kernel_model.models) >= {"layer:k1kxk1", "layer:conv"}
+    assert all(min(m.coefficients) >= 0 for m in predictor.kernel_model.models.values())
+    unseen = _shape_family([(24, 80), (96, 128)], [20, 56], kernels_=(3, 5, 7))  # never measured shapes
+    assert not set(unseen) & set(train)
+    for key in unseen:
+        ms, _ = predictor.kernel_model.predict(key)
+        assert ms == pytest.approx(_planted_ms(key), rel=1e-4), (kernel_type(key), key)
+
+
+def test_measured_kernels_override_predictions_and_outputs_count_both(planted_table, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from archspec.cli import main
+    from archspec.compiler.latency import predictor as predictor_module
+
+    path, train = planted_table
+    table_path = tmp_path / "t.sqlite"
+    shutil.copy(path, table_path)
+    spec = archspec.validate({"type": "staged", "name": "mixed",
+                              "stem": [{"type": "conv", "out_channels": 16, "stride": 2, "kernel": 3}],
+                              "stages": [{"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 8},
+                                          "depth": 2, "out_channels": 40, "stride": 2}]})
+    predictor = LatencyPredictor(LatencyTable(table_path), threads=1)
+    keys = predictor.kernels(spec, (32, 32))
+    assert not set(keys) & set(train)
+    expected = sum(predictor.kernel_model.predict(k)[0] for k in keys)
+    assert predictor.predict(spec, (32, 32)) == pytest.approx(expected)
+    assert predictor.sources(spec, (32, 32)) == (0, 3)
+    # A measurement (planted: 1 ms) replaces the prediction of that kernel.
+    monkeypatch.setattr(predictor_module, "measure_kernel",
+                        lambda key, context, **_: (predictor_module.MeasuredStats(1.0, 1, 1, 1, 0, "ort", "cpu", 1,
+                                                                                  5, 1, conditions={"clock": "cpu"}),
+                                                   {"params": 0}))
+    predictor.measure_kernel(keys[0])
+    assert predictor.sources(spec, (32, 32)) == (1, 2)
+    assert predictor.predict(spec, (32, 32)) == pytest.approx(expected - predictor.kernel_model.predict(keys[0])[0] + 1.0)
+    assert predictor.table.conditions(predictor.context, keys[0]) == {"clock": "cpu"}
+    predictor.table.close()
+    spec_path = tmp_path / "mixed.yaml"
+    archspec.save(spec, spec_path)
+    main(["latency", "predict", str(spec_path), "--table", str(table_path), "--threads", "1", "--input-size", "32"])
+    assert "(3 kernels: 1 measured, 2 predicted by the kernel models" in capsys.readouterr().out
+    main(["latency", "predict", str(spec_path), "--table", str(table_path), "--threads", "1", "--input-size", "32",
+          "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert (data["measured_kernels"], data["predicted_kernels"]) == (1, 2)
+
+
+def test_search_judges_with_a_design_set_then_predicts(planted_table):
+    """`judge_keys`: a type's first kernels are measured (the design set), the rest predicted."""
+    from archspec.compiler.latency.model import kernel_type
+
+    path, train = planted_table
+    predictor = LatencyPredictor(LatencyTable(":memory:"), threads=1)
+    measured = []
+
+    def plant(key, **_):
+        measured.append(key)
+        from archspec.compiler.latency.model import key_features
+        predictor.table.put_kernel(predictor.context, key, _fake_stats(_planted_ms(key)), dict(key_features(key)))
+        predictor._ms[key] = _planted_ms(key)
+        predictor._features[key] = dict(key_features(key))
+        return predictor._ms[key]
+
+    predictor.measure_kernel = plant
+    convs = [k for k in train if kernel_type(k) == "layer:conv"]
+    predictor.judge_keys(convs, design_per_type=12)
+    assert measured == convs[:12]  # the rest of the type: predicted
+    assert set(predictor._predicted) == set(convs[12:])
+    for key in convs[12:]:
+        assert predictor._predicted[key] == pytest.approx(_planted_ms(key), rel=1e-4)
+
+
+def test_table_conditions_round_trip_and_version_1_tables_migrate(tmp_path):
+    import sqlite3
+
+    from archspec.compiler.latency.table import SCHEMA_VERSION
+    from archspec.sqlite_store import StoreError
+
+    old = tmp_path / "v1.sqlite"
+    db = sqlite3.connect(old)
+    db.executescript("""
+CREATE TABLE machines (hash TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE kernels (machine TEXT NOT NULL, runtime TEXT NOT NULL, provider TEXT NOT NULL, threads INTEGER NOT NULL,
+    key TEXT NOT NULL, median_ms REAL NOT NULL, p10_ms REAL, p90_ms REAL, min_ms REAL, std_ms REAL,
+    repeats INTEGER, measured_at REAL, features TEXT, PRIMARY KEY (machine, runtime, provider, threads, key));
+CREATE TABLE calibration (machine TEXT NOT NULL, runtime TEXT NOT NULL, provider TEXT NOT NULL,
+    threads INTEGER NOT NULL, fingerprint TEXT NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL, name TEXT,
+    measured_ms REAL NOT NULL, features TEXT NOT NULL, measured_at REAL,
+    PRIMARY KEY (machine, runtime, provider, threads, fingerprint, height, width));
+INSERT INTO kernels VALUES ('m', 'ort', 'cpu', 1, 'k', 2.0, 2, 2, 2, 0, 10, 0, '{}');
+PRAGMA user_version = 1;""")
+    db.commit()
+    db.close()
+    import os
+    os.chmod(old, 0o444)
+    with pytest.raises(StoreError, match="schema version 1 .* open it writable once"):
+        LatencyTable(old, read_only=True)
+    os.chmod(old, 0o644)
+    table = LatencyTable(old)
+    context = Context("m", "ort", "cpu", 1)
+    assert table.kernels(context) == {"k": 2.0} and table.conditions(context, "k") is None
+    conditions = {"clock": "cpu", "repeats": 90, "attempts": 1, "spread": 0.04, "cpu_wall_ratio": 0.97,
+                  "load_average": 1.5, "stable": True}
+    table.put_kernel(context, "k2", _fake_stats(1.0), {"params": 3}, conditions)
+    table.close()
+    again = LatencyTable(old, read_only=True)
+    assert again.conditions(context, "k2") == conditions
+    assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_measured_kernels_record_their_conditions(tmp_path):
+    spec = archspec.validate(TINY)
+    predictor = LatencyPredictor(LatencyTable(tmp_path / "t.sqlite"), threads=1)
+    key = predictor.kernels(spec, (16, 16))[0]
+    predictor.measure_kernel(key, budget_ms=3.0)
+    conditions = predictor.table.conditions(predictor.context, key)
+    assert conditions["clock"] == "cpu" and predictor.context.clock == "cpu"  # the steadier clock at 1 thread
+    assert conditions["repeats"] >= 9 and 1 <= conditions["attempts"] <= 2
+    assert set(conditions) >= {"spread", "cpu_wall_ratio", "load_average", "stable", "batch_medians_ms"}
+
+
+def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
+    """`--latency-table`: the second run of a config measures nothing and judges alike."""
+    import csv
+
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.cli.search_commands import _latency_table_path
+    from archspec.compiler.runtime import LatencyStats
+    from archspec.search.run import run_search
+
+    calls = []
+
+    def fake(key, context, **_):  # deterministic stand-in for ONNX Runtime
+        calls.append(key)
+        data = json.loads(key)
+        ms = data.get("in", 1) * data.get("out", 1) / 1e6
+        return LatencyStats(ms, ms, ms, ms, 0.0, context.runtime, context.provider, context.threads, 1, 0), {}
+
+    monkeypatch.setattr(predictor_module, "measure_kernel", fake)
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    config = tmp_path / "search.yaml"
+    config.write_text("\n".join([
+        "type: search", f"base: {root / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 16}",
+        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 3.6, latency_input_size: 64}",
+        "trials: 40"]) + "\n")
+    shared = tmp_path / "shared.sqlite"
+    result = run_search(config, tmp_path / "one", progress=False, latency_table=shared)
+    first = len(calls)
+    assert result.latency_kernels.startswith(f"latency kernels: {first} measured by this run, 0 already in the table")
+    assert first > 0 and shared.exists() and not (tmp_path / "one" / "latency.sqlite").exists()
+    run_search(config, tmp_path / "two", progress=False, latency_table=shared)
+    assert len(calls) == first  # every kernel came from the shared table
+    # The CLI's option: a path, or alone the user cache.
+    monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(tmp_path / "cache.sqlite"))
+    assert _latency_table_path("user-cache") == tmp_path / "cache.sqlite"
+    assert _latency_table_path(str(shared)) == shared and _latency_table_path(None) is None
+
+    def trials(run):
+        with open(tmp_path / run / "trials.csv") as handle:
+            return [row[:-1] for row in csv.reader(handle)]
+
+    assert trials("one") == trials("two")
+
+
+def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
+    """The pooled residual correction is evaluated by our own walk over the trees' node arrays;
+    it must give exactly the forest's prediction (kernels with a shape-dependent planted factor)."""
+    from archspec.compiler.latency.model import KernelPredictor, MAX_CORRECTION, key_features, shape_vector
+
+    path, train = planted_table
+    measured = {k: _planted_ms(k) * (1.0 + 0.3 * np.sin(sum(shape_vector(k, key_features(k))))) for k in train}
+    features = {k: dict(key_features(k)) for k in train}
+    fitted = KernelPredictor.fit(measured, features)
+    assert set(fitted.trees) == {"layer:conv", "layer:k1kxk1"}
+    trees = fitted.trees["layer:k1kxk1"]
+    unseen = _shape_family([(24, 80)], [20, 56], kernels_=(3, 7))
+    rows = np.array([trees.vector(k, key_features(k)) for k in train[:20] + unseen])
+    expected = np.clip(trees.forest.predict(rows), -MAX_CORRECTION, MAX_CORRECTION)
+    assert np.allclose(trees.log_factors(rows), expected, rtol=0, atol=1e-12)
+    # A type's model depends on its own kernels only: dropping the convs leaves k1kxk1 predictions as they were.
+    blocks = [k for k in train if '"k1kxk1"' in k]
+    alone = KernelPredictor.fit({k: measured[k] for k in blocks}, features)
+    block_unseen = [k for k in unseen if '"k1kxk1"' in k]
+    assert [alone.predict(k)[0] for k in block_unseen] == [fitted.predict(k)[0] for k in block_unseen]
+    again = KernelPredictor.fit(measured, features)  # refitted from the same table: the same model
+    assert [again.predict(k)[0] for k in unseen] == [fitted.predict(k)[0] for k in unseen]

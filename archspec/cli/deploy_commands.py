@@ -260,12 +260,13 @@ def _table_options(func):
     func = click.option("--provider", type=PROVIDER_CHOICES, default="cpu", show_default=True)(func)
     func = click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")(func)
     func = click.option("--input-size", default="224", show_default=True, metavar="H[xW]")(func)
-    func = click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
-                        help="cpu: thread CPU time (needs --threads 1), steadier on a shared machine.")(func)
+    func = click.option("--clock", type=click.Choice(["auto", "wall", "cpu"]), default="auto", show_default=True,
+                        help="cpu: thread CPU time (needs --threads 1), steadier on a shared machine; auto: cpu "
+                             "with 1 thread on the CPU provider, else wall.")(func)
     return func
 
 
-def _predictor(table_path, runtime, provider, threads, clock="wall", *, read_only: bool = False):
+def _predictor(table_path, runtime, provider, threads, clock="auto", *, read_only: bool = False):
     from archspec.compiler.latency import LatencyPredictor, LatencyTable
 
     return LatencyPredictor(LatencyTable(table_path, read_only=read_only), runtime=runtime, provider=provider,
@@ -309,10 +310,15 @@ SPACE_SAMPLERS: dict[str, object] = {"search": _sample_search}
 def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads, input_size: str, clock: str,
                 calibrate: bool) -> None:
     """Measure every kernel of the given specs that the table lacks (resumable: measured
-    kernels are skipped, each is saved as soon as it is measured)."""
+    kernels are skipped, each is saved as soon as it is measured), fit the per-type kernel
+    models for unseen kernels and the per-model overhead."""
+    import warnings
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from archspec.compiler.latency import describe
+    from archspec.compiler.latency import CalibrationWarning, describe
+    from archspec.compiler.latency.model import MIN_KERNELS_PER_TYPE
+    from archspec.compiler.latency.predictor import MIN_CALIBRATION_MODELS
 
     size = _size(input_size)
     predictor = _predictor(table_path, runtime, provider, threads, clock)
@@ -326,13 +332,26 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
             progress.update(task, kernel=describe(key)[:60])
             predictor.measure_keys([key])
             progress.advance(task)
+        predictor.refit_kernel_model()
         if calibrate:
             cal = progress.add_task("end to end", total=len(specs), kernel="")
-            predictor.calibrate(specs, size, progress=lambda spec: progress.advance(cal))
+            with warnings.catch_warnings(record=True) as refused:
+                warnings.simplefilter("always", CalibrationWarning)
+                predictor.calibrate(specs, size, progress=lambda spec: progress.advance(cal))
+            for warning in refused:
+                click.echo(f"warning: {warning.message}", err=True)
     context = predictor.context
     click.echo(f"table {predictor.table.path}: {predictor.table.count(context)} kernels for {context.runtime}/"
-               f"{context.provider}/{context.threads} threads on machine {context.machine} "
-               f"({len(keys)} measured now); overhead fit: {predictor.coefficients.as_dict()}")
+               f"{context.provider}/{context.threads} threads ({context.clock} clock) on machine {context.machine} "
+               f"({len(keys)} measured now)")
+    report = predictor.calibration_report
+    click.echo(report.line() if report is not None else
+               f"overhead fit: none (fewer than {MIN_CALIBRATION_MODELS} calibration models: plain kernel sums)")
+    click.echo(f"overhead coefficients: {predictor.coefficients.as_dict()}")
+    models = predictor.kernel_model.models
+    click.echo("kernel models (unseen kernels): " + (", ".join(
+        f"{kind} on {m.kernels} kernels ({m.median_error:.1%} median error)" for kind, m in sorted(models.items()))
+        or f"none (a type needs {MIN_KERNELS_PER_TYPE} measured kernels)"))
 
 
 @latency.command("predict")
@@ -342,8 +361,9 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def predict(spec_file: Path, table_path, runtime, provider, threads, input_size: str, clock: str,
             measure_missing: bool, as_json: bool) -> None:
-    """Predicted latency of a spec from the table. Exit code 2, listing the missing kernels,
-    when the table lacks some (unless --measure-missing)."""
+    """Predicted latency of a spec from the table: measured kernels from the table, the others
+    predicted by their type's regression (fitted on the table's measured kernels). Exit code 2,
+    listing the kernels, when some can be neither (unless --measure-missing)."""
     size = _size(input_size)
     spec = load(spec_file)
     # only reads unless told to measure: a shared, read-only table serves predictions
@@ -352,14 +372,17 @@ def predict(spec_file: Path, table_path, runtime, provider, threads, input_size:
         predictor.measure_missing(spec, size)
     ms = predictor.predict(spec, size)
     total, count = predictor.kernel_sum(spec, size)
+    measured, predicted = predictor.sources(spec, size)
     context = predictor.context
     data = {"spec": spec.name, "input_size": list(size), "predicted_ms": ms, "kernel_sum_ms": total,
-            "kernels": count, "calibrated": predictor.calibrated, "coefficients": predictor.coefficients.as_dict(),
+            "kernels": count, "measured_kernels": measured, "predicted_kernels": predicted,
+            "calibrated": predictor.calibrated, "coefficients": predictor.coefficients.as_dict(),
             "runtime": context.runtime, "provider": context.provider, "threads": context.threads, "clock": context.clock,
             "machine": context.machine, "table": str(predictor.table.path)}
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     note = "" if predictor.calibrated else " (uncalibrated: plain kernel sum; run build-table with --calibrate)"
-    click.echo(f"{spec.name} at {size[0]}x{size[1]}: {ms:.3f} ms predicted ({count} kernels, sum {total:.3f} ms; "
-               f"{context.runtime}/{context.provider}/{context.threads} threads){note}")
+    click.echo(f"{spec.name} at {size[0]}x{size[1]}: {ms:.3f} ms predicted ({count} kernels: {measured} measured, "
+               f"{predicted} predicted by the kernel models; sum {total:.3f} ms; "
+               f"{context.runtime}/{context.provider}/{context.threads} threads, {context.clock} clock){note}")

@@ -32,10 +32,14 @@ from archspec.cli.options import max_memory_option, resume_hint_on_interrupt, se
                    "without changing its results; 1 for the evolutions). Changes the search: results depend on "
                    "it. Lets --workers help the evolutions.")
 @click.option("--quiet", is_flag=True, help="No progress bar (there is none either when the output is not a terminal).")
+@click.option("--latency-table", is_flag=False, flag_value="user-cache", default=None, metavar="[PATH]",
+              help="Latency table shared across runs, so that two runs of one config agree: PATH, or alone the "
+                   "user cache ($ARCHSPEC_LATENCY_TABLE or ~/.cache/archspec/latency.sqlite). Default: "
+                   "OUT/latency.sqlite.")
 @set_option
 def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, workers: int,
            executor_name: str | None, address: str | None, cpus_per_worker: float, gpus_per_worker: float,
-           batch: int | None, quiet: bool, overrides: tuple[str, ...]) -> None:
+           batch: int | None, quiet: bool, latency_table: str | None, overrides: tuple[str, ...]) -> None:
     """Run a search; every trial goes to OUT/trials.sqlite, results to best.yaml, trials.csv,
     pareto.csv, pareto.png, report.txt and report.html (the report page). Kill it any time and
     rerun with --resume (with the same --batch; --workers and --executor may change)."""
@@ -54,14 +58,27 @@ def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: 
         try:
             result = run_search(config, out, resume=resume, seed=seed, max_trials=max_trials, progress=not quiet,
                                 workers=workers, batch=batch, executor=executor, overrides=overrides,
-                                report=ReportOptions())  # the page with the best candidate's ERF
+                                report=ReportOptions(), latency_table=_latency_table_path(latency_table))  # the page with the best candidate's ERF
         finally:
             if executor is not None:
                 executor.close()
     click.echo((out / "report.txt").read_text(), nl=False)
+    if result.latency_kernels:
+        click.echo(result.latency_kernels)
     if result.best_spec is not None:
         click.echo(f"best spec: {out / 'best.yaml'}")
     click.echo(f"report page: {out / 'report.html'}")
+
+
+def _latency_table_path(option: str | None) -> Path | None:
+    """--latency-table: None (the run's own table), the user cache (the option alone) or a path."""
+    if option is None:
+        return None
+    if option == "user-cache":
+        from archspec.compiler.latency.table import default_table_path
+
+        return default_table_path()
+    return Path(option)
 
 
 def _check_executor_options(name: str | None, workers: int, address: str | None) -> None:

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS machines (hash TEXT PRIMARY KEY, info TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kernels (
     machine TEXT NOT NULL, runtime TEXT NOT NULL, provider TEXT NOT NULL, threads INTEGER NOT NULL,
     key TEXT NOT NULL, median_ms REAL NOT NULL, p10_ms REAL, p90_ms REAL, min_ms REAL, std_ms REAL,
-    repeats INTEGER, measured_at REAL, features TEXT,
+    repeats INTEGER, measured_at REAL, features TEXT, conditions TEXT,
     PRIMARY KEY (machine, runtime, provider, threads, key));
 CREATE TABLE IF NOT EXISTS calibration (
     machine TEXT NOT NULL, runtime TEXT NOT NULL, provider TEXT NOT NULL, threads INTEGER NOT NULL,
@@ -70,11 +70,13 @@ class CalibrationRun:
     features: dict
 
 
-SCHEMA_VERSION = 1
-"""`PRAGMA user_version` of the tables this code writes."""
+SCHEMA_VERSION = 2
+"""`PRAGMA user_version` of the tables this code writes. Version 2 added the kernels' measuring
+`conditions`; a version-1 table is migrated in place when opened writable (its rows keep
+``conditions`` NULL: measured before conditions were recorded) and refused when read-only."""
 TABLES = {"machines": ("hash", "info"),
           "kernels": ("machine", "runtime", "provider", "threads", "key", "median_ms", "p10_ms", "p90_ms", "min_ms",
-                      "std_ms", "repeats", "measured_at", "features"),
+                      "std_ms", "repeats", "measured_at", "features", "conditions"),
           "calibration": ("machine", "runtime", "provider", "threads", "fingerprint", "height", "width", "name",
                           "measured_ms", "features", "measured_at")}
 """Tables and the columns this code names in its queries."""
@@ -109,6 +111,7 @@ class LatencyTable:
             return
         if not read_only and not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        _migrate(self.path, read_only)
         self._db, self.read_only = open_sqlite(self.path, kind="latency table", version=SCHEMA_VERSION,
                                                schema=SCHEMA, tables=TABLES, read_only=read_only)
         if not self.read_only:
@@ -173,12 +176,21 @@ class LatencyTable:
             context.as_tuple())
         return {key: json.loads(features or "{}") for key, features in rows.fetchall()}
 
-    def put_kernel(self, context: Context, key: str, stats, features: dict | None = None) -> None:
-        """Store one kernel's statistics (a `LatencyStats`) and static features, and commit."""
+    def put_kernel(self, context: Context, key: str, stats, features: dict | None = None,
+                   conditions: dict | None = None) -> None:
+        """Store one kernel's statistics (a `LatencyStats`), static features and the conditions it
+        was measured in (clock, repeats, attempts, spread, CPU/wall ratio, load average), and commit."""
         self._db.execute(_insert("kernels"),
                          (*context.as_tuple(), key, stats.median_ms, stats.p10_ms, stats.p90_ms, stats.min_ms,
-                          stats.std_ms, stats.repeats, time.time(), json.dumps(features or {}, sort_keys=True)))
+                          stats.std_ms, stats.repeats, time.time(), json.dumps(features or {}, sort_keys=True),
+                          json.dumps(conditions, sort_keys=True) if conditions is not None else None))
         self._db.commit()
+
+    def conditions(self, context: Context, key: str) -> dict | None:
+        """The conditions one kernel was measured in (None: not stored, or measured before version 2)."""
+        row = self._db.execute("SELECT conditions FROM kernels WHERE machine=? AND runtime=? AND provider=? AND "
+                               "threads=? AND key=?", (*context.as_tuple(), key)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def count(self, context: Context | None = None) -> int:
         if context is None:
@@ -205,3 +217,37 @@ class LatencyTable:
                                "AND threads=? AND fingerprint=? AND height=? AND width=?",
                                (*context.as_tuple(), fingerprint, *size)).fetchone()
         return row[0] if row else None
+
+
+def _migrate(path: Path, read_only: bool) -> None:
+    """Bring a version-1 table to version 2 (one added column), or refuse it read-only."""
+    from archspec.sqlite_store import SQLITE_HEADER, StoreError
+
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return  # not SQLite: open_sqlite refuses it by name
+    except OSError:
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(kernels)")}
+    except sqlite3.DatabaseError:
+        return
+    finally:
+        db.close()
+    version_1_columns = set(TABLES["kernels"]) - {"conditions"}
+    if version != 1 or "conditions" in columns or not version_1_columns <= columns:
+        return  # not a complete version-1 table: open_sqlite judges (and refuses) it untouched
+    if read_only or not os.access(path, os.W_OK):
+        raise StoreError(f"{path}: a latency table of schema version 1 (before measuring conditions were recorded); "
+                         f"open it writable once (e.g. `archspec latency build-table --table {path} ...`) to migrate "
+                         "it to version 2")
+    db = sqlite3.connect(path, timeout=30.0)
+    try:
+        with db:
+            db.execute("ALTER TABLE kernels ADD COLUMN conditions TEXT")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    finally:
+        db.close()

@@ -1,0 +1,289 @@
+"""A predictor for kernels never measured: one regression per kernel type, fitted on the table.
+
+nn-Meter (Zhang et al., MobiSys 2021, section 4) fits one model per kernel type on sampled
+configurations and predicts configurations it never measured. Here each kernel type (a layer
+kernel's block type, e.g. ``bottleneck``, ``k1kx``, ``conv``, ``max_pool``; ``classifier``,
+``resample``, ``merge``) gets a non-negative linear model on physical work terms:
+
+    ms = fixed + a * MMACs + b * Mparams + c * M input elements + d * M output elements
+           + e * M activation elements
+
+fitted by non-negative least squares on relative errors (each row weighted by 1 / ms), so that
+a 0.1 ms kernel counts as much as a 10 ms one and no term can be a negative cost. The terms are
+what a CPU kernel spends its time on: a fixed dispatch cost, arithmetic, reading weights, and
+reading and writing feature maps; the shape parameters (kernel size, stride, dilation,
+channels, groups, resolution) enter through them, since every one is computed from the
+kernel's own graph (`compiler.costs`). A type with too few measured kernels borrows the model
+fitted on every kernel of the table (all types pooled).
+
+On top, each type with `MIN_KERNELS_FOR_TREES` kernels gets a `TreeCorrection` (extremely
+randomised trees on the shape features) of what its linear model leaves of the log-ratio.
+
+The fit is deterministic (rows sorted by key, fixed seed) and takes well under a second, so it
+is refitted from the table whenever a predictor opens it: nothing is pickled, and the linear
+coefficients are plain floats (`KernelModel.as_dict`, JSON).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from archspec.compiler.latency.kernels import KernelKey, kernel_graph
+
+TERMS = ("fixed", "mmacs", "mparams", "min", "mout", "mact")
+"""The model's columns: 1, MACs, parameters, input, output and all activation elements (millions)."""
+MIN_KERNELS_PER_TYPE = 12
+"""Measured kernels a type needs for a model of its own (else it uses the pooled model)."""
+POOLED = "*"
+"""Name of the model fitted on every kernel type together."""
+FEATURE_NAMES = ("macs", "params", "in_elems", "out_elems", "activations")
+"""Static features stored with every measured kernel (what `key_features` computes)."""
+
+
+def kernel_type(key: KernelKey) -> str:
+    """``layer:<block type>`` for block and stem kernels, else the kernel kind."""
+    data = json.loads(key)
+    kind = data.get("kind", "?")
+    if kind == "layer":
+        return f"layer:{data.get('block', {}).get('type', '?')}"
+    return kind
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def key_features(key: KernelKey) -> dict:
+    """MACs, parameters, input/output/all activation elements of one kernel, from its graph
+    (no module is built; about 0.5 ms)."""
+    from archspec.compiler.costs import graph_costs
+
+    graph, size = kernel_graph(key)
+    shapes = graph.shapes(size)
+    counts = graph_costs(graph, size, shapes)
+    channels = graph.nx.nodes[graph.input]["channels"]
+    out_elems = int(sum(shapes[node].numel for node in graph.outputs.values()))
+    return {"macs": counts.macs, "params": counts.params, "in_elems": channels * size[0] * size[1],
+            "out_elems": out_elems, "activations": counts.activations}
+
+
+def design_row(features: Mapping) -> list[float]:
+    """The model's columns (`TERMS`) for one kernel's features."""
+    return [1.0, features.get("macs", 0) / 1e6, features.get("params", 0) / 1e6, features.get("in_elems", 0) / 1e6,
+            features.get("out_elems", 0) / 1e6, features.get("activations", 0) / 1e6]
+
+
+def has_features(features: Mapping) -> bool:
+    return all(name in features for name in FEATURE_NAMES)
+
+
+SHAPE_FEATURES = ("macs", "params", "in_elems", "out_elems", "activations", "in", "out", "pixels", "kernel",
+                  "stride", "dilation", "groups")
+"""Shape features of the correction (logarithms): the work terms and the kernel's shape parameters."""
+CORRECTION_ALPHA = 3.0
+"""Ridge strength of the correction: it only bends the physical model, never replaces it."""
+MAX_CORRECTION = 0.7
+"""The correction's log-factor is clipped to +/- this (a factor of about 2) outside the data."""
+
+
+def shape_vector(key: KernelKey, features: Mapping) -> list[float]:
+    """log(1 + x) of each `SHAPE_FEATURES` entry of a kernel."""
+    data = json.loads(key)
+    block = data.get("block", {}) if isinstance(data.get("block"), dict) else {}
+    h, w = data.get("hw", (1, 1))
+    values = {"in": data.get("in", data.get("channels", 0)), "out": data.get("out", data.get("channels", 0)),
+              "pixels": h * w, "kernel": block.get("kernel", data.get("levels", 1)), "stride": data.get("stride", 1),
+              "dilation": data.get("dilation", 1), "groups": block.get("groups", data.get("terms", 1))}
+    values.update({name: features.get(name, 0) for name in FEATURE_NAMES})
+    return [float(np.log1p(abs(float(values.get(name, 0) or 0)))) for name in SHAPE_FEATURES]
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """One kernel type's model: non-negative coefficients of the physical terms (`TERMS`) and a
+    ridge correction of the log-ratio on shape features (`SHAPE_FEATURES`), with its fit figures."""
+
+    kind: str
+    coefficients: tuple[float, ...]
+    kernels: int
+    """Measured kernels it was fitted on."""
+    median_error: float
+    """Median absolute relative error on those kernels (in-sample)."""
+    correction: tuple[float, ...] = ()
+    """Intercept, then one weight per standardised shape feature (empty: no correction)."""
+    center: tuple[float, ...] = ()
+    spread: tuple[float, ...] = ()
+
+    def predict_row(self, row: list[float], shape: list[float] | None = None) -> float:
+        base = float(sum(c * v for c, v in zip(self.coefficients, row)))
+        if not self.correction or shape is None:
+            return base
+        z = sum(w * (v - m) / s for w, v, m, s in zip(self.correction[1:], shape, self.center, self.spread))
+        return base * float(np.exp(np.clip(self.correction[0] + z, -MAX_CORRECTION, MAX_CORRECTION)))
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "kernels": self.kernels, "median_error": self.median_error,
+                **dict(zip(TERMS, self.coefficients)), "correction": list(self.correction),
+                "center": list(self.center), "spread": list(self.spread)}
+
+
+def fit_correction(shapes: np.ndarray, log_ratio: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """Ridge regression of log(measured / physical model) on standardised shape features."""
+    from sklearn.linear_model import Ridge
+
+    center = shapes.mean(axis=0)
+    spread = shapes.std(axis=0)
+    spread = np.where(spread > 1e-9, spread, 1.0)
+    model = Ridge(alpha=CORRECTION_ALPHA).fit((shapes - center) / spread, log_ratio)
+    return ((float(model.intercept_), *(float(c) for c in model.coef_)), tuple(float(v) for v in center),
+            tuple(float(v) for v in spread))
+
+
+def fit_nonnegative(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative errors: minimises sum(((row . c) / t - 1)^2) with c >= 0."""
+    from sklearn.linear_model import LinearRegression
+
+    weights = 1.0 / np.maximum(targets, 1e-9)
+    scale = np.abs(rows).max(axis=0) + 1e-12  # unit-free columns: the solver's tolerance then means the same for each
+    design = rows * weights[:, None] / scale
+    model = LinearRegression(positive=True, fit_intercept=False).fit(design, targets * weights)
+    return np.maximum(model.coef_, 0.0) / scale
+
+
+def fit_kernel_models(measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> dict[str, KernelModel]:
+    """Kernel type -> `KernelModel` from the measured kernels (plus the pooled model `POOLED`),
+    for types with at least `MIN_KERNELS_PER_TYPE` kernels. Deterministic: rows in key order."""
+    by_type: dict[str, list[tuple[list[float], list[float], float]]] = {}
+    for key in sorted(measured):
+        feats = features.get(key) or {}
+        if not has_features(feats) or measured[key] <= 0:
+            continue
+        by_type.setdefault(kernel_type(key), []).append((design_row(feats), shape_vector(key, feats),
+                                                         float(measured[key])))
+    models: dict[str, KernelModel] = {}
+    pooled = [item for items in by_type.values() for item in items]
+    for kind, items in [*sorted(by_type.items()), (POOLED, pooled)]:
+        if len(items) < MIN_KERNELS_PER_TYPE:
+            continue
+        rows = np.array([r for r, _, _ in items], dtype=float)
+        shapes = np.array([v for _, v, _ in items], dtype=float)
+        targets = np.array([t for _, _, t in items], dtype=float)
+        coefficients = fit_nonnegative(rows, targets)
+        base = np.maximum(rows @ coefficients, 1e-9)
+        correction, center, spread = fit_correction(shapes, np.log(targets / base)) if CORRECT else ((), (), ())
+        model = KernelModel(kind, tuple(float(c) for c in coefficients), len(items), 0.0, correction, center, spread)
+        predicted = np.array([model.predict_row(list(r), list(v)) for r, v in zip(rows, shapes)])
+        models[kind] = KernelModel(kind, model.coefficients, len(items), float(np.median(np.abs(predicted / targets - 1))),
+                                   correction, center, spread)
+    return models
+
+
+CORRECT = True
+"""Whether models carry the per-type shape correction."""
+TREES = 50
+"""Extremely randomised trees of the pooled residual correction (`TreeCorrection`)."""
+MIN_KERNELS_FOR_TREES = 20
+"""Measured kernels a type needs before its tree correction is fitted."""
+
+
+class TreeCorrection:
+    """A correction of one type's model: extremely randomised trees (Geurts et al., 2006)
+    regress log(measured / type model) on the shape features (plus a one-hot kernel type, when
+    several types share it). Each type's correction depends on its own kernels only, so a
+    type's predictions never change when other types are measured.
+    Fitted with scikit-learn (fixed seed, rows in key order: deterministic, so it is refitted
+    from the table rather than stored), then evaluated by our own vectorised walk over the
+    trees' node arrays: scikit-learn's `predict` costs milliseconds per call, too much for a
+    search that predicts a few kernels per candidate."""
+
+    def __init__(self, types: list[str], keys: list[KernelKey], features: Mapping, log_ratio: np.ndarray):
+        from sklearn.ensemble import ExtraTreesRegressor
+
+        self.types = list(types)
+        forest = ExtraTreesRegressor(TREES, min_samples_leaf=2, random_state=0, n_jobs=1)
+        forest.fit(np.array([self.vector(k, features[k]) for k in keys]), log_ratio)
+        self.forest = forest
+        """The fitted scikit-learn model (the tests check the node-array walk against its `predict`)."""
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        offsets = np.cumsum([0] + [t.node_count for t in trees[:-1]])
+        self.roots = offsets.astype(np.int64)
+        left = np.concatenate([np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, offsets)])
+        right = np.concatenate([np.where(t.children_right >= 0, t.children_right + o, -1) for t, o in zip(trees, offsets)])
+        self.leaf = left < 0
+        self.left, self.right = np.where(self.leaf, np.arange(len(left)), left), np.where(self.leaf, np.arange(len(left)), right)
+        self.feature = np.concatenate([np.maximum(t.feature, 0) for t in trees])
+        self.threshold = np.concatenate([t.threshold for t in trees])
+        self.value = np.concatenate([t.value[:, 0, 0] for t in trees])
+
+    def vector(self, key: KernelKey, features: Mapping) -> list[float]:
+        kind = kernel_type(key)
+        return shape_vector(key, features) + [float(kind == t) for t in self.types]
+
+    def log_factors(self, rows: np.ndarray) -> np.ndarray:
+        """Mean leaf value over the trees for each row (`vector`s), clipped to +/- `MAX_CORRECTION`."""
+        nodes = np.broadcast_to(self.roots, (len(rows), len(self.roots))).copy()
+        index = np.arange(len(rows))[:, None]
+        while True:
+            done = self.leaf[nodes]
+            if done.all():
+                break
+            go_left = rows[index, self.feature[nodes]] <= self.threshold[nodes]
+            nodes = np.where(done, nodes, np.where(go_left, self.left[nodes], self.right[nodes]))
+        return np.clip(self.value[nodes].mean(axis=1), -MAX_CORRECTION, MAX_CORRECTION)
+
+
+class KernelPredictor:
+    """Predicted ms of kernels from the per-type models and the pooled tree correction; `None`
+    where no model applies."""
+
+    def __init__(self, models: Mapping[str, KernelModel], trees: Mapping[str, TreeCorrection] | None = None):
+        self.models = dict(models)
+        self.trees = dict(trees or {})
+        """Kernel type -> its tree correction (types with `MIN_KERNELS_FOR_TREES` kernels)."""
+
+    @classmethod
+    def fit(cls, measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> "KernelPredictor":
+        predictor = cls(fit_kernel_models(measured, features))
+        by_type: dict[str, list[KernelKey]] = {}
+        for key in sorted(measured):
+            if has_features(features.get(key) or {}) and measured[key] > 0 and kernel_type(key) in predictor.models:
+                by_type.setdefault(kernel_type(key), []).append(key)
+        for kind, keys in by_type.items():
+            if len(keys) >= MIN_KERNELS_FOR_TREES:
+                base = np.array([predictor._base(k, features[k]) for k in keys])
+                log_ratio = np.log(np.array([measured[k] for k in keys]) / np.maximum(base, 1e-9))
+                predictor.trees[kind] = TreeCorrection([kind], keys, features, log_ratio)
+        return predictor
+
+    def _base(self, key: KernelKey, feats: Mapping) -> float:
+        return max(self.model_for(key).predict_row(design_row(feats), shape_vector(key, feats)), 1e-6)
+
+    def model_for(self, key: KernelKey) -> KernelModel | None:
+        return self.models.get(kernel_type(key)) or self.models.get(POOLED)
+
+    def predict(self, key: KernelKey) -> tuple[float, dict] | None:
+        """(predicted ms, the kernel's features), or None without a model for its type."""
+        return self.predict_many([key]).get(key)
+
+    def predict_many(self, keys: Iterable[KernelKey]) -> dict[KernelKey, tuple[float, dict]]:
+        """Predictions of the keys a model covers (one vectorised pass of the trees for all)."""
+        covered = [k for k in keys if self.model_for(k) is not None]
+        if not covered:
+            return {}
+        feats = [key_features(k) for k in covered]
+        base = np.array([self._base(k, f) for k, f in zip(covered, feats)])
+        kinds = [kernel_type(k) for k in covered]
+        for kind, trees in self.trees.items():
+            chosen = [i for i, t in enumerate(kinds) if t == kind]
+            if chosen:
+                rows = np.array([trees.vector(covered[i], feats[i]) for i in chosen])
+                base[chosen] = base[chosen] * np.exp(trees.log_factors(rows))
+        return {k: (float(b), f) for k, b, f in zip(covered, base, feats)}
+
+    def __bool__(self) -> bool:
+        return bool(self.models)
+
+    def as_dict(self) -> dict:
+        return {kind: model.as_dict() for kind, model in sorted(self.models.items())}
