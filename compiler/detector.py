@@ -589,7 +589,8 @@ def _candidates_onnx(w, plan: DetectorPlan, boxes: str, scores: str) -> int:
                              w.float32("decode.limits", np.array([width, height, width, height]))], "decode.clipped")
     count = min(spec.postprocess.pre_nms_top_k, total)
     best = w.node("ReduceMax", [scores, w.int64("candidates.class_axis", 2)], "candidates.best", keepdims=0)
-    top = w.nodes.append(_topk_node(best, w.int64("candidates.count", count))) or "candidates.top_index"
+    _, top = w.node_outputs("TopK", [best, w.int64("candidates.count", count)],
+                            ["candidates.top_scores", "candidates.top_index"], axis=1, largest=1, sorted=1)
     index = w.node("Unsqueeze", [top, w.int64("candidates.axis2", 2)], "candidates.index3")
     shape = w.node("Shape", [top], "candidates.index_shape")
     box_index = w.node("Expand", [index, w.node("Concat", [shape, w.int64("candidates.four", 4)],
@@ -601,9 +602,3 @@ def _candidates_onnx(w, plan: DetectorPlan, boxes: str, scores: str) -> int:
     w.node("Transpose", [picked], CANDIDATE_OUTPUTS[1], perm=[0, 2, 1])
     return total
 
-
-def _topk_node(values: str, k: str):
-    from onnx import helper
-
-    return helper.make_node("TopK", [values, k], ["candidates.top_scores", "candidates.top_index"],
-                            name="candidates.topk", axis=1, largest=1, sorted=1)

@@ -119,6 +119,11 @@ class OnnxWriter:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
+    def node_outputs(self, op_type: str, inputs: list[str], outputs: list[str], **attrs) -> list[str]:
+        """Append one ONNX node with several outputs (TopK); returns their names."""
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attrs))
+        return outputs
+
     def int64(self, name: str, *values: int) -> str:
         """A 1-D int64 constant (shapes, axes, indices)."""
         return self.constant(name, np.array(values, dtype=np.int64))
