@@ -195,7 +195,8 @@ def main() -> None:
         for exporter in exporters:
             e2e = row[f"e2e_{exporter}"]
             print(f"{name:<20} {exporter:<8} {e2e['wall_s']:>10.2f} {e2e['import_s']:>9.2f} {e2e['work_s']:>8.2f} "
-                  f"{e2e['work_cpu_s']:>10.2f} {'yes' if e2e['torch_imported'] else 'no':>6} {row[f'{exporter}_s']:>8.2f} "
+                  f"{e2e['work_cpu_s']:>10.2f} {'yes' if e2e['torch_imported'] else 'no':>6} "
+                  f"{row[f'{exporter}_s']:>8.2f} "
                   f"{row[f'{exporter}_parity']:>9.1e} {row[f'{exporter}_mb']:>7.1f}")
         if "dynamo_s" in row:
             e2e = row["e2e_dynamo"]["wall_s"] / row["e2e_direct"]["wall_s"]

@@ -427,7 +427,8 @@ class FcosStructure(HeadStructure):
         clamped = w.node("Min", [scaled, w.float32("head.log_distance_clamp", FCOS_LOG_DISTANCE_CLAMP)],
                          f"{raw['box']}.clamped")
         box = w.node("Exp", [clamped], f"{raw['box']}.distances")
-        centerness = w.node("Squeeze", [raw["centerness"], w.int64("head.last_axis", -1)], f"{raw['centerness']}.squeezed")
+        centerness = w.node("Squeeze", [raw["centerness"], w.int64("head.last_axis", -1)],
+                            f"{raw['centerness']}.squeezed")
         return {**raw, "box": box, "centerness": centerness}
 
     @classmethod
