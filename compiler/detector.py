@@ -296,7 +296,8 @@ class HeadStructure:
             for name, channels in outputs.items():
                 source = towers["box" if name in cls.box_tower_outputs else "cls"]
                 conv = Conv(width if head.convs else in_channels, channels, 3, bias=True)
-                value = conv.emit_onnx_module(w, f"head.{name}_out", source, f"head.{name}_out.P{level}")
+                value = conv.emit_onnx_module(w, f"head.{name}_out", source, f"head.{name}_out.P{level}",
+                                              **_head_output_init(w, head, name))
                 raw[name] = _flatten_onnx(w, value, per_location, channels // per_location, shape)
             for name, value in cls.finish_level_onnx(w, plan, index, raw).items():
                 joined[name].append(value)
@@ -312,6 +313,20 @@ class HeadStructure:
         """Boxes (B, N, 4) in input pixels (not clipped) and scores (B, N, K), as `decode`.
         Heads that support the direct writer define it on their own class (`onnx_head`)."""
         raise TypeError(f"{cls.__name__} has no ONNX decoding")
+
+
+def _head_output_init(w, head: HeadSpec, name: str) -> dict:
+    """Random output convs as the torch head initialises them (N(0, 0.01) weights, zero biases,
+    the class bias at the prior probability, Lin et al. 2017, section 4.1), so that a random
+    detector scores about `prior_prob` everywhere and its NMS sees as few candidates as a
+    freshly built torch one (what `archspec bench` of a detector spec times)."""
+    import numpy as np
+
+    def weight(shape):
+        return (w.rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01))
+
+    bias = -math.log((1 - head.prior_prob) / head.prior_prob) if name == "cls" else 0.0
+    return {"weight_init": weight, "bias_init": lambda shape: np.full(shape, bias, np.float32)}
 
 
 def onnx_head(spec: HeadSpec) -> type[HeadStructure] | None:
