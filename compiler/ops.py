@@ -238,13 +238,21 @@ class Conv(Op):
                          self.dilation, self.groups, self.bias)
 
     def emit_onnx(self, w, name, x, inputs, out):
-        weight = w.tensor(f"{name}.weight", (self.out_channels_, self.in_channels // self.groups, self.kernel,
-                                             self.kernel), w.he(self.fan_in))
-        args = [x[0], weight]
+        self.emit_onnx_module(w, name, x[0], name)
+
+    def emit_onnx_module(self, w: "OnnxWriter", module: str, x: str, value: str, *, weight_init=None,
+                         bias_init=None) -> str:
+        """The conv whose weights are ``<module>.weight`` / ``.bias`` applied to `x`, written as
+        `value` (a module shared by several inputs, a detection head over levels, is one set of
+        initializers with one value per application). Random weights are He-uniform and biases
+        small unless `weight_init` / `bias_init` (``shape -> array``) say otherwise."""
+        weight = w.tensor(f"{module}.weight", (self.out_channels_, self.in_channels // self.groups, self.kernel,
+                                               self.kernel), weight_init or w.he(self.fan_in))
+        args = [x, weight]
         if self.bias:
-            args.append(w.tensor(f"{name}.bias", (self.out_channels_,), w.uniform(-0.1, 0.1)))
-        w.node("Conv", args, name, kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2,
-               dilations=[self.dilation] * 2, pads=[self.padding] * 4, group=self.groups)
+            args.append(w.tensor(f"{module}.bias", (self.out_channels_,), bias_init or w.uniform(-0.1, 0.1)))
+        return w.node("Conv", args, value, kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2,
+                      dilations=[self.dilation] * 2, pads=[self.padding] * 4, group=self.groups)
 
 
 @register_op

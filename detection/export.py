@@ -1,59 +1,94 @@
 """Deploying a detector: one ONNX file from image to `boxes`, `scores`, `labels`.
 
-The network and the decoding (priors, box coding, top-k candidates) are exported from PyTorch;
-the post-processing is then appended as plain ONNX operators (NonMaxSuppression, ScatterND,
-TopK, GatherElements), which is the same computation as `detection.postprocess.select_detections`
-(see there for the steps). Writing the tail by hand keeps it independent of which torch exporter
-ran and of how it would translate a data-dependent NMS.
+The network and the decoding (priors, box coding, top-k candidates) come from one of two
+exporters: ``direct`` (the default: `compiler.detector.detector_to_onnx` writes them from the
+spec, without torch unless trained weights are given) or ``dynamo`` (`torch.onnx` on the built
+module, the oracle of the parity tests). The post-processing is then appended as plain ONNX
+operators (NonMaxSuppression, ScatterND, TopK, GatherElements), which is the same computation as
+`detection.postprocess.select_detections` (see there for the steps). Writing the tail by hand
+keeps it independent of which exporter ran and of how torch would translate a data-dependent NMS.
 
-    export_detector(spec, "det.onnx", module=trained)     # dynamic batch, metadata as for backbones
+    export_detector(spec, "det.onnx")                     # direct, random weights, no torch
+    export_detector(spec, "det.onnx", module=trained)     # direct, the module's weights
+    export_detector(spec, "det.onnx", exporter="dynamo")  # torch.onnx; dynamic batch, same metadata
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper, numpy_helper
-from torch import nn
 
-from archspec.compiler.export import EXPORTERS, export_onnx, set_metadata, spec_metadata
+from archspec.compiler.detector import CANDIDATE_OUTPUTS, DirectExportUnsupported, detector_to_onnx
+from archspec.compiler.export import (DEFAULT_EXPORTER, EXPORTERS, ExportFallbackWarning, _check_exporter,
+                                      _direct_opset, export_onnx, save_direct, set_metadata, spec_metadata)
 from archspec.files import atomic_path
 
-CANDIDATE_OUTPUTS = ("candidate_boxes", "candidate_scores")
 OUTPUTS = ("boxes", "scores", "labels")
 
 
-class CandidateModule(nn.Module):
-    """Images -> top-k decoded boxes (B, n, 4) and class-major scores (B, K, n)."""
+def candidate_module(detector):
+    """A torch module: images -> top-k decoded boxes (B, n, 4) and class-major scores (B, K, n)
+    (what the dynamo exporter traces; torch is imported only here)."""
+    from torch import nn
 
-    def __init__(self, detector):
-        super().__init__()
-        self.detector = detector
+    class CandidateModule(nn.Module):
+        def __init__(self, detector):
+            super().__init__()
+            self.detector = detector
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.detector.candidates(self.detector(images))
+        def forward(self, images):
+            return self.detector.candidates(self.detector(images))
+
+    return CandidateModule(detector)
 
 
-def export_detector(spec, path: str | Path, *, module=None, input_size=None, dynamic_batch: bool = True,
-                    opset: int | None = None) -> Path:
-    """Export a detector spec (random weights unless `module`, a `Detector`, is given). The
-    input is ``images`` (B, 3, H, W) at the spec's input size; `input_size`, if given, must be it."""
+def export_detector(spec, path: str | Path, *, module=None, weights=None, input_size=None,
+                    dynamic_batch: bool = True, opset: int | None = None, exporter: str = DEFAULT_EXPORTER,
+                    seed: int = 0) -> Path:
+    """Export a detector spec: weights of `module` (a `detection.model.Detector`), or `weights`
+    (its state dict), or random ones (direct: drawn from `seed`; dynamo: the module's
+    initialisation). The input is ``images`` (B, 3, H, W) at the spec's input size;
+    `input_size`, if given, must be it. A head or neck without an ONNX form of its own falls
+    back to the dynamo exporter with an `ExportFallbackWarning`."""
     from archspec.sizes import parse_input_size
-    from archspec.detection.model import build_detector
 
+    _check_exporter(exporter)
     if input_size is not None and parse_input_size(input_size) != spec.image_size:
         height, width = spec.image_size
         raise ValueError(f"input size {input_size}: a detector is exported at its spec's input_size "
                          f"{height}x{width} (its priors depend on it); change input_size in the spec")
-    detector = (module or build_detector(spec)).eval()
+    if exporter == "direct":
+        state = module.state_dict() if module is not None else weights
+        try:
+            model = detector_to_onnx(spec, weights=state, seed=seed, batch=None if dynamic_batch else 1,
+                                     opset=_direct_opset(opset))
+        except DirectExportUnsupported as exc:
+            warnings.warn(f"{exc}; falling back to the dynamo exporter", ExportFallbackWarning, stacklevel=2)
+        else:
+            append_postprocess(model, spec)
+            return save_direct(model, path, spec_metadata(spec, spec.image_size))
+    return _export_detector_dynamo(spec, path, module, weights, dynamic_batch, opset)
+
+
+def _export_detector_dynamo(spec, path, module, weights, dynamic_batch: bool, opset: int | None) -> Path:
+    import torch
+
+    from archspec.detection.model import build_detector
+
+    if module is None:
+        module = build_detector(spec)
+        if weights is not None:
+            module.load_state_dict(weights)
+    detector = module.eval()
     example = torch.rand(1, spec.backbone.in_channels, *spec.image_size, generator=torch.Generator().manual_seed(0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # the file appears once complete (post-processing included)
-        export_onnx(CandidateModule(detector), example, tmp, output_names=list(CANDIDATE_OUTPUTS),
+        export_onnx(candidate_module(detector), example, tmp, output_names=list(CANDIDATE_OUTPUTS),
                     dynamic_batch=dynamic_batch, opset=opset, metadata=spec_metadata(spec, spec.image_size))
         model = onnx.load(str(tmp))
         append_postprocess(model, spec)
@@ -138,9 +173,11 @@ def _postprocess_nodes(count: int, limit: int, post) -> tuple[list, list]:
 
 
 def export_detector_spec(spec, path: str | Path, *, input_size=None, dynamic_batch: bool = True,
-                         opset: int | None = None, module=None) -> Path:
+                         opset: int | None = None, module=None, weights=None, exporter: str = DEFAULT_EXPORTER,
+                         seed: int = 0) -> Path:
     """`compiler.export.EXPORTERS` entry for ``type: detector``."""
-    return export_detector(spec, path, module=module, input_size=input_size, dynamic_batch=dynamic_batch, opset=opset)
+    return export_detector(spec, path, module=module, weights=weights, input_size=input_size,
+                           dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, seed=seed)
 
 
 EXPORTERS.register("detector", export_detector_spec)

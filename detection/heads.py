@@ -9,6 +9,11 @@ convs the analytic costs count) with what runs in torch:
 * `decode`: raw outputs -> boxes in input pixels and class scores;
 * `loss`: training targets and the loss of a batch.
 
+The ONNX form of a head (towers, per-level finish, priors, decoding: `emit_onnx`,
+`finish_level_onnx`, `prior_arrays`, `decode_onnx`) is on its structure class in the compiler,
+torch-free, so the direct writer exports a detector without building it. A new head without
+`decode_onnx` of its own is exported by the dynamo exporter (with a warning).
+
 The built-in heads' structures live in the compiler (so costs need no torch); a new head is one
 class here, registered with `register_head`, which also registers it with the compiler:
 
@@ -26,13 +31,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from archspec.compiler.detector import HEADS, DetectorPlan, FcosStructure, HeadStructure, RetinaNetStructure
+from archspec.compiler.detector import (FCOS_LOG_DISTANCE_CLAMP, HEADS, DetectorPlan, FcosStructure, HeadStructure,
+                                        RetinaNetStructure, cell_anchor_array)
 from archspec.detector import GROUP_NORM_GROUPS, HeadSpec
 from archspec.detection.boxes import decode_deltas, decode_distances
 from archspec.registry import Registry
-
-FCOS_LOG_DISTANCE_CLAMP = 12.0
-"""FCOS distances are exp(scale * x) strides; clamping x keeps an untrained head finite."""
 
 
 class DenseOutputs(NamedTuple):
@@ -193,11 +196,6 @@ class FcosHead(FcosStructure, DenseHead):
 
 
 def cell_anchors(anchors, stride: int) -> torch.Tensor:
-    """(A, 4) anchor offsets around a cell centre: scales outer, aspect ratios inner."""
-    rows = []
-    for i in range(anchors.scales_per_octave):
-        side = anchors.size * stride * 2 ** (i / anchors.scales_per_octave)
-        for ratio in anchors.aspect_ratios:
-            half_w, half_h = side / math.sqrt(ratio) / 2, side * math.sqrt(ratio) / 2
-            rows.append([-half_w, -half_h, half_w, half_h])
-    return torch.tensor(rows, dtype=torch.float32)
+    """(A, 4) anchor offsets around a cell centre: scales outer, aspect ratios inner (the numbers
+    of `compiler.detector.cell_anchor_array`, which the direct ONNX writer uses)."""
+    return torch.from_numpy(cell_anchor_array(anchors, stride))

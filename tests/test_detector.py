@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,157 @@ def test_search_config_detector_template_is_checked_against_the_base(tmp_path):
     detector = loaded.detector.around(base, name="best")
     assert (detector.type, detector.name, detector.num_classes, detector.image_size) == ("detector", "best", 3, (128, 128))
     assert detector.backbone == base
+
+
+# -- ONNX export: the direct writer against torch (every shipped detector) and the dynamo oracle ----
+EXPORT_SIZE = 64
+"""Every shipped detector exported at 64x64 (P6 and P7 are 1x1): parity does not depend on the size."""
+
+
+def _export_spec(path) -> archspec.detector.Detector:
+    """A shipped detector at the export test size, scoring everything (score_threshold 0) so the
+    NMS tail has work."""
+    return archspec.load(path, overrides=(f"input_size={EXPORT_SIZE}", "postprocess.score_threshold=0.0",
+                                          "postprocess.pre_nms_top_k=300", "postprocess.max_detections=40"))
+
+
+def _sharpened(spec) -> torch.nn.Module:
+    """A detector whose scores spread: random BN statistics, head outputs rescaled to class
+    logits of std 2 and box outputs of std 0.5 on test images (the prior-probability
+    initialisation scores every location alike, and near-equal scores make top-k order a coin toss)."""
+    torch.manual_seed(0)
+    model = build_detector(spec).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.2, 0.2, generator=generator)
+                layer.running_var.uniform_(0.5, 1.5, generator=generator)
+        for name, parameter in model.head.named_parameters():
+            if name.endswith("_out.weight"):
+                parameter.normal_(0, 0.05, generator=generator)
+        dense = model(torch.rand(1, 3, *spec.image_size, generator=generator))
+        for conv, value, target in (("cls_out", dense.class_logits, 2.0), ("box_out", dense.box_regression, 0.5)):
+            layer = getattr(model.head, conv)
+            layer.weight.mul_(target / float(value.std()))
+            layer.bias.normal_(0, 0.1, generator=generator)
+    return model
+
+
+def _with_outputs(model: onnx.ModelProto, names: dict[str, int]) -> ort.InferenceSession:
+    """A session on a copy of the model with inner values added as outputs (name -> element type)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for name, kind in names.items():
+        model.graph.output.append(helper.make_tensor_value_info(name, kind, None))
+    options = ort.SessionOptions()  # the graph as written: optimizing a 40 M-parameter graph costs more than running it
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _relative(actual, expected) -> float:
+    return float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1e-12)
+
+
+INNER = {"decode.clipped": TensorProto.FLOAT, "decode.scores": TensorProto.FLOAT,
+         "candidates.top_index": TensorProto.INT64, "candidate_boxes": TensorProto.FLOAT,
+         "candidate_scores": TensorProto.FLOAT}
+
+
+@pytest.mark.parametrize("path", DETECTORS, ids=[p.stem for p in DETECTORS])
+def test_direct_detector_export_matches_torch(path, tmp_path):
+    """Network and decoding to 1e-4 of each output's scale; the same top-k candidates (up to
+    near-ties); the NMS tail equal to `select_detections` on those candidates; full checker,
+    metadata, dynamic batch."""
+    from archspec.detection.export import export_detector
+
+    spec = _export_spec(path)
+    model = _sharpened(spec)
+    onnx_path = export_detector(spec, tmp_path / "det.onnx", module=model)
+    written = onnx.load(str(onnx_path))  # read once: every check below looks at this file
+    onnx.checker.check_model(written, full_check=True)
+    metadata = {p.key: p.value for p in written.metadata_props}
+    assert metadata["archspec.exporter"] == "direct" and metadata["archspec.outputs"] == "boxes,scores,labels"
+    assert metadata["archspec.fingerprint"] == archspec.fingerprint(spec)
+    assert archspec.fingerprint(archspec.loads(metadata["archspec.spec"])) == archspec.fingerprint(spec)
+
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    assert [(v.name, dims(v)) for v in written.graph.input] == [("images", ["batch", 3, EXPORT_SIZE, EXPORT_SIZE])]
+    assert [v.name for v in written.graph.output] == ["boxes", "scores", "labels"]
+
+    images = torch.rand(2, 3, EXPORT_SIZE, EXPORT_SIZE, generator=torch.Generator().manual_seed(2))
+    session = _with_outputs(written, INNER)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": images.numpy()})))
+    with torch.no_grad():
+        boxes, scores = model.decode(model(images))
+    assert _relative(got["decode.clipped"], boxes.numpy()) < 1e-4
+    assert _relative(got["decode.scores"], scores.numpy()) < 1e-4
+    # top-k: the same candidates wherever the best scores are not tied to float precision
+    best = scores.amax(-1)
+    want_index = best.topk(got["candidates.top_index"].shape[1], dim=1).indices.numpy()
+    same = got["candidates.top_index"] == want_index
+    gap = np.abs(np.take_along_axis(best.numpy(), got["candidates.top_index"], 1) -
+                 np.take_along_axis(best.numpy(), want_index, 1))
+    assert (same | (gap < 1e-5)).all() and same.mean() > 0.8
+    want_boxes = np.take_along_axis(boxes.numpy(), want_index[..., None], 1)
+    assert _relative(got["candidate_boxes"][same], want_boxes[same]) < 1e-4
+    # the tail: exactly the PyTorch reference on the candidates the graph chose
+    post = spec.postprocess
+    want = select_detections(torch.from_numpy(got["candidate_boxes"]), torch.from_numpy(got["candidate_scores"]),
+                             score_threshold=post.score_threshold, iou_threshold=post.iou_threshold,
+                             max_detections=post.max_detections)
+    assert (got["labels"] >= 0).sum() > 0
+    assert np.array_equal(got["labels"], want[2].numpy())
+    assert _relative(got["boxes"], want[0].numpy()) < 1e-6 and _relative(got["scores"], want[1].numpy()) < 1e-6
+
+
+def test_dynamo_oracle_agrees_with_direct_detector_export(tmp_path):
+    """fcos_tiny through torch.onnx (dynamo) and through the direct writer, same weights: the same
+    candidates and detections."""
+    from archspec.compiler.export import ExportFallbackWarning, read_metadata
+    from archspec.detection.export import export_detector
+
+    spec = _export_spec(DETECTORS[[p.stem for p in DETECTORS].index("fcos_tiny")])
+    model = _sharpened(spec)
+    direct = export_detector(spec, tmp_path / "direct.onnx", module=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExportFallbackWarning)
+        dynamo = export_detector(spec, tmp_path / "dynamo.onnx", module=model, exporter="dynamo")
+    assert read_metadata(dynamo)["archspec.exporter"] == "dynamo"
+    images = np.random.default_rng(4).random((2, 3, EXPORT_SIZE, EXPORT_SIZE), dtype=np.float32)
+    names = {"candidate_boxes": TensorProto.FLOAT, "candidate_scores": TensorProto.FLOAT}
+    a = _with_outputs(onnx.load(str(direct)), names).run(None, {"images": images})
+    b = _with_outputs(onnx.load(str(dynamo)), names).run(None, {"images": images})
+    for got, want in zip(a, b):
+        if got.dtype == np.int64:
+            assert np.array_equal(got, want)
+        else:
+            assert _relative(got, want) < 1e-4
+
+
+def test_a_head_without_its_own_onnx_form_falls_back_to_dynamo(monkeypatch):
+    """A head class that does not define `decode_onnx` itself is never written with its parent's
+    ONNX form: the direct writer refuses it (export_detector then warns and uses dynamo)."""
+    from archspec.compiler.detector import HEADS, DirectExportUnsupported, FcosStructure, detector_to_onnx, onnx_head
+
+    class ChangedFcos(FcosStructure):
+        """Changes nothing here, but could change the torch decoding in its detection subclass."""
+
+    spec = tiny("fcos")
+    assert onnx_head(spec.head) is FcosStructure
+    monkeypatch.setitem(HEADS, "fcos", ChangedFcos)
+    assert onnx_head(spec.head) is None
+    with pytest.raises(DirectExportUnsupported, match="no form for the head 'fcos'"):
+        detector_to_onnx(spec)
+
+
+def test_numpy_priors_and_clamps_are_the_torch_heads():
+    from archspec.compiler.detector import BOX_DELTA_CLAMP
+    from archspec.detection.boxes import BOX_DELTA_CLAMP as TORCH_CLAMP
+
+    assert BOX_DELTA_CLAMP == TORCH_CLAMP
+    for head in ("fcos", "retinanet"):
+        model = build_detector(tiny(head))
+        priors, strides = type(model.head).prior_arrays(model.plan)
+        assert np.array_equal(priors, model.priors.numpy()) and np.array_equal(strides, model.prior_strides.numpy())

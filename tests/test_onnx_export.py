@@ -1,14 +1,17 @@
-"""ONNX export: parity with PyTorch for every zoo spec, the checker's full check, metadata
-round trip, dynamic batch, the legacy-exporter fallback, and the `export`/`summary` commands.
+"""ONNX export: the direct writer (the default) against PyTorch for every zoo spec, the
+checker's full check, metadata round trip, dynamic batch, strict weights, export without torch,
+the dynamo exporter as an oracle (resnet18, spinenet49s; the detectors' oracle is in
+tests/test_detector.py), the legacy-exporter fallback, and the `export`/`summary` commands.
 
-The dynamo exporter takes 3-30 s per zoo spec on a 2-core CPU (torch.export and its
-decompositions dominate), so each spec is exported once per module at a small input size
-(64x64; SpineNet needs a multiple of 2**7, 128x128) and every check reuses the file. The deep
-variants are marked slow (they still run in CI)."""
+The direct writer takes milliseconds per spec; what each parity case costs is building the torch
+reference and running both at 64x64. The dynamo exporter takes 3-30 s per spec on a 2-core CPU,
+so only the oracle cases use it. The deepest variants are marked slow (they still run in CI)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -19,21 +22,25 @@ import torch
 
 import archspec
 from archspec import compiler
-from archspec.compiler.export import (EXPORTERS, METADATA_FINGERPRINT, METADATA_SPEC, ExportFallbackWarning, export,
-                             export_onnx, export_spec, io_shapes, optimize_onnx, read_metadata, spec_from_onnx)
-from tests.conftest import ZOO
+from archspec.compiler.export import (EXPORTERS, METADATA_FINGERPRINT, METADATA_SPEC, ExportError,
+                                      ExportFallbackWarning, export, export_onnx, export_spec, io_shapes,
+                                      optimize_onnx, read_metadata, spec_from_onnx)
+from tests.conftest import ROOT, ZOO
 
-SLOW = {"resnet101", "cr_resnet101", "detnas_coco_fpn_3p8g", "spinenet143", "spinenet190", "spinenet96", "maedet_l"}
+SLOW = {"spinenet190", "spinenet143"}
+"""Over 60 M parameters each: building the torch reference dominates."""
 TOLERANCE = 1e-4
 """Max abs difference relative to the output's max abs value."""
+SIZE = (64, 64)
+"""Every zoo spec (SpineNet's L7 included: 1x1) at 64x64."""
 
 
 def _zoo_params():
     return [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else []) for p in ZOO]
 
 
-def _size(spec) -> tuple[int, int]:
-    return (128, 128) if spec.type == "scale_permuted" else (64, 64)
+def _zoo(name: str):
+    return ZOO[[p.stem for p in ZOO].index(name)]
 
 
 def _randomize_norms(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -56,14 +63,19 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _run(path, x: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """The file's outputs in ONNX Runtime, the graph as written (optimizing a deep graph costs
+    more than running it at 64x64; `test_optimize_*` checks the optimized graph)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """spec path -> (spec, module, onnx path), exported once per module."""
+    """spec path -> (spec, module, onnx path): the direct writer with the module's weights,
+    exported once per module."""
     cache = {}
     folder = tmp_path_factory.mktemp("onnx")
 
@@ -72,7 +84,7 @@ def exported(tmp_path_factory):
             torch.manual_seed(0)
             spec = archspec.load(path)
             module = _randomize_norms(compiler.build(spec))
-            onnx_path = export_spec(spec, folder / f"{path.stem}.onnx", input_size=_size(spec), module=module)
+            onnx_path = export_spec(spec, folder / f"{path.stem}.onnx", input_size=SIZE, module=module)
             cache[path] = (spec, module, onnx_path)
         return cache[path]
 
@@ -82,7 +94,7 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("path", _zoo_params())
 def test_onnx_runtime_matches_torch(exported, path):
     spec, module, onnx_path = exported(path)
-    x = torch.randn(1, spec.in_channels, *_size(spec), generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, spec.in_channels, *SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = {k: v.numpy() for k, v in module(x).items()}
     actual = _run(onnx_path, x.numpy())
@@ -91,18 +103,22 @@ def test_onnx_runtime_matches_torch(exported, path):
         assert actual[name].shape == expected[name].shape, name
         assert _relative_error(actual[name], expected[name]) < TOLERANCE, name
     # The file is valid under the checker's full check (operator schemas + strict shape inference)
-    # and carries the spec, which round-trips to the same architecture.
-    onnx.checker.check_model(str(onnx_path), full_check=True)
-    assert archspec.fingerprint(spec_from_onnx(onnx_path)) == archspec.fingerprint(spec)
+    # and carries the spec (read once: the deep variants' files are hundreds of MB).
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model, full_check=True)
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata[METADATA_FINGERPRINT] == archspec.fingerprint(spec)
+    assert json.loads(metadata[METADATA_SPEC]) == archspec.to_data(spec)
+    assert metadata["archspec.exporter"] == "direct"
 
 
 def test_metadata_round_trip(exported):
-    spec, _, path = exported(ZOO[[p.stem for p in ZOO].index("resnet18")])
+    spec, _, path = exported(_zoo("resnet18"))
     metadata = read_metadata(path)
     assert json.loads(metadata[METADATA_SPEC]) == archspec.to_data(spec)
     assert metadata[METADATA_FINGERPRINT] == archspec.fingerprint(spec)
     assert metadata["archspec.input_size"] == "64x64"
-    assert metadata["archspec.exporter"] == "dynamo"
+    assert metadata["archspec.exporter"] == "direct"
     rebuilt = spec_from_onnx(path)
     assert rebuilt == spec
     shapes = io_shapes(path)
@@ -112,10 +128,11 @@ def test_metadata_round_trip(exported):
 
 
 def test_dynamic_batch_runs_batch_1_and_3_through_one_file(tmp_path):
-    spec = archspec.load(ZOO[[p.stem for p in ZOO].index("mobilenet_v2")])
+    spec = archspec.load(_zoo("mobilenet_v2"))
     module = _randomize_norms(compiler.build(spec))
     path = export_spec(spec, tmp_path / "dyn.onnx", input_size=64, dynamic_batch=True, module=module)
     assert io_shapes(path)["inputs"]["images"][0] == "batch"
+    assert all(shape[0] == "batch" for shape in io_shapes(path)["outputs"].values())
     for batch in (1, 3):
         x = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
@@ -126,6 +143,85 @@ def test_dynamic_batch_runs_batch_1_and_3_through_one_file(tmp_path):
             assert _relative_error(actual[name], value.numpy()) < TOLERANCE
 
 
+def test_given_weights_are_used_strictly(tmp_path):
+    """A weight the graph needs but the state dict lacks, one nothing reads, or one of the wrong
+    shape is an error: a renamed layer never exports silently with random values."""
+    spec = archspec.load(_zoo("resnet18"))
+    state = compiler.build(spec).state_dict()
+    missing = {k: v for k, v in state.items() if k != "stem.layer0.conv.weight"}
+    with pytest.raises(ValueError, match="weight 'stem.layer0.conv.weight' is missing"):
+        export_spec(spec, tmp_path / "a.onnx", input_size=32, weights=missing)
+    with pytest.raises(ValueError, match="1 given weights are not used by the graph: extra.weight"):
+        export_spec(spec, tmp_path / "b.onnx", input_size=32, weights={**state, "extra.weight": torch.zeros(3)})
+    wrong = {**state, "stem.layer0.conv.weight": torch.zeros(1, 1, 1, 1)}
+    with pytest.raises(ValueError, match=r"shape \(1, 1, 1, 1\), expected \(64, 3, 7, 7\)"):
+        export_spec(spec, tmp_path / "c.onnx", input_size=32, weights=wrong)
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
+
+
+def test_random_weights_export_without_torch_and_repeat_by_seed(tmp_path):
+    """Random weights need no torch at all (not even imported), for a backbone and a detector;
+    the same seed writes the same file."""
+    code = (
+        "import sys; import archspec, archspec.detection\n"
+        "from archspec.compiler.export import export\n"
+        f"root, out = {str(ROOT)!r}, {str(tmp_path)!r}\n"
+        "r18 = archspec.load(root + '/examples/backbones/resnet18.yaml')\n"
+        "det = archspec.load(root + '/examples/detectors/fcos_tiny.yaml')\n"
+        "for i in (1, 2):\n"
+        "    export(r18, f'{out}/r18_{i}.onnx', input_size=(32, 32), seed=7)\n"
+        "export(r18, out + '/r18_other.onnx', input_size=(32, 32), seed=8)\n"
+        "export(det, out + '/det.onnx')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r18_1.onnx").read_bytes() == (tmp_path / "r18_2.onnx").read_bytes()
+    assert (tmp_path / "r18_1.onnx").read_bytes() != (tmp_path / "r18_other.onnx").read_bytes()
+    for name in ("r18_1", "det"):
+        onnx.checker.check_model(str(tmp_path / f"{name}.onnx"), full_check=True)
+        assert read_metadata(tmp_path / f"{name}.onnx")["archspec.exporter"] == "direct"
+    # random weights keep a random network's activations finite and non-trivial
+    features = _run(tmp_path / "r18_1.onnx", np.random.default_rng(0).standard_normal((1, 3, 32, 32), np.float32))
+    assert all(np.isfinite(v).all() and np.abs(v).max() > 0 for v in features.values())
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"), providers=["CPUExecutionProvider"])
+    boxes, scores, labels = session.run(None, {"images": np.zeros((2, 3, 128, 128), np.float32)})
+    assert boxes.shape == (2, 50, 4) and labels.dtype == np.int64
+
+
+def test_direct_opset_range_is_checked(tmp_path):
+    spec = archspec.load(_zoo("resnet18"))
+    with pytest.raises(ExportError, match=r"opset 12: the direct writer emits opsets 18\.\.21"):
+        export_spec(spec, tmp_path / "old.onnx", input_size=32, opset=12)
+    path = export_spec(spec, tmp_path / "o19.onnx", input_size=32, opset=19)
+    assert onnx.load(str(path)).opset_import[0].version == 19
+
+
+@pytest.mark.parametrize("name", ["resnet18", "spinenet49s"])
+def test_dynamo_oracle_agrees_with_the_direct_writer(tmp_path, name):
+    """The dynamo exporter (torch.onnx on the built module) and the direct writer, given the
+    same weights, compute the same outputs (and both match torch)."""
+    spec = archspec.load(_zoo(name))
+    torch.manual_seed(0)
+    module = _randomize_norms(compiler.build(spec))
+    size = (32, 32)
+    direct = export_spec(spec, tmp_path / "direct.onnx", input_size=size, module=module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExportFallbackWarning)  # the oracle is dynamo itself, never the fallback
+        dynamo = export_spec(spec, tmp_path / "dynamo.onnx", input_size=size, module=module, exporter="dynamo")
+    assert read_metadata(dynamo)["archspec.exporter"] == "dynamo"
+    assert {k: v for k, v in read_metadata(dynamo).items() if k != "archspec.exporter"} == \
+        {k: v for k, v in read_metadata(direct).items() if k != "archspec.exporter"}
+    assert io_shapes(dynamo) == io_shapes(direct)
+    x = np.random.default_rng(3).standard_normal((1, 3, *size), dtype=np.float32)
+    a, b = _run(direct, x), _run(dynamo, x)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))
+    assert list(a) == list(b) == spec.output_names()
+    for name_ in a:
+        assert _relative_error(a[name_], b[name_]) < TOLERANCE, name_
+        assert _relative_error(b[name_], expected[name_].numpy()) < TOLERANCE, name_
+
+
 def test_legacy_fallback_warns_with_the_reason(tmp_path, monkeypatch):
     import archspec.compiler.export as export_module
 
@@ -133,14 +229,14 @@ def test_legacy_fallback_warns_with_the_reason(tmp_path, monkeypatch):
         raise RuntimeError("simulated dynamo failure: unsupported op foo")
 
     monkeypatch.setattr(export_module, "_export_dynamo", broken)
-    spec = archspec.load(ZOO[[p.stem for p in ZOO].index("resnet18")])
+    spec = archspec.load(_zoo("resnet18"))
     module = _randomize_norms(compiler.build(spec))
     with pytest.warns(ExportFallbackWarning, match=r"dynamo ONNX exporter failed \(RuntimeError: simulated dynamo "
                                                    r"failure: unsupported op foo\); falling back to the legacy"):
-        path = export_spec(spec, tmp_path / "legacy.onnx", input_size=64, module=module)
+        path = export_spec(spec, tmp_path / "legacy.onnx", input_size=32, module=module, exporter="dynamo")
     assert read_metadata(path)["archspec.exporter"] == "legacy"
     onnx.checker.check_model(str(path), full_check=True)
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         expected = module(x)
     actual = _run(path, x.numpy())
@@ -164,7 +260,7 @@ def test_export_onnx_handles_tuple_outputs_and_checks_names(tmp_path):
 
 
 def test_optimize_keeps_outputs_metadata_and_checker(tmp_path, exported):
-    spec, module, path = exported(ZOO[[p.stem for p in ZOO].index("resnet18")])
+    spec, module, path = exported(_zoo("resnet18"))
     optimized = optimize_onnx(path, tmp_path / "opt.onnx")
     onnx.checker.check_model(str(optimized), full_check=True)
     assert read_metadata(optimized)[METADATA_SPEC] == read_metadata(path)[METADATA_SPEC]
@@ -188,14 +284,34 @@ def test_cli_export_and_summary_of_the_file(tmp_path, capsys):
     from archspec.cli import main
 
     path = tmp_path / "r18.onnx"
-    main(["export", str(ZOO[[p.stem for p in ZOO].index("resnet18")]), "-o", str(path), "--input-size", "64",
-          "--dynamic-batch"])
+    main(["export", str(_zoo("resnet18")), "-o", str(path), "--input-size", "64", "--dynamic-batch"])
     assert "wrote" in capsys.readouterr().out
     main(["summary", str(path), "--json"])
     info = json.loads(capsys.readouterr().out)
     assert info["name"] == "resnet18" and info["input_size"] == [64, 64]
     assert info["onnx"]["inputs"] == {"images": ["batch", 3, 64, 64]}
     assert info["onnx"]["outputs"]["C5"] == ["batch", 512, 2, 2]
+    assert read_metadata(path)["archspec.exporter"] == "direct"
+
+
+def test_cli_exporter_option_and_opset_error(tmp_path, capsys, monkeypatch):
+    """`--exporter dynamo` reaches the dynamo path (stubbed here: the oracle tests run it); a
+    bad opset for the direct writer is one error line, exit 2."""
+    import archspec.compiler.export as export_module
+    from archspec.cli import main
+
+    calls = []
+    monkeypatch.setattr(export_module, "_export_spec_dynamo", lambda *args: calls.append(args) or args[1])
+    spec = str(_zoo("resnet18"))
+    with pytest.raises(SystemExit):  # the stub writes no ONNX; what matters is the route taken
+        main(["export", spec, "-o", str(tmp_path / "dyn.onnx"), "--input-size", "32", "--exporter", "dynamo"])
+    assert len(calls) == 1 and calls[0][2] == (32, 32)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", spec, "-o", str(tmp_path / "x.onnx"), "--opset", "12"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "opset 12: the direct writer emits opsets 18..21" in err[0]
 
 
 def test_summary_of_an_onnx_file_without_metadata_is_a_clear_error(tmp_path, capsys):

@@ -31,13 +31,18 @@ def _size(text: str | None, default=(224, 224)) -> tuple[int, int]:
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Detector checkpoint (RUN/best.pt) whose weights to export; random weights otherwise.")
 @click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset (default: the exporter's).")
+@click.option("--exporter", type=click.Choice(["direct", "dynamo"]), default="direct", show_default=True,
+              help="direct: the project's IR-to-ONNX writer (no torch tracing; random weights need no torch); "
+                   "dynamo: torch.onnx on the built module (legacy TorchScript exporter as its fallback).")
 @click.option("--optimize", is_flag=True,
               help="Save ONNX Runtime's basic graph optimizations (constant folding, Conv+BN fusion) in the file.")
 @max_memory_option
 @set_option
 def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch: bool, weights: Path | None,
-           opset: int | None, optimize: bool, max_memory: str | None, overrides: tuple[str, ...]) -> None:
-    """Export a spec to ONNX (dynamo exporter, checked with the ONNX checker's full check).
+           opset: int | None, exporter: str, optimize: bool, max_memory: str | None,
+           overrides: tuple[str, ...]) -> None:
+    """Export a spec to ONNX, checked with the ONNX checker's full check. The default exporter
+    writes the ONNX graph straight from the spec's IR (`--exporter dynamo`: torch.onnx).
 
     Outputs are named as the spec's outputs; the spec JSON and its fingerprint are stored in the
     file's metadata, so `archspec summary model.onnx` can show what it is. Detectors export the
@@ -49,9 +54,10 @@ def export(spec_file: Path, output: Path, input_size: str | None, dynamic_batch:
 
     spec = load(spec_file, overrides=overrides)
     guard(spec, None if input_size is None else _size(input_size), purpose="export", max_memory=max_memory)
-    options = {}
+    options = {"exporter": exporter}
     if spec.type == "detector":
-        options["module"] = _detector_with_weights(spec, weights)
+        if weights is not None:  # random weights need no torch module (direct) or get one built (dynamo)
+            options["module"] = _detector_with_weights(spec, weights)
         size = None if input_size is None else _size(input_size)
     elif weights is not None:
         raise click.UsageError("--weights is for detector specs (a training run's checkpoint)")
