@@ -19,11 +19,12 @@ def zoo_ids(paths=ZOO):
     return [p.stem for p in paths]
 
 
-def cli_in_process(*args, cwd: Path = ROOT):
+def cli_in_process(*args, cwd: Path = ROOT, env: dict | None = None):
     """Run `archspec ARGS` in this process through the CLI's real entry point (`archspec.cli.main`,
     the error boundary included): its exit status, stdout and stderr, like `subprocess.run`'s
-    result. For tests of what a command prints and returns, not of the process itself (start-up,
-    imports, signals): those run a subprocess."""
+    result. `env` is added to the environment while it runs. For tests of what a command prints and
+    returns, not of the process itself (start-up, imports, signals, output written below Python):
+    those run a subprocess."""
     import contextlib
     import io
     import os
@@ -32,8 +33,9 @@ def cli_in_process(*args, cwd: Path = ROOT):
     from archspec.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    code, before = 0, os.getcwd()
+    code, before, saved = 0, os.getcwd(), {name: os.environ.get(name) for name in env or {}}
     os.chdir(cwd)
+    os.environ.update(env or {})
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main([str(arg) for arg in args])
@@ -41,6 +43,11 @@ def cli_in_process(*args, cwd: Path = ROOT):
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         os.chdir(before)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 

@@ -17,16 +17,21 @@ import yaml
 
 import archspec
 from archspec import SpecError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 EXAMPLES = sorted(ROOT.glob("examples/**/*.yaml"))
 DILATED = ROOT / "examples" / "backbones" / "dilated_3stage.yaml"
 
 
-def cli(*args: str, env: dict | None = None, module: str = "archspec") -> subprocess.CompletedProcess:
-    environment = {**os.environ, "COLUMNS": "80", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-                          env=environment, timeout=600)
+def cli(*args: str, env: dict | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """`archspec ARGS` in this process (the CLI's entry point), or with `process` as users run it
+    (`python -m archspec`): for what depends on the process itself (the module entry point, a
+    pipe's width and colours, a native library's own log on stderr)."""
+    environment = {"COLUMNS": "80", **(env or {})}
+    if not process:
+        return cli_in_process(*args, env=environment)
+    return subprocess.run([sys.executable, "-m", "archspec", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **environment}, timeout=600)
 
 
 def three_stage(**changes) -> dict:
@@ -249,7 +254,7 @@ def test_summary_of_a_search_config_shows_the_search_and_its_base_at_the_budget_
 
 # -- 5. the CLI where people reach for it ------------------------------------------------------------------
 def test_python_dash_m_archspec_runs_the_cli():
-    result = cli("--help")
+    result = cli("--help", process=True)
     assert result.returncode == 0 and "validate" in result.stdout and "search" in result.stdout
 
 
@@ -327,7 +332,7 @@ def test_resume_command_keeps_the_arguments_and_adds_resume_once():
 
 def test_output_fits_80_columns_in_a_pipe_without_split_words_or_colour_codes():
     result = cli("summary", "examples/backbones/resnet18.yaml", "examples/backbones/spinenet49.yaml",
-                 "examples/search/crnas_resnet50.yaml")
+                 "examples/search/crnas_resnet50.yaml", process=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80 and "\x1b[" not in result.stdout
@@ -337,7 +342,8 @@ def test_output_fits_80_columns_in_a_pipe_without_split_words_or_colour_codes():
 
 
 def test_a_search_in_a_pipe_prints_no_progress_bar(tmp_path):
-    result = cli("search", "examples/search/crnas_resnet50.yaml", "--out", str(tmp_path / "s"), "--max-trials", "2")
+    result = cli("search", "examples/search/crnas_resnet50.yaml", "--out", str(tmp_path / "s"), "--max-trials", "2",
+                 process=True)
     assert result.returncode == 0, result.stderr
     assert "━" not in result.stderr + result.stdout and "\x1b[" not in result.stderr + result.stdout
 
@@ -447,7 +453,7 @@ def test_a_missing_gpu_provider_is_one_clear_line_without_onnxruntimes_log():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the provider starts")
     result = cli("bench", "examples/backbones/resnet18.yaml", "--provider", "cuda", "--input-size", "32",
-                 "--warmup", "0", "--repeat", "1")
+                 "--warmup", "0", "--repeat", "1", process=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: provider 'cuda' (CUDAExecutionProvider)"), result.stderr

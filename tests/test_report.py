@@ -144,6 +144,38 @@ def test_pareto_front_helper():
     assert front([]) == []
 
 
+def test_the_pages_yaml_is_the_spec_loaders_text():
+    """The page's specs go through libyaml's emitter when PyYAML has it (search/report.py): the
+    text is archspec.dumps's for every shipped spec and candidates of the MAE-DET space, and the
+    same document where libyaml wraps a long quoted string elsewhere."""
+    import random
+
+    from archspec.search.report import _yaml_text
+    from archspec.search.space import Rejected, make_space
+    from archspec.search_config import load_search_config
+
+    specs = []
+    for path in sorted(ROOT.glob("examples/**/*.yaml")):
+        try:
+            specs.append(archspec.load(path))
+        except archspec.SpecError:  # search configs, supernet configs
+            continue
+    config, base = load_search_config(ROOT / "examples" / "search" / "maedet_r50_budget.yaml")
+    space, rng = make_space(config.space, base), random.Random(0)
+    while len(specs) < 140:
+        try:
+            specs.append(space.decode(space.mutate(space.base, rng, rng.randint(2, 12))))
+        except Rejected:
+            continue
+    import yaml
+
+    for spec in specs:
+        assert _yaml_text(spec) == archspec.dumps(spec), spec.name
+    # a long quoted string may wrap elsewhere: the same document all the same
+    odd = specs[0].model_copy(update={"description": "a description: with 'quotes', unicode (×) and a tail " * 3})
+    assert yaml.safe_load(_yaml_text(odd)) == yaml.safe_load(archspec.dumps(odd)) == archspec.to_data(odd)
+
+
 # -- drawings -------------------------------------------------------------------------------------
 def test_drawing_rows_kinds_dilations_and_resampling():
     spec = archspec.load(ROOT / "examples" / "backbones" / "cr_resnet50.yaml")
