@@ -22,6 +22,10 @@ from archspec.search.ray_executor import (ActorFault, RayExecutor, RayMissingErr
                                           to_wire)
 from tests.conftest import ROOT
 
+# Under xdist, the whole module runs on one worker: one local Ray instance (the module fixture),
+# never two starting at once on the same machine.
+pytestmark = pytest.mark.xdist_group("ray")
+
 BASE = ROOT / "examples" / "search" / "maedet_r50_base.yaml"
 
 

@@ -229,6 +229,7 @@ def chromium() -> str:
     return path
 
 
+@pytest.mark.xdist_group("chromium")  # one browser at a time under xdist
 def test_report_page_in_headless_chromium(tmp_path, chromium):
     run = tmp_path / "run"
     run_search(ROOT / "examples" / "search" / "spinenet49_permute.yaml", run, max_trials=10, progress=False,
@@ -264,6 +265,7 @@ def test_report_page_in_headless_chromium(tmp_path, chromium):
     _assert_not_blank(shot)
 
 
+@pytest.mark.xdist_group("chromium")  # one browser at a time under xdist
 def test_report_without_feasible_candidates_in_headless_chromium(tmp_path, chromium):
     config = tmp_path / "impossible.yaml"
     text = (ROOT / "examples" / "search" / "detnas_300m.yaml").read_text()
@@ -290,6 +292,7 @@ def _assert_not_blank(path: Path) -> None:
     assert len(np.unique(pixels)) > 50
 
 
+@pytest.mark.xdist_group("chromium")  # one browser at a time under xdist
 def test_the_browser_check_sees_console_errors_exceptions_and_network_requests(tmp_path, chromium):
     """The checks above are only as good as the client: a page that logs an error, throws and
     fetches from the network must be caught by each of them."""
