@@ -21,7 +21,7 @@ from archspec.compiler.drawing import layout, to_svg
 from archspec.search.report import ReportOptions, front, load_run, write_report
 from archspec.search.run import run_search
 from tests.browser import Browser, find_chromium
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 SEARCH_CONFIGS = sorted((ROOT / "examples" / "search").glob("*.yaml"))
 # every shipped search config but those scored by a trained supernet (they need `archspec supernet
@@ -30,7 +30,8 @@ SHIPPED = [p for p in SEARCH_CONFIGS if "type: search" in p.read_text() and "typ
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    """`archspec ARGS` through the CLI's entry point, in this process (tests/test_cli.py runs it as a process)."""
+    return cli_in_process(*args)
 
 
 def page_data(html: str) -> dict:
