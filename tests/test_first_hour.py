@@ -307,17 +307,22 @@ def test_search_takes_set_and_a_resume_must_repeat_it(tmp_path):
 
 
 def test_ctrl_c_names_the_exact_resume_command(tmp_path):
-    # The search is interrupted from inside (SIGINT sent to the process itself as the search
-    # starts), so the test does not depend on timing.
+    # The search is interrupted from inside (SIGINT raised in the process itself as the search
+    # starts), so the test does not depend on timing: signal.raise_signal runs the handler before
+    # it returns, where os.kill's signal may reach another thread and the handler a few bytecodes
+    # later (on a busy machine, after the CLI went on to read the run's outputs). Python's SIGINT
+    # handler is installed explicitly: a shell's background job inherits SIGINT ignored, and Python
+    # then installs none. It runs in its own folder, so two test runs at once never share a runs/x.
     script = (
-        "import os, signal, sys\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import archspec.search.run as run\n"
-        "run.run_search = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n"
+        "run.run_search = lambda *a, **k: signal.raise_signal(signal.SIGINT)\n"
         "from archspec.cli import main\n"
         "sys.argv = ['archspec', 'search', 'my config.yaml', '--out', 'runs/x', '--max-trials', '50']\n"
         "main(sys.argv[1:])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 130
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines()[-2:] == [
         "interrupted; continue with:", "  archspec search 'my config.yaml' --out runs/x --max-trials 50 --resume"]
 
