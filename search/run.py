@@ -60,6 +60,9 @@ class Timings:
 
     propose: float = 0.0
     """strategy.propose: mutations and the space's rules (DetNAS: its params/FLOPs pre-screen)."""
+    feedback: float = 0.0
+    """strategy.feedback: the strategy's own update from each trial (e.g. the evolution's
+    population), the other half of its ask/tell."""
     evaluate: float = 0.0
     """Executor time: validate/decode, analytic costs and budgets, score, latency kernel keys,
     fingerprint (with a pool: the parent's wait for it, the workers' start included)."""
@@ -361,7 +364,12 @@ class _Run:
             counts[status] += 1
             if score is not None and (self.best is None or score > self.best):
                 self.best = score
-            feedback(genotype, score)
+        # The strategy learns of the round's trials after they are judged and stored (judging
+        # never reads the strategy, so the order of the two passes changes nothing), timed apart.
+        start = time.perf_counter()
+        for trial in self.trials[first:]:
+            feedback(trial.genotype, trial.score)
+        self.timings.feedback += time.perf_counter() - start
 
     def evaluate(self, proposals: list[Proposal], first: int) -> dict:
         """Genotype -> outcome for the round's proposals that need evaluating: not stored (a
@@ -460,9 +468,11 @@ def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReferenc
     with atomic_path(out / "trials.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "status", "reason", "fingerprint", "genotype", *metric_names, "seconds"])
+        # one tuple per trial, no inner comprehension (its frame would cost as much as the row)
         writer.writerows((t.id, t.status, t.reason or "", t.fingerprint or "",
                           " ".join(map(str, t.genotype)) if t.genotype else "",
-                          *[t.metrics.get(m, "") for m in metric_names], f"{t.seconds:.6f}") for t in trials)
+                          (get := t.metrics.get)("params", ""), get("macs", ""), get("flops", ""),
+                          get("latency_ms", ""), get("score", ""), f"{t.seconds:.6f}") for t in trials)
     if selection is None:
         complete = answers(trials, space)
         selection = select(complete, pareto_front(complete))

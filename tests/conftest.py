@@ -19,10 +19,48 @@ def zoo_ids(paths=ZOO):
     return [p.stem for p in paths]
 
 
+def cli_in_process(*args, cwd: Path = ROOT, env: dict | None = None):
+    """Run `archspec ARGS` in this process through the CLI's real entry point (`archspec.cli.main`,
+    the error boundary included): its exit status, stdout and stderr, like `subprocess.run`'s
+    result. `env` is added to the environment while it runs. For tests of what a command prints and
+    returns, not of the process itself (start-up, imports, signals, output written below Python):
+    those run a subprocess."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+
+    from archspec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code, before, saved = 0, os.getcwd(), {name: os.environ.get(name) for name in env or {}}
+    os.chdir(cwd)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main([str(arg) for arg in args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(before)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 # -- no process left behind ------------------------------------------------------------------------
+# Every pytest process checks its own children at the end of its session: without xdist the one
+# process; with xdist (`-n 2`) each worker, which reports what it found in its `workeroutput`, and
+# the controller, which adopts the orphans of workers that have exited and fails the run for any
+# leftover, its workers' included (a worker's own exit status does not reach the run's).
 PR_SET_CHILD_SUBREAPER = 36
 LEFTOVER_GRACE_SECONDS = 20
 """How long finished tests' processes may take to exit (a pool's workers shut down after the run)."""
+LEFTOVERS_KEY = "archspec_leftover_processes"
+_workers_leftovers: dict[int, str] = {}
 
 
 def pytest_sessionstart(session):
@@ -39,24 +77,6 @@ def pytest_sessionstart(session):
             pass
 
 
-def _children() -> dict[int, str]:
-    """Live child processes of this process: pid -> command line."""
-    import os
-
-    me, found = os.getpid(), {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[1]) == me and fields[0] != "Z":
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def _reap() -> None:
     import os
 
@@ -69,32 +89,42 @@ def _reap() -> None:
             return
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist, in the controller: keep what a finished worker found left behind."""
+    output = getattr(node, "workeroutput", None) or {}
+    _workers_leftovers.update({int(pid): f"(worker {node.gateway.id}) {cmd}"
+                               for pid, cmd in output.get(LEFTOVERS_KEY, {}).items()})
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session if any process a test started is still alive (after a short grace for
-    processes that are already exiting), and end those processes."""
+    processes that are already exiting), and end those processes. Last of the hooks, so that in
+    an xdist controller the workers have been shut down (their exit is part of the grace)."""
     import os
     import signal
     import sys
-    import time
+
+    from tests.processes import children_of, wait_until_none_left
 
     if not Path("/proc/self/stat").exists():
         return
     _stop_own_resource_tracker()
-    deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
-    left = {}
-    while True:
-        _reap()
-        left = _children()
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    me = os.getpid()
+    left = wait_until_none_left(lambda: children_of(me), LEFTOVER_GRACE_SECONDS, _reap)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    _reap()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports and fails the run
+        workeroutput[LEFTOVERS_KEY] = {str(pid): cmd for pid, cmd in left.items()}
+        return
+    left |= _workers_leftovers
     if left:
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        _reap()
         sys.stderr.write("\nprocesses left behind by the tests:\n" +
                          "".join(f"  {pid}: {cmd}\n" for pid, cmd in left.items()))
         session.exitstatus = 1

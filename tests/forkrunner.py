@@ -95,26 +95,11 @@ def serve() -> None:
 
 def _session_left(session: int, grace: float) -> list[str]:
     """Processes still alive in a finished job's session after `grace` seconds (what the job left
-    behind: e.g. the pool workers of a killed search)."""
-    import time
-    from pathlib import Path
+    behind: e.g. the pool workers of a killed search). They are not this server's children, so
+    they are waited for on pidfds (tests/processes.py), blocked rather than polled."""
+    from tests.processes import session_members, wait_until_none_left
 
-    deadline = time.monotonic() + grace
-    while True:
-        left = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                text = (entry / "stat").read_text()
-                fields = text[text.rindex(")") + 2:].split()
-                if int(fields[3]) == session and fields[0] != "Z":
-                    left.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
-            except (OSError, ValueError, IndexError):
-                continue
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
+    return list(wait_until_none_left(lambda: session_members(session), grace).values())
 
 
 class ForkRunner:

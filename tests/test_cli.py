@@ -1,4 +1,6 @@
-"""The `archspec` command line, run as users run it (a subprocess)."""
+"""The `archspec` command line. One test runs it as users run it (a subprocess: `python -m
+archspec.cli`); the rest call its entry point in this process (tests.conftest.cli_in_process), the
+same code from argument parsing to the exit status, without an interpreter and torch start-up each."""
 
 from __future__ import annotations
 
@@ -8,20 +10,23 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 R50 = str(ROOT / "examples" / "backbones" / "resnet50.yaml")
 
 
 def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    result = cli_in_process(*args)
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
 def test_summary_json_reports_resnet50():
-    info = json.loads(run("summary", R50, "--json", check=True).stdout)
+    process = subprocess.run([sys.executable, "-m", "archspec.cli", "summary", R50, "--json"], capture_output=True,
+                             text=True, cwd=ROOT)
+    assert process.returncode == 0, process.stderr
+    info = json.loads(process.stdout)
     assert info["params"] == 23508032
     assert info["macs"] == 4087136256 and info["flops"] == 2 * info["macs"]
     assert info["name"] == "resnet50" and len(info["fingerprint"]) == 16

@@ -22,7 +22,7 @@ from archspec.detection.coco import (MEAN, STD, CocoDetection, DataError, coco_e
                             to_coco_results)
 from archspec.detection.synthetic import SHAPES, synthesize
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +184,8 @@ def test_results_for_unknown_images_are_a_clear_error(tmp_path):
 
 # -- CLI --------------------------------------------------------------------------------------------
 def _cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=120)
+    """`archspec ARGS` through the CLI's entry point, in this process (tests/test_cli.py runs it as a process)."""
+    return cli_in_process(*args)
 
 
 def test_data_synth_cli_writes_a_readable_dataset(tmp_path):

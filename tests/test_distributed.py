@@ -74,6 +74,7 @@ def test_sync_bn_on_cpu_is_refused_with_a_reason():
 
 # -- torchrun ------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # its 2 processes and rendezvous port: one such run at a time
 def test_two_process_gloo_training_checkpoints_and_resumes_with_one_process(tmp_path):
     data = tmp_path / "synth"
     synthesize(data, num_train=16, num_val=4, seed=3)

@@ -14,7 +14,7 @@ import archspec
 from archspec.compiler import build
 from archspec.compiler.erf import (anchor_sides, centre_gradients, effective_receptive_fields, fraction_inside,
                                    mass_radius, random_images)
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 
 def conv_stack(layers: int, kernel: int = 3, dilation: int = 1, *, linear: bool = False):
@@ -142,7 +142,8 @@ def test_resnet50_against_cr_resnet50_deep_levels(capsys):
 
 
 def run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True, cwd=cwd)
+    """`archspec ARGS` through the CLI's entry point, in this process (tests/test_cli.py runs it as a process)."""
+    return cli_in_process(*args, cwd=cwd)
 
 
 def test_cli_erf_json_and_heatmaps(tmp_path):

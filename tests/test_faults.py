@@ -84,6 +84,7 @@ def searches(runner, tmp_path_factory):
     return root, config
 
 
+@pytest.mark.xdist_group("fault-searches")  # they share the `searches` runs
 def test_search_killed_at_every_write_keeps_each_output_old_or_new(runner, searches, tmp_path):
     root, config = searches
     old, new = outputs(root / "old"), outputs(root / "whole")
@@ -109,6 +110,7 @@ def test_search_killed_at_every_write_keeps_each_output_old_or_new(runner, searc
     assert killed >= len(SEARCH_OUTPUTS)  # the marker and every output were a kill point
 
 
+@pytest.mark.xdist_group("fault-searches")  # they share the `searches` runs
 @pytest.mark.parametrize("options", [[], ["--workers", "2", "--batch", "4"]], ids=["serial", "pool"])
 def test_search_killed_at_every_commit_resumes_to_the_uninterrupted_result(runner, searches, tmp_path, options):
     root, config = searches
@@ -186,32 +188,45 @@ def check_complete(folder: Path) -> None:
             load_checkpoint(folder / name)
 
 
-def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(runner, data, tmp_path):
+TRAIN_ARGS = ["--epochs", "2", "--batch-size", "2", "--max-steps-per-epoch", "1", "--seed", "1", "--eval-every", "10"]
+TRAIN_WRITES = 9
+"""The training's write points: the marker (2), the empty history, spec.yaml; per epoch last.pt
+and the history; best.pt at the last epoch."""
+
+
+@pytest.fixture(scope="module")
+def whole_training(runner, data, tmp_path_factory) -> Path:
+    """The uninterrupted run every killed-and-resumed one must equal."""
+    root = tmp_path_factory.mktemp("train")
+    spec = ROOT / "examples" / "detectors" / "fcos_tiny.yaml"
+    result = run(runner, root, ["train", spec, "--data", data, *TRAIN_ARGS, "--out", root / "whole"])
+    assert result["status"] == 0, stderr(root)
+    return root / "whole"
+
+
+# One case per write point (they spread over xdist's workers); the case after the last one finds
+# no write left to kill at, so the count of write points is pinned as before.
+@pytest.mark.parametrize("n", range(1, TRAIN_WRITES + 2), ids=lambda n: f"write{n}")
+def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(runner, data, whole_training, tmp_path, n):
     import torch
 
     from archspec.detection.checkpoint import load_checkpoint
 
     spec = ROOT / "examples" / "detectors" / "fcos_tiny.yaml"
-    args = ["train", spec, "--data", data, "--epochs", "2", "--batch-size", "2", "--max-steps-per-epoch", "1",
-            "--seed", "1", "--eval-every", "10"]
-    assert run(runner, tmp_path, [*args, "--out", tmp_path / "whole"])["status"] == 0, stderr(tmp_path)
-    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
-    killed = 0
-    for n in range(1, 20):
-        work = tmp_path / f"write{n}"
-        result = run(runner, tmp_path, [*args, "--out", work], fault=f"write:{n}")
-        if result["status"] == 0:
-            break
-        assert result["status"] == KILLED, stderr(tmp_path)
-        killed += 1
-        check_complete(work)
-        resumed = run(runner, tmp_path, [*args, "--out", work, "--resume"])
-        assert resumed["status"] == 0, (n, stderr(tmp_path))
-        cut = load_checkpoint(work / "last.pt")
-        assert cut["epoch"] == 2
-        for name, tensor in whole["model"].items():
-            assert torch.equal(tensor, cut["model"][name]), (n, name)
-        assert [r["loss"] for r in whole["history"]] == [r["loss"] for r in cut["history"]]
-        assert (work / "history.jsonl").read_text() == (tmp_path / "whole" / "history.jsonl").read_text()
-    # marker (2), empty history, spec.yaml; per epoch last.pt and history; best.pt at the last epoch
-    assert killed == 9
+    args = ["train", spec, "--data", data, *TRAIN_ARGS]
+    whole = load_checkpoint(whole_training / "last.pt")
+    work = tmp_path / f"write{n}"
+    result = run(runner, tmp_path, [*args, "--out", work], fault=f"write:{n}")
+    if n > TRAIN_WRITES:
+        assert result["status"] == 0, stderr(tmp_path)  # no write point left: the run completes
+        return
+    assert result["status"] == KILLED, stderr(tmp_path)
+    check_complete(work)
+    resumed = run(runner, tmp_path, [*args, "--out", work, "--resume"])
+    assert resumed["status"] == 0, (n, stderr(tmp_path))
+    cut = load_checkpoint(work / "last.pt")
+    assert cut["epoch"] == 2
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, cut["model"][name]), (n, name)
+    assert [r["loss"] for r in whole["history"]] == [r["loss"] for r in cut["history"]]
+    assert (work / "history.jsonl").read_text() == (whole_training / "history.jsonl").read_text()

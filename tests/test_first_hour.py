@@ -17,16 +17,21 @@ import yaml
 
 import archspec
 from archspec import SpecError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 EXAMPLES = sorted(ROOT.glob("examples/**/*.yaml"))
 DILATED = ROOT / "examples" / "backbones" / "dilated_3stage.yaml"
 
 
-def cli(*args: str, env: dict | None = None, module: str = "archspec") -> subprocess.CompletedProcess:
-    environment = {**os.environ, "COLUMNS": "80", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-                          env=environment, timeout=600)
+def cli(*args: str, env: dict | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """`archspec ARGS` in this process (the CLI's entry point), or with `process` as users run it
+    (`python -m archspec`): for what depends on the process itself (the module entry point, a
+    pipe's width and colours, a native library's own log on stderr)."""
+    environment = {"COLUMNS": "80", **(env or {})}
+    if not process:
+        return cli_in_process(*args, env=environment)
+    return subprocess.run([sys.executable, "-m", "archspec", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **environment}, timeout=600)
 
 
 def three_stage(**changes) -> dict:
@@ -249,7 +254,7 @@ def test_summary_of_a_search_config_shows_the_search_and_its_base_at_the_budget_
 
 # -- 5. the CLI where people reach for it ------------------------------------------------------------------
 def test_python_dash_m_archspec_runs_the_cli():
-    result = cli("--help")
+    result = cli("--help", process=True)
     assert result.returncode == 0 and "validate" in result.stdout and "search" in result.stdout
 
 
@@ -302,17 +307,22 @@ def test_search_takes_set_and_a_resume_must_repeat_it(tmp_path):
 
 
 def test_ctrl_c_names_the_exact_resume_command(tmp_path):
-    # The search is interrupted from inside (SIGINT sent to the process itself as the search
-    # starts), so the test does not depend on timing.
+    # The search is interrupted from inside (SIGINT raised in the process itself as the search
+    # starts), so the test does not depend on timing: signal.raise_signal runs the handler before
+    # it returns, where os.kill's signal may reach another thread and the handler a few bytecodes
+    # later (on a busy machine, after the CLI went on to read the run's outputs). Python's SIGINT
+    # handler is installed explicitly: a shell's background job inherits SIGINT ignored, and Python
+    # then installs none. It runs in its own folder, so two test runs at once never share a runs/x.
     script = (
-        "import os, signal, sys\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import archspec.search.run as run\n"
-        "run.run_search = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n"
+        "run.run_search = lambda *a, **k: signal.raise_signal(signal.SIGINT)\n"
         "from archspec.cli import main\n"
         "sys.argv = ['archspec', 'search', 'my config.yaml', '--out', 'runs/x', '--max-trials', '50']\n"
         "main(sys.argv[1:])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 130
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines()[-2:] == [
         "interrupted; continue with:", "  archspec search 'my config.yaml' --out runs/x --max-trials 50 --resume"]
 
@@ -327,7 +337,7 @@ def test_resume_command_keeps_the_arguments_and_adds_resume_once():
 
 def test_output_fits_80_columns_in_a_pipe_without_split_words_or_colour_codes():
     result = cli("summary", "examples/backbones/resnet18.yaml", "examples/backbones/spinenet49.yaml",
-                 "examples/search/crnas_resnet50.yaml")
+                 "examples/search/crnas_resnet50.yaml", process=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80 and "\x1b[" not in result.stdout
@@ -337,7 +347,8 @@ def test_output_fits_80_columns_in_a_pipe_without_split_words_or_colour_codes():
 
 
 def test_a_search_in_a_pipe_prints_no_progress_bar(tmp_path):
-    result = cli("search", "examples/search/crnas_resnet50.yaml", "--out", str(tmp_path / "s"), "--max-trials", "2")
+    result = cli("search", "examples/search/crnas_resnet50.yaml", "--out", str(tmp_path / "s"), "--max-trials", "2",
+                 process=True)
     assert result.returncode == 0, result.stderr
     assert "━" not in result.stderr + result.stdout and "\x1b[" not in result.stderr + result.stdout
 
@@ -447,7 +458,7 @@ def test_a_missing_gpu_provider_is_one_clear_line_without_onnxruntimes_log():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the provider starts")
     result = cli("bench", "examples/backbones/resnet18.yaml", "--provider", "cuda", "--input-size", "32",
-                 "--warmup", "0", "--repeat", "1")
+                 "--warmup", "0", "--repeat", "1", process=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: provider 'cuda' (CUDAExecutionProvider)"), result.stderr

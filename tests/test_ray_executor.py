@@ -20,7 +20,11 @@ from archspec.search_config import load_search_config
 from archspec.search.run import run_search
 from archspec.search.ray_executor import (ActorFault, RayExecutor, RayMissingError, from_wire, import_ray,
                                           to_wire)
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
+
+# Under xdist, the whole module runs on one worker: one local Ray instance (the module fixture),
+# never two starting at once on the same machine.
+pytestmark = pytest.mark.xdist_group("ray")
 
 BASE = ROOT / "examples" / "search" / "maedet_r50_base.yaml"
 
@@ -181,8 +185,7 @@ def test_without_ray_the_executor_says_how_to_install_it(tmp_path, monkeypatch, 
     (["--address", "localhost:6379"], "--address names a Ray cluster"),
 ])
 def test_executor_options_that_contradict_each_other(tmp_path, options, message):
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", "search", str(write_config(tmp_path)), "--out",
-                             str(tmp_path / "run"), "--quiet", *options], capture_output=True, text=True, cwd=ROOT)
+    result = cli_in_process("search", write_config(tmp_path), "--out", tmp_path / "run", "--quiet", *options)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 

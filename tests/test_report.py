@@ -21,7 +21,7 @@ from archspec.compiler.drawing import layout, to_svg
 from archspec.search.report import ReportOptions, front, load_run, write_report
 from archspec.search.run import run_search
 from tests.browser import Browser, find_chromium
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 SEARCH_CONFIGS = sorted((ROOT / "examples" / "search").glob("*.yaml"))
 # every shipped search config but those scored by a trained supernet (they need `archspec supernet
@@ -32,7 +32,8 @@ SHIPPED = [p for p in SEARCH_CONFIGS if "type: search" in p.read_text()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    """`archspec ARGS` through the CLI's entry point, in this process (tests/test_cli.py runs it as a process)."""
+    return cli_in_process(*args)
 
 
 def page_data(html: str) -> dict:
@@ -146,6 +147,38 @@ def test_pareto_front_helper():
     assert front([]) == []
 
 
+def test_the_pages_yaml_is_the_spec_loaders_text():
+    """The page's specs go through libyaml's emitter when PyYAML has it (search/report.py): the
+    text is archspec.dumps's for every shipped spec and candidates of the MAE-DET space, and the
+    same document where libyaml wraps a long quoted string elsewhere."""
+    import random
+
+    from archspec.search.report import _yaml_text
+    from archspec.search.space import Rejected, make_space
+    from archspec.search_config import load_search_config
+
+    specs = []
+    for path in sorted(ROOT.glob("examples/**/*.yaml")):
+        try:
+            specs.append(archspec.load(path))
+        except archspec.SpecError:  # search configs, supernet configs
+            continue
+    config, base = load_search_config(ROOT / "examples" / "search" / "maedet_r50_budget.yaml")
+    space, rng = make_space(config.space, base), random.Random(0)
+    while len(specs) < 140:
+        try:
+            specs.append(space.decode(space.mutate(space.base, rng, rng.randint(2, 12))))
+        except Rejected:
+            continue
+    import yaml
+
+    for spec in specs:
+        assert _yaml_text(spec) == archspec.dumps(spec), spec.name
+    # a long quoted string may wrap elsewhere: the same document all the same
+    odd = specs[0].model_copy(update={"description": "a description: with 'quotes', unicode (×) and a tail " * 3})
+    assert yaml.safe_load(_yaml_text(odd)) == yaml.safe_load(archspec.dumps(odd)) == archspec.to_data(odd)
+
+
 # -- drawings -------------------------------------------------------------------------------------
 def test_drawing_rows_kinds_dilations_and_resampling():
     spec = archspec.load(ROOT / "examples" / "backbones" / "cr_resnet50.yaml")
@@ -199,6 +232,7 @@ def chromium() -> str:
     return path
 
 
+@pytest.mark.xdist_group("chromium")  # one browser at a time under xdist
 def test_report_page_in_headless_chromium(tmp_path, chromium):
     run = tmp_path / "run"
     run_search(ROOT / "examples" / "search" / "spinenet49_permute.yaml", run, max_trials=10, progress=False,
@@ -234,6 +268,7 @@ def test_report_page_in_headless_chromium(tmp_path, chromium):
     _assert_not_blank(shot)
 
 
+@pytest.mark.xdist_group("chromium")  # one browser at a time under xdist
 def test_report_without_feasible_candidates_in_headless_chromium(tmp_path, chromium):
     config = tmp_path / "impossible.yaml"
     text = (ROOT / "examples" / "search" / "detnas_300m.yaml").read_text()
@@ -260,6 +295,7 @@ def _assert_not_blank(path: Path) -> None:
     assert len(np.unique(pixels)) > 50
 
 
+@pytest.mark.xdist_group("chromium")  # one browser at a time under xdist
 def test_the_browser_check_sees_console_errors_exceptions_and_network_requests(tmp_path, chromium):
     """The checks above are only as good as the client: a page that logs an error, throws and
     fetches from the network must be caught by each of them."""

@@ -21,7 +21,7 @@ from archspec.search.run import run_search
 from archspec.search.store import TrialStore
 from archspec.search.score import maedet_forward_score, maedet_score
 from archspec.search.space import MaedetSearchSpace, Rejected
-from tests.conftest import ROOT, ZOO
+from tests.conftest import ROOT, ZOO, cli_in_process
 
 BASE = ROOT / "examples" / "search" / "maedet_r50_base.yaml"
 
@@ -186,16 +186,14 @@ def test_resume_refuses_another_seed(tmp_path):
 
 
 def test_score_command_prints_json():
-    result = subprocess.run([sys.executable, "-m", "archspec.cli", "score", str(ROOT / "examples/backbones/maedet_s.yaml"),
-                             "--json"], capture_output=True, text=True, cwd=ROOT, check=True)
+    result = cli_in_process("score", ROOT / "examples/backbones/maedet_s.yaml", "--json")
+    assert result.returncode == 0, result.stderr
 
     info = json.loads(result.stdout)
     assert info["score"] == pytest.approx(1731.907, abs=1e-3) and set(info["levels"]) >= {"C3", "C4", "C5"}
-    bad = subprocess.run([sys.executable, "-m", "archspec.cli", "score",
-                          str(ROOT / "examples/detectors/fcos_tiny.yaml")], capture_output=True, text=True, cwd=ROOT)
+    bad = cli_in_process("score", ROOT / "examples/detectors/fcos_tiny.yaml")
     assert bad.returncode == 2 and "defined for backbones, not 'detector'" in bad.stderr
-    spine = subprocess.run([sys.executable, "-m", "archspec.cli", "score", "--json", "--scorer", "maedet-rf",
-                            str(ROOT / "examples/backbones/spinenet49.yaml")], capture_output=True, text=True, cwd=ROOT)
+    spine = cli_in_process("score", "--json", "--scorer", "maedet-rf", ROOT / "examples/backbones/spinenet49.yaml")
     assert spine.returncode == 0, spine.stderr
     info = json.loads(spine.stdout)
     assert info["score"] == pytest.approx(1357.663 - 292.67, abs=0.01) and info["receptive_field_term"] < 0

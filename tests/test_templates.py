@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import cli_in_process
 import yaml
 
 import archspec
@@ -278,7 +280,8 @@ def test_annotated_space_config_reads_the_template_in_and_checks_a_given_base(tm
 
 
 def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True, cwd=cwd)
+    """`archspec ARGS` through the CLI's entry point, in this process (tests/test_cli.py runs it as a process)."""
+    return cli_in_process(*args, cwd=cwd)
 
 
 def test_space_summary_lists_decisions_size_and_cost_range():
