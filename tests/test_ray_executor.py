@@ -89,10 +89,11 @@ def test_actors_leave_the_latency_table_to_the_parent(tmp_path, ray_instance, mo
     # Kernels are measured in the parent only: the stand-in is patched there alone, so an actor
     # measuring would run ONNX Runtime and give other numbers (and other calls).
     import archspec.compiler.latency.predictor as predictor
-    from tests.test_search import fake_kernel_measurement
+    from tests.test_search import fake_kernel_measurement, plant_front_latency
 
     calls = []
     monkeypatch.setattr(predictor, "measure_kernel", fake_kernel_measurement(calls))
+    plant_front_latency(monkeypatch)
     text = write_config(tmp_path, trials=64).read_text().replace(
         "budgets: {", "budgets: {max_latency_ms: 3.6, latency_input_size: 64, ")
     config_path = tmp_path / "latency.yaml"

@@ -86,7 +86,12 @@ def test_measure_onnx_and_torch_report_their_settings():
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("path", ZOO, ids=zoo_ids())
+# One spec per family (staged, mobile, scale-permuted) with BatchNorm statistics drawn at random;
+# every zoo spec's writer parity is in test_onnx_export (the writer is the default exporter).
+WRITER_CASES = [p for p in ZOO if p.stem in ("resnet18", "mobilenet_v2", "spinenet49s")]
+
+
+@pytest.mark.parametrize("path", WRITER_CASES, ids=[p.stem for p in WRITER_CASES])
 def test_writer_matches_the_built_module(path):
     """The torch-free IR -> ONNX writer used for kernels computes what the built module does."""
     spec = archspec.load(path)

@@ -289,6 +289,14 @@ def fake_kernel_measurement(calls):
     return measure
 
 
+def plant_front_latency(monkeypatch, ms: float = 0.0):
+    """Measuring the Pareto front end to end (search/front.py) planted: `ms` for every member
+    (tests of the budget's kernels have no use for seconds of real ONNX Runtime runs)."""
+    import archspec.search.front as front
+
+    monkeypatch.setattr(front, "measure_end_to_end_ms", lambda spec, size, context, **_: ms)
+
+
 def test_workers_leave_the_latency_table_to_the_parent(tmp_path, monkeypatch):
     # Kernels are measured in the parent only (the stand-in is patched there alone: a worker
     # measuring would run ONNX Runtime and give other numbers), once each, in trial order.
@@ -296,6 +304,7 @@ def test_workers_leave_the_latency_table_to_the_parent(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(predictor, "measure_kernel", fake_kernel_measurement(calls))
+    plant_front_latency(monkeypatch)
     config = write_config(tmp_path, trials=150, max_latency_ms=3.6, latency_input_size=64)
     run_search(config, tmp_path / "one", progress=False, batch=8)
     serial_calls = list(calls)
