@@ -60,7 +60,7 @@ STOPPED = 3
 CRITERIA = ("maedet", "maedet_rf", "flops", "params", "latency_pred", "proxy_train", "supernet", "supernet_bn")
 """Criteria in table order; each is read as "higher predicts a better detector"."""
 
-OUTPUT_FILES = ("data", "runs", "latency.sqlite", "candidates.json", "criteria.json", "table.md", "results.csv",
+OUTPUT_FILES = ("data", "runs", "latency.sqlite", "latency.sqlite.lock", "candidates.json", "criteria.json", "table.md", "results.csv",
                 "correlations.csv") + tuple(f"scatter_{name}.png" for name in CRITERIA)
 
 
@@ -226,13 +226,13 @@ def trained_ap(spec, data: Path, run: Path, schedule: Schedule, seed: int, stopp
     return float(final["AP"])
 
 
-def proxy_train_ap(backbone: dict, data: Path, runs: Path, schedule: Schedule, classes: list[str],
-                   stopper: Stopper, seed: int = 0) -> float:
-    """SpineNet-style proxy score: the AP after a brief training from scratch at reduced input
-    size on the first `train_images` images, on the first `val_images` validation images.
-    (The `proxy_train` evaluator of search/proxy_train.py computes the same; switch to it there.)"""
-    spec = detector(backbone, schedule, classes)
-    return trained_ap(spec, data, runs / f"proxy_{backbone['name']}", schedule, seed, stopper)
+def proxy_train_ap(spec, data: Path, run: Path, schedule: Schedule, stopper: Stopper, seed: int = 0) -> float:
+    """SpineNet-style proxy score (Du et al., CVPR 2020, section 4): the AP after a brief training
+    from scratch at reduced input size (`spec`'s input_size is the proxy's) on the first
+    `train_images` images, on a fixed validation subset (the first `val_images`). The `proxy_train`
+    evaluator (search/proxy_train.py, `evaluator: {type: proxy_train, ...}`) computes the same
+    score inside a search; at merge this function can call it instead."""
+    return trained_ap(spec, data, run, schedule, seed, stopper)
 
 
 def subset_data(source: Path, target: Path, schedule: Schedule) -> Path:
@@ -365,7 +365,10 @@ def prepare(out: Path, config: BenchConfig) -> tuple[Path, list[str], float, lis
     from archspec.detection.synthetic import HardPreset, synthesize_hard
 
     settings = out / "config.json"
-    wanted = json.dumps(asdict(config), indent=1, sort_keys=True)
+    # seeds and candidates only say how much of the same deterministic sequence to use: a run may
+    # grow or shrink them and keep every training it has
+    fixed = {key: value for key, value in asdict(config).items() if key not in ("seeds", "candidates")}
+    wanted = json.dumps(fixed, indent=1, sort_keys=True)
     if settings.exists() and read_text(settings, kind="benchmark settings") != wanted:
         raise SystemExit(f"{out}: holds a benchmark with other settings ({settings}); choose another --out")
     atomic_write_text(settings, wanted)
@@ -380,51 +383,109 @@ def prepare(out: Path, config: BenchConfig) -> tuple[Path, list[str], float, lis
     base = baseline()
     budget = flops(archspec.validate(base["backbone"]), config.image_size)
     listing = out / "candidates.json"
-    if listing.exists():
-        candidates = json.loads(read_text(listing, kind="candidates", max_bytes=1 << 26))
-    else:
+    candidates = json.loads(read_text(listing, kind="candidates", max_bytes=1 << 26)) if listing.exists() else []
+    if len(candidates) < config.candidates:  # the sampling is sequential: its first N do not depend on N
         candidates = sample_candidates(config, budget)
         atomic_write_text(listing, json.dumps(candidates, indent=1))
-    return data, classes, budget, [base] + candidates
+    return data, classes, budget, [base] + candidates[:config.candidates]
 
 
-def cached(path: Path, compute):
-    """JSON at `path`, computed and written atomically the first time (measurements are kept, so
-    a resumed run reuses them and prints the same table)."""
-    if path.exists():
-        return json.loads(read_text(path, kind="cached figures", max_bytes=1 << 26))
-    value = compute()
-    atomic_write_text(path, json.dumps(value, indent=1))
-    return value
-
-
-def run(out: Path, config: BenchConfig, stop_after: int | None = None) -> dict:
+def run(out: Path, config: BenchConfig, stop_after: int | None = None, jobs: int = 1, threads: int = 2) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with RunFolder(out, "benchmark proxy_fidelity") as folder:
         folder.record("config.json", *OUTPUT_FILES)
-        return _run(out, config, Stopper(stop_after))
+        return _run(out, config, Stopper(stop_after), jobs, threads)
 
 
-def _run(out: Path, config: BenchConfig, stopper: Stopper) -> dict:
+@dataclass(frozen=True)
+class Task:
+    """One training: a detector spec (as data), its data, its run folder, schedule and seed."""
+
+    key: str
+    proxy: bool
+    """A proxy_train score (else a stand-alone training)."""
+    spec: dict
+    data: str
+    run: str
+    schedule: Schedule
+    seed: int
+
+
+def score_task(task: Task, stopper: Stopper) -> float:
+    spec, data, run = archspec.validate(task.spec), Path(task.data), Path(task.run)
+    if task.proxy:
+        return proxy_train_ap(spec, data, run, task.schedule, stopper, seed=task.seed)
+    return trained_ap(spec, data, run, task.schedule, task.seed, stopper)
+
+
+def run_task(task: Task, threads: int = 1) -> float:
+    """A training in a worker process (`--jobs`): its AP."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return score_task(task, Stopper(None))
+
+
+def tasks_of(backbones: list[dict], config: BenchConfig, classes: list[str], out: Path) -> list[Task]:
+    """Every training, seed-major (all backbones' seed 0 and the proxies first): a run cut short
+    by the clock has whole seeds to report."""
+    standalone, proxy = out / "data" / "standalone", out / "data" / "proxy"
+    tasks = []
+    for seed in range(config.seeds):
+        for entry in backbones:
+            spec = archspec.to_data(detector(entry, config.standalone, classes))
+            tasks.append(Task(f"{entry['name']}:{seed}", False, spec, str(standalone), str(out / "runs" / f"{entry['name']}_seed{seed}"),
+                              config.standalone, seed))
+        if seed == 0:
+            for entry in backbones:
+                spec = archspec.to_data(detector(entry, config.proxy, classes))
+                tasks.append(Task(f"{entry['name']}:proxy", True, spec, str(proxy), str(out / "runs" / f"proxy_{entry['name']}"),
+                                  config.proxy, 0))
+    return tasks
+
+
+def train_all(tasks: list[Task], stopper: Stopper, jobs: int, threads: int) -> dict[str, float]:
+    """AP of every task; finished ones are read back. With `jobs` > 1 the trainings run in that
+    many processes of `threads` torch threads each; each training is seeded, so the results do not
+    depend on `jobs` (the number of threads may change the last digits: keep it fixed)."""
+    if jobs <= 1:
+        return {t.key: score_task(t, stopper) for t in tasks}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_task, t, threads): t.key for t in tasks}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if not (Path(next(t.run for t in tasks if t.key == futures[future])) / "result.json").exists():
+                continue
+            try:
+                stopper.finished_one()
+            except SystemExit:
+                for other in futures:
+                    other.cancel()
+                raise
+    return results
+
+
+def _run(out: Path, config: BenchConfig, stopper: Stopper, jobs: int, threads: int) -> dict:
     started = time.perf_counter()
     full, classes, budget, backbones = prepare(out, config)
     print(f"{len(backbones) - 1} candidates of the maedet space within [{config.min_flops_fraction:g}, 1] x "
           f"ResNet-18's {budget / 1e9:.3f} GFLOPs (2 x MACs) at {config.image_size} px", file=sys.stderr)
-    criteria = cached(out / "criteria.json", lambda: _criteria(out, config, backbones))
-    standalone_data = subset_data(full, out / "data" / "standalone", config.standalone)
-    proxy_data = subset_data(full, out / "data" / "proxy", config.proxy)
-    runs = out / "runs"
-    runs.mkdir(exist_ok=True)
+    criteria = cached_criteria(out, config, backbones)
+    subset_data(full, out / "data" / "standalone", config.standalone)
+    subset_data(full, out / "data" / "proxy", config.proxy)
+    (out / "runs").mkdir(exist_ok=True)
+    aps = train_all(tasks_of(backbones, config, classes, out), stopper, jobs, threads)
     rows = []
-    for backbone in backbones:
-        name = backbone["name"]
-        spec = detector(backbone, config.standalone, classes)
-        aps = [trained_ap(spec, standalone_data, runs / f"{name}_seed{seed}", config.standalone, seed, stopper)
-               for seed in range(config.seeds)]
-        proxy = proxy_train_ap(backbone, proxy_data, runs, config.proxy, classes, stopper)
-        mean, std = mean_std(aps)
-        rows.append({"name": name, "genotype": backbone["genotype"], **criteria[name], "proxy_train": proxy,
-                     "supernet": None, "supernet_bn": None, "aps": aps, "ap_mean": mean, "ap_std": std})
+    for entry in backbones:
+        name = entry["name"]
+        seeds = [aps[f"{name}:{seed}"] for seed in range(config.seeds)]
+        mean, std = mean_std(seeds)
+        rows.append({"name": name, "genotype": entry["genotype"], **criteria[name], "proxy_train": aps[f"{name}:proxy"],
+                     "supernet": None, "supernet_bn": None, "aps": seeds, "ap_mean": mean, "ap_std": std})
     supernet = supernet_scores(backbones, config)
     if supernet:
         for row in rows:
@@ -436,10 +497,19 @@ def _run(out: Path, config: BenchConfig, stopper: Stopper) -> dict:
     return report
 
 
-def _criteria(out: Path, config: BenchConfig, backbones: list[dict]) -> dict:
-    size = config.standalone.input_size
-    timing = latencies(backbones, size, out / "latency.sqlite", config)
-    return {b["name"]: {**analytic_criteria(b["backbone"], size), **timing[b["name"]]} for b in backbones}
+def cached_criteria(out: Path, config: BenchConfig, backbones: list[dict]) -> dict:
+    """Criteria of every backbone, measured once and kept in criteria.json (a rerun, or one with
+    more candidates, reuses the figures it has: the same table after a resume)."""
+    path = out / "criteria.json"
+    known = json.loads(read_text(path, kind="cached figures", max_bytes=1 << 26)) if path.exists() else {}
+    missing = [entry for entry in backbones if entry["name"] not in known]
+    if missing:
+        size = config.standalone.input_size
+        timing = latencies(missing, size, out / "latency.sqlite", config)
+        for entry in missing:
+            known[entry["name"]] = {**analytic_criteria(entry["backbone"], size), **timing[entry["name"]]}
+        atomic_write_text(path, json.dumps(known, indent=1))
+    return known
 
 
 def summarise(rows: list[dict], config: BenchConfig) -> dict:
@@ -569,38 +639,63 @@ def scatter_plots(out: Path, rows: list[dict], correlations: list[dict]) -> None
         plt.close(figure)
 
 
-def parse_args(argv=None) -> tuple[Path, BenchConfig, int | None, int]:
+def parse_args(argv=None) -> tuple[Path, BenchConfig, int | None, int, int]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="Run folder (rerun the command to resume).")
     parser.add_argument("--candidates", type=int, default=None, help="Candidates of the space [12].")
     parser.add_argument("--seeds", type=int, default=None, help="Stand-alone trainings per backbone [3].")
     parser.add_argument("--epochs", type=int, default=None, help="Stand-alone epochs [12].")
+    parser.add_argument("--batch-size", type=int, default=None, help="Batch size of both schedules [16].")
+    parser.add_argument("--size", type=int, default=None,
+                        help="Image side of the generated set and the stand-alone input size [128].")
     parser.add_argument("--train-images", type=int, default=None, help="Stand-alone training images [512].")
+    parser.add_argument("--val-images", type=int, default=None, help="Stand-alone validation images [128].")
     parser.add_argument("--proxy-epochs", type=int, default=None, help="Proxy-training epochs [3].")
+    parser.add_argument("--proxy-size", type=int, default=None, help="Proxy input size [96].")
+    parser.add_argument("--proxy-train-images", type=int, default=None, help="Proxy training images [256].")
+    parser.add_argument("--proxy-val-images", type=int, default=None, help="Proxy validation images [64].")
+    parser.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                        help="A hard-preset setting (as `archspec data synth --knob`), e.g. min_side_px=6.")
     parser.add_argument("--min-flops-fraction", type=float, default=None, help="[0.6]")
     parser.add_argument("--mini", action="store_true", help="Plumbing run: 2 candidates, 1 seed, a few steps.")
     parser.add_argument("--stop-after", type=int, default=None, help="End after N trainings (exit code 3).")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (with --jobs 1).")
+    parser.add_argument("--jobs", type=int, default=1, help="Trainings run at once, in processes of one thread.")
     args = parser.parse_args(argv)
     config = mini_config() if args.mini else BenchConfig()
     changes = {key: value for key, value in (("candidates", args.candidates), ("seeds", args.seeds),
-                                              ("min_flops_fraction", args.min_flops_fraction)) if value is not None}
-    standalone = {key: value for key, value in (("epochs", args.epochs), ("train_images", args.train_images))
+                                              ("min_flops_fraction", args.min_flops_fraction),
+                                              ("image_size", args.size)) if value is not None}
+    standalone = {key: value for key, value in (("epochs", args.epochs), ("train_images", args.train_images),
+                                                ("val_images", args.val_images), ("input_size", args.size),
+                                                ("batch_size", args.batch_size))
                   if value is not None}
     if standalone:
         changes["standalone"] = Schedule(**{**asdict(config.standalone), **standalone})
-    if args.proxy_epochs is not None:
-        changes["proxy"] = Schedule(**{**asdict(config.proxy), "epochs": args.proxy_epochs})
+    proxy = {key: value for key, value in (("epochs", args.proxy_epochs), ("input_size", args.proxy_size),
+                                           ("train_images", args.proxy_train_images),
+                                           ("val_images", args.proxy_val_images),
+                                           ("batch_size", args.batch_size)) if value is not None}
+    if proxy:
+        changes["proxy"] = Schedule(**{**asdict(config.proxy), **proxy})
+    if args.knob:
+        import yaml
+
+        knobs = dict(config.preset_knobs)
+        for knob in args.knob:
+            name, _, raw = knob.partition("=")
+            knobs[name.strip()] = yaml.safe_load(raw)
+        changes["preset_knobs"] = knobs
     config = BenchConfig(**{**{k: getattr(config, k) for k in config.__dataclass_fields__}, **changes})
-    return args.out, config, args.stop_after, args.threads
+    return args.out, config, args.stop_after, args.threads, args.jobs
 
 
 def main(argv=None) -> None:
     import torch
 
-    out, config, stop_after, threads = parse_args(argv)
+    out, config, stop_after, threads, jobs = parse_args(argv)
     torch.set_num_threads(threads)
-    run(out, config, stop_after)
+    run(out, config, stop_after, jobs, threads)
 
 
 if __name__ == "__main__":
