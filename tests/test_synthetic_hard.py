@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,6 @@ import pytest
 
 from archspec.detection.synthetic import HARD_SHAPES, HardPreset, keeps_visible, synthesize, synthesize_hard, \
     visible_objects
-from tests.conftest import ROOT
 
 SMALL = HardPreset(num_train=6, num_val=3, image_size=64, min_side_px=6, seed=3)
 
@@ -101,19 +98,29 @@ def test_every_size_and_seed_generates(tmp_path):
         assert summary["train"]["images"] == 3
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", "data", "synth", *args], capture_output=True,
-                          text=True, cwd=ROOT)
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """`archspec data synth ARGS` in this process (the same boundary as the console script): exit
+    code and stderr."""
+    from archspec.cli import main
+
+    capsys.readouterr()
+    try:
+        main(["data", "synth", *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
-def test_cli_knobs_reach_the_preset_and_bad_ones_are_one_line(tmp_path):
-    done = cli("--out", str(tmp_path / "k"), "--preset", "hard", "--train", "2", "--val", "1", "--size", "64",
-               "--seed", "3", "--knob", "min_side_px=6", "--knob", "contrast=[0.5, 0.9]")
-    assert done.returncode == 0, done.stderr
+def test_cli_knobs_reach_the_preset_and_bad_ones_are_one_line(tmp_path, capsys):
+    code, err = cli(capsys, "--out", str(tmp_path / "k"), "--preset", "hard", "--train", "2", "--val", "1",
+                    "--size", "64", "--seed", "3", "--knob", "min_side_px=6", "--knob", "contrast=[0.5, 0.9]")
+    assert code == 0, err
     info = json.loads((tmp_path / "k" / "annotations" / "instances_train.json").read_text())["info"]["preset"]
     assert info["contrast"] == [0.5, 0.9] and info["image_size"] == 64 and info["seed"] == 3
-    for bad in (["--knob", "bogus=1"], ["--knob", "contrast=[0.9,0.5]"], ["--knob", "noise_std=-1"]):
-        failed = cli("--out", str(tmp_path / "bad"), "--preset", "hard", *bad)
-        assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ")
-    failed = cli("--out", str(tmp_path / "bad2"), "--knob", "texture=0.1")  # knobs belong to the hard preset
-    assert failed.returncode == 2
+    for bad in (["--knob", "bogus=1"], ["--knob", "contrast=[0.9,0.5]"], ["--knob", "noise_std=-1"],
+                ["--preset", "easy", "--knob", "texture=0.1"], ["--preset", "easy", "--classes", "7"]):
+        if bad[0] != "--preset":
+            bad = ["--preset", "hard", *bad]
+        code, err = cli(capsys, "--out", str(tmp_path / "bad"), *bad)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (bad, err)
