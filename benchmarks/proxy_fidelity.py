@@ -453,13 +453,12 @@ def train_all(tasks: list[Task], stopper: Stopper, jobs: int, threads: int) -> d
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    results = {}
+    results = {t.key: score_task(t, stopper) for t in tasks if (Path(t.run) / "result.json").exists()}
+    pending = [t for t in tasks if t.key not in results]  # read back above; never counted by --stop-after
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_task, t, threads): t.key for t in tasks}
+        futures = {pool.submit(run_task, t, threads): t.key for t in pending}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
-            if not (Path(next(t.run for t in tasks if t.key == futures[future])) / "result.json").exists():
-                continue
             try:
                 stopper.finished_one()
             except SystemExit:
