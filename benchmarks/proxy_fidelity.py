@@ -295,8 +295,8 @@ def supernet_scores(backbones: list[dict], config: BenchConfig) -> dict[str, dic
     """Supernet AP with and without BN recalibration; None (with the reason printed) when no
     trained supernet of the space is given."""
     if config.supernet is None:
-        print("supernet criteria skipped: no trained supernet of the maedet space (pass --supernet CHECKPOINT "
-              "once the supernet issue provides one)", file=sys.stderr)
+        print("supernet criteria skipped: no trained supernet of the maedet space (BenchConfig.supernet; "
+              "archspec.search.supernet_eval covers the detnas and crnas spaces)", file=sys.stderr)
         return None
     raise SystemExit("--supernet: scoring maedet-space paths needs a maedet supernet, which "
                      "archspec.search.supernet_eval does not train yet")

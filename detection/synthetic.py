@@ -22,7 +22,6 @@ import json
 import math
 import random
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -201,10 +200,6 @@ class HardPreset(BaseModel):
         if not 0 < low <= high <= 1:
             raise ValueError(f"contrast {self.contrast}: need 0 < low <= high <= 1")
         return self
-
-
-PRESETS: dict[str, type[BaseModel] | None] = {"easy": None, "hard": HardPreset}
-"""``easy`` is `synthesize` with its arguments; ``hard`` is `synthesize_hard` with a `HardPreset`."""
 
 
 def synthesize_hard(out_dir: str | Path, preset: HardPreset = HardPreset()) -> dict:
