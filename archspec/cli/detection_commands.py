@@ -20,27 +20,78 @@ def data() -> None:
 
 @data.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
-@click.option("--train", "num_train", type=click.IntRange(0, 100000), default=256, show_default=True,
-              help="Training images.")
-@click.option("--val", "num_val", type=click.IntRange(0, 100000), default=64, show_default=True,
-              help="Validation images.")
-@click.option("--size", type=click.IntRange(32, 2048), default=128, show_default=True, help="Image side (pixels).")
-@click.option("--classes", type=click.IntRange(1, 6), default=3, show_default=True, help="Shape kinds (classes).")
-@click.option("--max-objects", type=click.IntRange(1, 50), default=4, show_default=True)
+@click.option("--preset", type=click.Choice(["easy", "hard"]), default="easy", show_default=True,
+              help="easy: separate, wholly visible shapes (3 classes by default). hard: 8 classes with look-alike "
+                   "pairs, 8 px to 80% of the image, occlusion (boxes of the visible pixels), distractors, "
+                   "textured backgrounds, noise and colour jitter (docs/benchmarks.md).")
+@click.option("--train", "num_train", type=click.IntRange(0, 100000), default=None,
+              help="Training images [easy: 256, hard: 512].")
+@click.option("--val", "num_val", type=click.IntRange(0, 100000), default=None,
+              help="Validation images [easy: 64, hard: 128].")
+@click.option("--size", type=click.IntRange(32, 2048), default=None, help="Image side in pixels [128].")
+@click.option("--classes", type=click.IntRange(1, 8), default=None,
+              help="Shape kinds (classes) [easy: 3 of at most 6, hard: 8].")
+@click.option("--max-objects", type=click.IntRange(1, 50), default=None, help="[easy: 4, hard: 8]")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out: Path, num_train: int, num_val: int, size: int, classes: int, max_objects: int, seed: int) -> None:
-    """Write a small synthetic COCO-format dataset of coloured shapes (train and val splits)."""
-    from archspec.detection.synthetic import synthesize
+@click.option("--knob", "knobs", multiple=True, metavar="NAME=VALUE",
+              help="A hard-preset setting (repeatable), e.g. --knob texture=0.3 --knob contrast=[0.2,0.8]; "
+                   "the names are HardPreset's fields (docs/benchmarks.md).")
+def synth(out: Path, preset: str, num_train: int | None, num_val: int | None, size: int | None,
+          classes: int | None, max_objects: int | None, seed: int, knobs: tuple[str, ...]) -> None:
+    """Write a synthetic COCO-format dataset of coloured shapes (train and val splits)."""
     from archspec.files import RunFolder
 
+    given = {"num_train": num_train, "num_val": num_val, "image_size": size, "num_classes": classes,
+             "max_objects": max_objects}
+    given = {key: value for key, value in given.items() if value is not None}
+    if preset == "easy":
+        if knobs:
+            raise click.UsageError("--knob sets the hard preset's settings; add --preset hard")
+        write = _easy_writer(given, seed)
+    else:
+        write = _hard_writer(given, seed, knobs)
     with RunFolder(out, "data synth") as folder:  # never into a folder of the user's own files
         folder.record("annotations", "train", "val")
-        summary = synthesize(out, num_train=num_train, num_val=num_val, image_size=size, num_classes=classes,
-                             max_objects=max_objects, seed=seed)
+        summary = write(out)
     for split in ("train", "val"):
         info = summary[split]
         click.echo(f"{split}: {info['images']} images, {info['annotations']} boxes -> {info['annotation_file']}")
     click.echo(f"classes: {', '.join(summary['classes'])}")
+
+
+def _easy_writer(given: dict, seed: int):
+    from archspec.detection.synthetic import SHAPES, synthesize
+
+    settings = {"num_train": 256, "num_val": 64, "image_size": 128, "num_classes": 3, "max_objects": 4, **given}
+    if settings["num_classes"] > len(SHAPES):
+        raise click.UsageError(f"--classes {settings['num_classes']}: the easy preset has {len(SHAPES)} shape kinds")
+    return lambda out: synthesize(out, seed=seed, **settings)
+
+
+def _hard_writer(given: dict, seed: int, knobs: tuple[str, ...]):
+    import yaml
+    from pydantic import ValidationError
+
+    from archspec.detection.synthetic import HardPreset, synthesize_hard
+
+    settings = {**given, "seed": seed}
+    for knob in knobs:
+        name, sep, raw = knob.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in HardPreset.model_fields:
+            raise click.UsageError(f"--knob {knob!r}: expected NAME=VALUE with NAME one of "
+                                   f"{', '.join(HardPreset.model_fields)}")
+        try:
+            settings[name] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise click.UsageError(f"--knob {knob!r}: the value is not a YAML scalar or list") from None
+    try:
+        preset = HardPreset(**settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'preset'}: {error['msg']}"
+                             for error in exc.errors())
+        raise click.UsageError(f"hard preset: {problems}") from None
+    return lambda out: synthesize_hard(out, preset)
 
 
 @click.command()
