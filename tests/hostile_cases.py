@@ -892,10 +892,10 @@ def store_cases() -> list[Case]:
 
 def _search_record(folder: Path) -> None:
     from archspec.files import RunFolder
-    from archspec.search.run import SEARCH_OUTPUTS
+    from archspec.search.run import NEXT_FOLDER, SEARCH_OUTPUTS
 
-    with RunFolder(folder, "search") as run:
-        run.record(*SEARCH_OUTPUTS)
+    with RunFolder(folder, "search") as run:  # what a search of the analytic evaluator records
+        run.record(*SEARCH_OUTPUTS, NEXT_FOLDER)
 
 
 # -- all of them --------------------------------------------------------------------------------------

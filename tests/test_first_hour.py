@@ -186,8 +186,8 @@ def test_validate_accepts_every_shipped_file_search_configs_included():
     result = cli("validate", *map(str, EXAMPLES))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == len(EXAMPLES) == 36 and all(line.startswith("ok: ") for line in lines)
-    assert sum("(search " in line for line in lines) == 7 and sum("(detector " in line for line in lines) == 5
+    assert len(lines) == len(EXAMPLES) == 38 and all(line.startswith("ok: ") for line in lines)
+    assert sum("(search " in line for line in lines) == 9 and sum("(detector " in line for line in lines) == 5
     assert sum("(template of " in line for line in lines) == 4
 
 

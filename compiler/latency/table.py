@@ -221,8 +221,12 @@ class LatencyTable:
 
 def _migrate(path: Path, read_only: bool) -> None:
     """Bring a version-1 table to version 2 (one added column), or refuse it read-only."""
+    from archspec.files import check_readable
     from archspec.sqlite_store import SQLITE_HEADER, StoreError
 
+    if not os.path.lexists(path):
+        return
+    check_readable(path, kind="latency table")  # a FIFO or device is refused before it is opened
     try:
         with open(path, "rb") as handle:
             if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
