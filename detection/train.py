@@ -259,15 +259,26 @@ def _float(dense):
 
 def evaluate(model: Detector, dataset, *, device="cpu", batch_size: int = 8) -> dict:
     """COCO box metrics of `model` on `dataset` (a `detection.coco.CocoDetection`)."""
-    from archspec.detection.coco import make_loader
-    from archspec.detection.coco import coco_evaluate, to_coco_results
+    from archspec.detection.coco import coco_evaluate, make_loader
 
     device = _device(device) if isinstance(device, str) else device
+    batches = make_loader(dataset, batch_size, shuffle=False, seed=0)
+    return coco_evaluate(dataset.coco, coco_results(model, dataset, batches, device))
+
+
+def coco_results(model, dataset, batches, device, *, before_batch=None) -> list[dict]:
+    """COCO result rows of `model` (in eval mode, no gradients) over `batches`, (images, targets)
+    pairs of `dataset`, after the spec's post-processing. `before_batch()` runs before each batch's
+    forward pass (a supernet selects the batch's path there)."""
+    from archspec.detection.coco import to_coco_results
+
     model.eval()
     post = model.spec.postprocess
     results = []
     with torch.no_grad():
-        for images, targets in make_loader(dataset, batch_size, shuffle=False, seed=0):
+        for images, targets in batches:
+            if before_batch is not None:
+                before_batch()
             boxes, scores = model.candidates(model(images.to(device)))
             boxes, scores, labels = select_detections(boxes.cpu(), scores.cpu(), score_threshold=post.score_threshold,
                                                       iou_threshold=post.iou_threshold,
@@ -275,7 +286,7 @@ def evaluate(model: Detector, dataset, *, device="cpu", batch_size: int = 8) -> 
             for i, target in enumerate(targets):
                 keep = labels[i] >= 0
                 results += to_coco_results(dataset, target, boxes[i][keep], scores[i][keep], labels[i][keep])
-    return coco_evaluate(dataset.coco, results)
+    return results
 
 
 def evaluate_run(run: str | Path, data_dir: str | Path, *, checkpoint: str = "best.pt", device: str = "cpu",

@@ -49,11 +49,10 @@ import torch
 
 import archspec
 from archspec.compiler.resources import ResourceLimitError, guard_memory
-from archspec.detection.coco import coco_evaluate, collate, open_split, split_paths, to_coco_results
+from archspec.detection.coco import coco_evaluate, collate, open_split, split_paths
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import build_detector
-from archspec.detection.postprocess import select_detections
-from archspec.detection.train import TrainOptions, _schedule, warmup_steps
+from archspec.detection.train import TrainOptions, _schedule, coco_results, warmup_steps
 from archspec.errors import SpecError
 from archspec.files import atomic_write_text, read_text
 from archspec.search.budgets import BudgetChecker
@@ -179,21 +178,10 @@ class ProxyTrainer:
                 scheduler.step()
 
     def _validation_ap(self, model) -> tuple[float, float]:
-        model.eval()
-        post = model.spec.postprocess
-        results = []
         size = self.settings.batch_size
-        with torch.no_grad():
-            for at in range(0, len(self.val_indices), size):
-                images, targets = collate([self.val_set[i] for i in self.val_indices[at:at + size]])
-                boxes, scores = model.candidates(model(images.to(self.device)))
-                boxes, scores, labels = select_detections(
-                    boxes.cpu(), scores.cpu(), score_threshold=post.score_threshold,
-                    iou_threshold=post.iou_threshold, max_detections=post.max_detections)
-                for i, target in enumerate(targets):
-                    keep = labels[i] >= 0
-                    results += to_coco_results(self.val_set, target, boxes[i][keep], scores[i][keep], labels[i][keep])
-        metrics = coco_evaluate(self.val_gt, results)
+        batches = (collate([self.val_set[i] for i in self.val_indices[at:at + size]])
+                   for at in range(0, len(self.val_indices), size))
+        metrics = coco_evaluate(self.val_gt, coco_results(model, self.val_set, batches, self.device))
         return metrics["AP"], metrics["AP50"]
 
 

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import torch
 
 import archspec
-from archspec.detection.coco import coco_evaluate, collate, open_split, to_coco_results
-from archspec.detection.postprocess import select_detections
+from archspec.detection.coco import coco_evaluate, collate, open_split
+from archspec.detection.train import coco_results
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
 from archspec.search.space import undecided_blocks
@@ -167,20 +167,9 @@ class SupernetEvaluator:
 
     def _validation_ap(self, paths=None) -> tuple[float, float]:
         model = self.supernet
-        model.eval()
-        post = model.spec.postprocess
-        results = []
-        with torch.no_grad():
-            for images, targets in self._batches(self.val_set, self.validation):
-                if paths is not None:
-                    model.select(next(paths))
-                boxes, scores = model.candidates(model(images.to(self.device)))
-                boxes, scores, labels = select_detections(
-                    boxes.cpu(), scores.cpu(), score_threshold=post.score_threshold,
-                    iou_threshold=post.iou_threshold, max_detections=post.max_detections)
-                for i, target in enumerate(targets):
-                    keep = labels[i] >= 0
-                    results += to_coco_results(self.val_set, target, boxes[i][keep], scores[i][keep], labels[i][keep])
+        select = None if paths is None else (lambda: model.select(next(paths)))  # a path per mini-batch
+        results = coco_results(model, self.val_set, self._batches(self.val_set, self.validation), self.device,
+                               before_batch=select)
         metrics = coco_evaluate(self.val_gt, results)
         return metrics["AP"], metrics["AP50"]
 
