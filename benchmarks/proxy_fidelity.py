@@ -91,7 +91,7 @@ class BenchConfig:
     seeds: int = 3
     image_size: int = 128
     """Side of the generated images (the hard preset's image_size)."""
-    standalone: Schedule = Schedule(epochs=12, input_size=128, train_images=512, val_images=128)
+    standalone: Schedule = Schedule(epochs=24, input_size=128, train_images=512, val_images=128)
     proxy: Schedule = Schedule(epochs=3, input_size=96, train_images=256, val_images=64)
     min_flops_fraction: float = 0.6
     """Candidates keep FLOPs within [this, 1] x the budget (ResNet-18's FLOPs)."""
@@ -643,7 +643,7 @@ def parse_args(argv=None) -> tuple[Path, BenchConfig, int | None, int, int]:
     parser.add_argument("--out", type=Path, required=True, help="Run folder (rerun the command to resume).")
     parser.add_argument("--candidates", type=int, default=None, help="Candidates of the space [12].")
     parser.add_argument("--seeds", type=int, default=None, help="Stand-alone trainings per backbone [3].")
-    parser.add_argument("--epochs", type=int, default=None, help="Stand-alone epochs [12].")
+    parser.add_argument("--epochs", type=int, default=None, help="Stand-alone epochs [24].")
     parser.add_argument("--batch-size", type=int, default=None, help="Batch size of both schedules [16].")
     parser.add_argument("--size", type=int, default=None,
                         help="Image side of the generated set and the stand-alone input size [128].")
