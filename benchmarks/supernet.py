@@ -27,25 +27,9 @@ from pathlib import Path
 
 import torch
 
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b (ties in either ranking handled), in [-1, 1]."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
-    return (concordant - discordant) / denominator if denominator else 0.0
+# One Kendall tau-b for the benchmarks (this script's folder is on sys.path when it runs); an
+# undefined tau (a ranking of all ties) is nan, not 0.
+from proxy_fidelity import kendall_tau_b as kendall_tau  # noqa: E402
 
 
 TINY_DETNAS = """
