@@ -324,3 +324,18 @@ def coco_evaluate(coco_gt, results: list[dict]) -> dict:
     # COCOeval reports -1 for an area range without ground truth; that is "no data", shown as 0
     values = {name: max(0.0, float(v)) for name, v in zip(METRIC_NAMES, evaluator.stats)}
     return {**values, "table": table, "message": ""}
+
+
+def coco_subset(coco, image_ids: list[int]):
+    """A COCO ground truth restricted to `image_ids` (AP over the subset, not the whole split)."""
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    subset = COCO()
+    subset.dataset = {**{k: v for k, v in coco.dataset.items() if k not in ("images", "annotations")},
+                      "images": [img for img in coco.dataset["images"] if img["id"] in keep],
+                      "annotations": [a for a in coco.dataset.get("annotations", []) if a["image_id"] in keep],
+                      "categories": coco.dataset.get("categories", [])}
+    with contextlib.redirect_stdout(io.StringIO()):
+        subset.createIndex()
+    return subset

@@ -49,7 +49,7 @@ import torch
 
 import archspec
 from archspec.compiler.resources import ResourceLimitError, guard_memory
-from archspec.detection.coco import coco_evaluate, collate, open_split, split_paths
+from archspec.detection.coco import coco_evaluate, coco_subset, collate, open_split, split_paths
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import build_detector
 from archspec.detection.train import TrainOptions, _schedule, coco_results, warmup_steps
@@ -57,7 +57,7 @@ from archspec.errors import SpecError
 from archspec.files import atomic_write_text, read_text
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
-from archspec.search.supernet_eval import _coco_subset, _subset
+from archspec.search.supernet_eval import _subset
 from archspec.sizes import parse_input_size
 
 CACHE_VERSION = 1
@@ -137,7 +137,7 @@ class ProxyTrainer:
         rng = random.Random(f"proxy_train:{settings.seed}")
         self.train_indices = _subset(rng, len(self.train_set), settings.train_images)
         self.val_indices = _subset(rng, len(self.val_set), settings.validation_images)
-        self.val_gt = _coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.val_indices])
+        self.val_gt = coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.val_indices])
 
     def train_ap(self, backbone, seed: int) -> ProxyResult:
         """Train the candidate from scratch with `seed` (initialisation, data order, flips) and

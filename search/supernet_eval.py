@@ -34,9 +34,7 @@ another model may round differently.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import random
 import time
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 import archspec
-from archspec.detection.coco import coco_evaluate, collate, open_split
+from archspec.detection.coco import coco_evaluate, coco_subset, collate, open_split
 from archspec.detection.train import coco_results
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
@@ -84,7 +82,7 @@ class SupernetEvaluator:
         rng = random.Random(f"supernet-eval:{settings.subset_seed}")
         self.calibration = _subset(rng, len(self.train_set), settings.calibration_images)
         self.validation = _subset(rng, len(self.val_set), settings.validation_images)
-        self.val_gt = _coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.validation])
+        self.val_gt = coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.validation])
         self.cache: dict[str, tuple[float, dict]] = {}
 
     # -- the evaluator protocol -------------------------------------------------------------
@@ -214,16 +212,3 @@ def _subset(rng: random.Random, total: int, wanted: int) -> list[int]:
     return sorted(rng.sample(range(total), min(wanted, total)))
 
 
-def _coco_subset(coco, image_ids: list[int]):
-    """A COCO ground truth restricted to `image_ids` (AP over the subset, not the whole split)."""
-    from pycocotools.coco import COCO
-
-    keep = set(image_ids)
-    subset = COCO()
-    subset.dataset = {**{k: v for k, v in coco.dataset.items() if k not in ("images", "annotations")},
-                      "images": [img for img in coco.dataset["images"] if img["id"] in keep],
-                      "annotations": [a for a in coco.dataset.get("annotations", []) if a["image_id"] in keep],
-                      "categories": coco.dataset.get("categories", [])}
-    with contextlib.redirect_stdout(io.StringIO()):
-        subset.createIndex()
-    return subset
