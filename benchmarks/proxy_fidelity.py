@@ -2,6 +2,7 @@
 stand-alone trained detectors on the hard synthetic benchmark (issue 19, part 5).
 
     .venv/bin/python benchmarks/proxy_fidelity.py --out runs/proxy_fidelity [--candidates 12] [--seeds 3]
+    .venv/bin/python benchmarks/proxy_fidelity.py --out runs/pf_detnas --space detnas   # with supernet criteria
     .venv/bin/python benchmarks/proxy_fidelity.py --out /tmp/pf --mini          # plumbing check, seconds
 
 What it does, every step kept in the run folder `--out` so that a rerun resumes (a finished
@@ -9,26 +10,33 @@ training is never trained again, a measured latency never measured again):
 
 1. Data: the hard preset (`archspec data synth --preset hard`, detection/synthetic.py) at the
    benchmark's image size.
-2. Candidates: `--candidates` distinct backbones of MAE-DET's k1kxk1 space (Sun et al., MAE-DET,
-   ICML 2022, section 3), drawn by seeded random walks of the space's own mutations from a small
-   base, kept when their FLOPs lie within [`--min-flops-fraction`, 1] of the budget; the budget
-   is the FLOPs of the zoo's ResNet-18 at the input size, which is thus the baseline at the
-   budget without any scaling.
+2. Candidates: `--candidates` distinct backbones of one search space (`--space`), kept when their
+   FLOPs lie within [`--min-flops-fraction`, 1] of the budget; the budget is the FLOPs of the
+   zoo's ResNet-18 at the input size, which is thus the baseline at the budget without any
+   scaling. `maedet` (the default): MAE-DET's k1kxk1 space (Sun et al., MAE-DET, ICML 2022,
+   section 3), seeded random walks of the space's own mutations from a small base. `detnas`:
+   DetNAS's space (Chen et al., DetNAS, NeurIPS 2019, section 3), seeded uniform paths of a
+   ShuffleNetV2 backbone of DetNAS's 1.3G layout.
 3. Every backbone becomes a detector through one template (the tiny FCOS of
    examples/detectors/fcos_tiny.yaml: 64-wide FPN on C3..C5, two-conv GroupNorm towers, the
    preset's classes, the input size) and is trained stand-alone with one fixed schedule,
-   `--seeds` times; its score is the mean COCO AP over the seeds.
+   `--seeds` times (ResNet-18 `--baseline-seeds` times); its score is the mean COCO AP over the
+   seeds.
 4. Criteria, each read as "higher predicts a better detector": the MAE-DET score (`maedet`), the
    same plus CR-NAS's receptive-field term (`maedet_rf`), FLOPs, params, predicted latency (kernels
    measured into RUN/latency.sqlite, ONNX Runtime on the CPU), `proxy_train` (SpineNet's proxy
-   task, Du et al., CVPR 2020, section 4: brief training at reduced size on a subset, scored by AP
-   on a fixed validation subset; `proxy_train_ap`), and the supernet with and without BN
-   recalibration when a trained supernet of the space is given (skipped otherwise).
+   task, Du et al., CVPR 2020, section 4: the score of the search's `proxy_train` evaluator,
+   search/proxy_train.py, cached in RUN/proxy_train as a search caches it), and for the detnas
+   space the supernet criteria: the AP of each candidate's path in a SPOS supernet of the space
+   (trained in RUN/supernet by the project's supernet trainer, or `--supernet RUN`), with its
+   BatchNorm statistics recalibrated (`supernet_recal`, DetNAS's way) and with the shared ones
+   (`supernet_shared`), as the `supernet` evaluator scores them.
 5. Kendall tau-b and Spearman rho of every criterion against stand-alone mean AP (candidates and
-   baseline together), and the question a user asks: among the candidates whose *measured*
-   end-to-end latency is within ResNet-18's, does the best one by each criterion beat ResNet-18
-   after the same training, beyond the seed noise (mean AP difference > 2 standard errors of the
-   difference)?
+   baseline together; the supernet criteria rank the candidates only, ResNet-18 being no path of
+   the space), and the question a user asks: among the candidates whose *measured* end-to-end
+   latency is within ResNet-18's, does the best one by each criterion beat ResNet-18 after the
+   same training, beyond the seed noise (mean AP difference > 2 standard errors of the
+   difference; a candidate trained once takes ResNet-18's seed spread as its own, `pooled`)?
 
 Outputs in `--out`: table.md (also printed), results.csv (one row per backbone), correlations.csv,
 scatter_<criterion>.png. `--stop-after N` ends the run after N trainings (exit code 3), a
@@ -56,12 +64,21 @@ from archspec.files import RunFolder, atomic_write_text, read_text  # noqa: E402
 
 STOPPED = 3
 """Exit code of a run ended by --stop-after (resume it by running the same command again)."""
+REFUSED = 2
+"""Exit code of bad input (a one-line message says which)."""
 
-CRITERIA = ("maedet", "maedet_rf", "flops", "params", "latency_pred", "proxy_train", "supernet", "supernet_bn")
+SPACES = ("maedet", "detnas")
+"""Search spaces the candidates come from (`--space`); detnas has a supernet (search/supernet.py)."""
+SUPERNET_SPACES = ("detnas",)
+BASELINE = "resnet18"
+
+CRITERIA = ("maedet", "maedet_rf", "flops", "params", "latency_pred", "proxy_train", "supernet_recal",
+            "supernet_shared")
 """Criteria in table order; each is read as "higher predicts a better detector"."""
 
-OUTPUT_FILES = ("data", "runs", "latency.sqlite", "latency.sqlite.lock", "candidates.json", "criteria.json", "table.md", "results.csv",
-                "correlations.csv") + tuple(f"scatter_{name}.png" for name in CRITERIA)
+OUTPUT_FILES = ("data", "runs", "latency.sqlite", "latency.sqlite.lock", "candidates.json", "criteria.json", "table.md",
+                "results.csv", "correlations.csv", "proxy_train", "supernet") + tuple(
+    f"scatter_{name}.png" for name in CRITERIA)
 
 
 @dataclass(frozen=True)
@@ -73,11 +90,30 @@ class Schedule:
     input_size: int
     """Detector input side (images are resized to it)."""
     train_images: int
-    """The first N images of the preset's train split."""
+    """Stand-alone: the first N images of the preset's train split; proxy: the proxy_train
+    evaluator's seeded subset of N of them."""
     val_images: int
-    """The first N images of its val split (a fixed subset)."""
+    """Stand-alone: the first N images of its val split; proxy: the evaluator's seeded subset."""
     batch_size: int = 16
     learning_rate: float = 2e-3
+    max_steps_per_epoch: int | None = None
+    """Cut epochs short (the --mini plumbing run only; the proxy_train evaluator cuts nothing, so
+    for the proxy it must not be below the steps of an epoch)."""
+
+
+@dataclass(frozen=True)
+class SupernetTraining:
+    """The supernet's SPOS training (`archspec supernet train`) on the stand-alone training images
+    at the stand-alone input size, and how its paths are scored (the `supernet` evaluator, on the
+    stand-alone validation images)."""
+
+    epochs: int = 24
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    seed: int = 0
+    """Seeds the initialisation and the path sampled at each iteration."""
+    calibration_images: int = 256
+    """Training images (a seeded subset) run through each path to recompute its BN statistics."""
     max_steps_per_epoch: int | None = None
     """Cut epochs short (the --mini plumbing run only)."""
 
@@ -89,6 +125,9 @@ class BenchConfig:
 
     candidates: int = 12
     seeds: int = 3
+    """Stand-alone trainings per candidate."""
+    baseline_seeds: int | None = None
+    """Stand-alone trainings of ResNet-18 (None: `seeds`)."""
     image_size: int = 128
     """Side of the generated images (the hard preset's image_size)."""
     standalone: Schedule = Schedule(epochs=24, input_size=128, train_images=512, val_images=128)
@@ -104,17 +143,51 @@ class BenchConfig:
     preset_knobs: dict = field(default_factory=dict)
     """HardPreset settings beyond num_train, num_val, image_size, seed."""
     supernet: str | None = None
-    """A trained supernet checkpoint of the space (optional)."""
+    """A supernet run folder of the space (`archspec supernet train`) to score the candidates' paths
+    with; None: the benchmark trains one in RUN/supernet (detnas space)."""
+    space: str = "maedet"
+    """Where the candidates come from (`SPACES`)."""
+    supernet_training: SupernetTraining = SupernetTraining()
+    """The supernet's training and scoring (detnas space)."""
+
+    @property
+    def base_seeds(self) -> int:
+        """ResNet-18's stand-alone trainings."""
+        return self.seeds if self.baseline_seeds is None else self.baseline_seeds
 
 
-def mini_config() -> BenchConfig:
+RESIZING = ("candidates", "seeds", "baseline_seeds")
+"""Settings that only say how much of one deterministic sequence to use (the candidate sampling is
+sequential, trainings are seeded): a run may grow or shrink them and keep every training it has."""
+
+
+def stored_settings(config: BenchConfig) -> str:
+    """The run folder's config.json: every setting but the `RESIZING` ones. `space` and
+    `supernet_training` came after the first runs; they are left out where they change nothing
+    (the maedet space, which has no supernet), so a run folder of the earlier benchmark, whose
+    config.json has neither, resumes."""
+    fixed = {key: value for key, value in asdict(config).items() if key not in RESIZING}
+    if config.space == "maedet":
+        del fixed["space"], fixed["supernet_training"]
+    return json.dumps(fixed, indent=1, sort_keys=True)
+
+
+def mini_config(space: str = "maedet") -> BenchConfig:
     """Two candidates, one seed, a few steps on 64-pixel images: the CI plumbing run."""
     tiny = Schedule(epochs=1, input_size=64, train_images=4, val_images=2, batch_size=2, max_steps_per_epoch=1)
     return BenchConfig(candidates=2, seeds=1, image_size=64, standalone=tiny,
                        proxy=Schedule(epochs=1, input_size=64, train_images=2, val_images=2, batch_size=2,
                                       max_steps_per_epoch=1),
                        latency_repeat=3, kernel_budget_ms=2.0,
-                       preset_knobs={"min_side_px": 6.0, "max_objects": 3})
+                       preset_knobs={"min_side_px": 6.0, "max_objects": 3}, space=space,
+                       supernet_training=SupernetTraining(epochs=1, batch_size=2, calibration_images=2,
+                                                          max_steps_per_epoch=2))
+
+
+def refuse(message: str):
+    """Bad input: one line on stderr, exit code 2."""
+    print(message, file=sys.stderr)
+    raise SystemExit(REFUSED)
 
 
 # -- backbones ---------------------------------------------------------------------------------
@@ -144,21 +217,60 @@ def flops(spec, size: int) -> float:
     return fast_costs(spec, (size, size)).flops
 
 
-def sample_candidates(config: BenchConfig, budget: float) -> list[dict]:
-    """`config.candidates` distinct genotypes of the maedet space within the FLOPs window,
-    each a seeded random walk of 1..8 mutations from the base (walks of different lengths reach
-    both near and far corners of the space)."""
-    from archspec.search.space import Rejected, make_space
-    from archspec.search_config import MaedetSpace
+DETNAS_BASE = {
+    "type": "staged", "name": "detnas_1p3g_base",
+    "stem": [{"type": "conv", "out_channels": 48, "kernel": 3, "stride": 2, "bias": True}],
+    "stages": [{"block": {"type": "shufflenet_v2", "kernel": 3}, "depth": depth, "out_channels": width, "stride": 2}
+               for depth, width in ((8, 96), (8, 240), (16, 480), (8, 960))],
+    "outputs": ["C2", "C3", "C4", "C5"],
+}
+"""The detnas space's base: DetNAS's 1.3G backbone layout (Chen et al., DetNAS, NeurIPS 2019,
+section 4: 8/8/16/8 choice layers, widths 48 / 96 / 240 / 480 / 960), whose 4^40 paths have
+about 0.6 to 0.7 x ResNet-18's FLOPs at any input size."""
 
-    space = make_space(MaedetSpace(type="maedet", kernels=[3, 5], max_layers=60), archspec.validate(SPACE_BASE))
-    rng = random.Random(f"proxy-fidelity:{config.sample_seed}")
+SPACE_BASES = {"maedet": SPACE_BASE, "detnas": DETNAS_BASE}
+
+
+def space_config(name: str):
+    """The search config's space of `name` (`SPACES`)."""
+    from archspec.search_config import DetnasSpace, MaedetSpace
+
+    if name == "maedet":
+        return MaedetSpace(type="maedet", kernels=[3, 5], max_layers=60)
+    return DetnasSpace(type="detnas")
+
+
+def search_space(name: str):
+    """The space `name` around its base (`archspec.search.space.make_space`)."""
+    from archspec.search.space import make_space
+
+    return make_space(space_config(name), archspec.validate(SPACE_BASES[name]))
+
+
+def sample_candidates(config: BenchConfig, budget: float) -> list[dict]:
+    """`config.candidates` distinct genotypes of the space within the FLOPs window. maedet: each a
+    seeded random walk of 1..8 mutations from the base (walks of different lengths reach both
+    near and far corners of the space); detnas: seeded uniform paths (every layer's choice drawn
+    independently, as SPOS samples them)."""
+    from archspec.search.space import Rejected
+
+    space = search_space(config.space)
+    if config.space == "maedet":
+        rng = random.Random(f"proxy-fidelity:{config.sample_seed}")
+
+        def draw():
+            return space.mutate(space.base, rng, rng.randint(1, 8))
+    else:
+        rng = random.Random(f"proxy-fidelity:{config.space}:{config.sample_seed}")
+
+        def draw():
+            return space.random(rng)
     found: dict[tuple, dict] = {}
     for _ in range(config.candidates * 400):
         if len(found) >= config.candidates:
             break
         try:
-            genotype = space.mutate(space.base, rng, rng.randint(1, 8))
+            genotype = draw()
             space.check(genotype)
             spec = space.decode(genotype)
         except Rejected:
@@ -176,7 +288,7 @@ def sample_candidates(config: BenchConfig, budget: float) -> list[dict]:
 
 def baseline() -> dict:
     spec = archspec.load(ROOT / "examples" / "backbones" / "resnet18.yaml")
-    return {"name": "resnet18", "genotype": None, "backbone": archspec.to_data(spec)}
+    return {"name": BASELINE, "genotype": None, "backbone": archspec.to_data(spec)}
 
 
 def detector(entry: dict, schedule: Schedule, classes: list[str]):
@@ -186,6 +298,47 @@ def detector(entry: dict, schedule: Schedule, classes: list[str]):
     data.update({"name": f"fcos_{entry['name']}", "backbone": entry["backbone"], "num_classes": len(classes),
                  "class_names": classes, "input_size": schedule.input_size})
     return archspec.validate(data)
+
+
+def search_data(config: BenchConfig, classes: list[str], evaluator: dict) -> dict:
+    """A search config (as data) of the benchmark's space with `evaluator`: the space around its
+    base and, as ``detector:``, the stand-alone template (`detector` without its backbone), so that
+    the proxy_train and supernet evaluators score the candidates inside the very detector they
+    train as stand-alone."""
+    standalone = archspec.to_data(detector(baseline(), config.standalone, classes))
+    template = {key: value for key, value in standalone.items()
+                if key not in ("type", "name", "description", "backbone")}
+    return {"type": "search", "name": f"proxy_fidelity_{config.space}", "base": SPACE_BASES[config.space],
+            "space": space_config(config.space).model_dump(mode="json"), "strategy": {"type": "random"},
+            "detector": template, "evaluator": evaluator, "budgets": {"input_size": config.standalone.input_size}}
+
+
+def proxy_evaluator_data(config: BenchConfig, full_data: Path) -> dict:
+    """The `proxy_train` evaluator of the proxy schedule, on the full generated set (the evaluator
+    draws its seeded subsets itself); seed and threads at the evaluator's defaults, so the score is
+    the one a search with these settings computes, whatever --jobs and --threads."""
+    proxy = config.proxy
+    if proxy.max_steps_per_epoch is not None and proxy.max_steps_per_epoch < math.ceil(
+            proxy.train_images / proxy.batch_size):
+        raise ValueError("the proxy schedule's max_steps_per_epoch would cut the proxy_train evaluator's epochs")
+    return {"type": "proxy_train", "data": str(full_data.resolve()), "epochs": proxy.epochs,
+            "input_size": proxy.input_size, "train_images": proxy.train_images,
+            "validation_images": proxy.val_images, "batch_size": proxy.batch_size, "lr": proxy.learning_rate}
+
+
+def supernet_evaluator_data(config: BenchConfig, out: Path, batch_norm: str = "recalibrate") -> dict:
+    """The `supernet` evaluator of the benchmark's supernet on the stand-alone images: every
+    validation image the stand-alone AP is measured on, BN calibration on a seeded subset of the
+    stand-alone training images."""
+    return {"type": "supernet", "run": str(supernet_run(config, out).resolve()),
+            "data": str((out / "data" / "standalone").resolve()),
+            "calibration_images": config.supernet_training.calibration_images,
+            "validation_images": config.standalone.val_images, "batch_norm": batch_norm}
+
+
+def supernet_run(config: BenchConfig, out: Path) -> Path:
+    """The supernet's run folder: --supernet, or RUN/supernet trained by the benchmark."""
+    return Path(config.supernet) if config.supernet is not None else out / "supernet"
 
 
 # -- training (resumable) ----------------------------------------------------------------------
@@ -226,13 +379,68 @@ def trained_ap(spec, data: Path, run: Path, schedule: Schedule, seed: int, stopp
     return float(final["AP"])
 
 
-def proxy_train_ap(spec, data: Path, run: Path, schedule: Schedule, stopper: Stopper, seed: int = 0) -> float:
-    """SpineNet-style proxy score (Du et al., CVPR 2020, section 4): the AP after a brief training
-    from scratch at reduced input size (`spec`'s input_size is the proxy's) on the first
-    `train_images` images, on a fixed validation subset (the first `val_images`). The `proxy_train`
-    evaluator (search/proxy_train.py, `evaluator: {type: proxy_train, ...}`) computes the same
-    score inside a search; at merge this function can call it instead."""
-    return trained_ap(spec, data, run, schedule, seed, stopper)
+def proxy_ap(task: "Task", stopper: Stopper) -> float:
+    """The `proxy_train` criterion of a backbone: `ProxyTrainEvaluator.score`, the very call a
+    search with ``evaluator: {type: proxy_train}`` makes (SpineNet's proxy task, Du et al., CVPR
+    2020, section 4: a brief training from scratch at reduced input size on a subset, scored by AP
+    on a fixed validation subset), with its cache in RUN/proxy_train: a finished score is read
+    back, never retrained."""
+    from archspec.search.proxy_train import ProxyTrainEvaluator
+    from archspec.search.space import make_space
+    from archspec.search_config import search_config_from_data
+
+    config, base = search_config_from_data(task.search)
+    config = config.model_copy(update={"evaluator": config.evaluator.in_run(Path(task.run).parent)})
+    evaluator = ProxyTrainEvaluator(config, base, make_space(config.space, base))
+    spec = archspec.validate(task.spec)
+    fingerprint = archspec.fingerprint(spec)
+    cached = evaluator.cache.get(fingerprint) is not None
+    started = time.perf_counter()
+    ap = float(evaluator.score(spec, fingerprint)["AP"])
+    if not cached:
+        print(f"  proxy-trained {task.key.split(':')[0]}: AP {ap:.3f} in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+        stopper.finished_one()
+    return ap
+
+
+def proxy_cached(task: "Task") -> bool:
+    """Whether the proxy score of a task is in the evaluator's cache (read without opening the data)."""
+    from archspec.search.proxy_train import ScoreCache, settings_digest
+    from archspec.search_config import search_config_from_data
+
+    config, _ = search_config_from_data(task.search)
+    digest = settings_digest(config.evaluator, config.detector, config.evaluator.data)
+    return ScoreCache(Path(task.run), digest).get(archspec.fingerprint(archspec.validate(task.spec))) is not None
+
+
+def train_supernet_task(task: "Task", stopper: Stopper) -> None:
+    """The space's supernet trained by the project's trainer (`archspec supernet train`: SPOS,
+    one seeded uniform path per iteration, checkpoints every epoch) on the stand-alone training
+    images; a cut training resumes from its last.pt."""
+    from archspec.detection.train import TrainOptions
+    from archspec.search.supernet_train import train_supernet
+    from archspec.search_config import search_config_from_data
+
+    if supernet_trained(task):
+        return None
+    config, base = search_config_from_data(task.search)
+    settings, run = task.schedule, Path(task.run)
+    options = TrainOptions(epochs=settings.epochs, batch_size=settings.batch_size,
+                           learning_rate=settings.learning_rate, seed=settings.seed,
+                           max_steps_per_epoch=settings.max_steps_per_epoch)
+    result = train_supernet(config, base, task.data, run, options, resume=(run / "last.pt").exists(), progress=False)
+    if result.images:
+        print(f"  trained the supernet: {result.images} images in {result.seconds:.0f} s", file=sys.stderr,
+              flush=True)
+        stopper.finished_one()
+    return None
+
+
+def supernet_trained(task: "Task") -> bool:
+    """Whether the supernet's run folder holds every epoch (history.jsonl has a line per epoch)."""
+    history = Path(task.run) / "history.jsonl"
+    return history.is_file() and len(read_text(history, kind="supernet history").splitlines()) >= task.schedule.epochs
 
 
 def subset_data(source: Path, target: Path, schedule: Schedule) -> Path:
@@ -291,15 +499,52 @@ def latencies(backbones: list[dict], size: int, table: Path, config: BenchConfig
     return out
 
 
-def supernet_scores(backbones: list[dict], config: BenchConfig) -> dict[str, dict] | None:
-    """Supernet AP with and without BN recalibration; None (with the reason printed) when no
-    trained supernet of the space is given."""
-    if config.supernet is None:
-        print("supernet criteria skipped: no trained supernet of the maedet space (BenchConfig.supernet; "
-              "archspec.search.supernet_eval covers the detnas and crnas spaces)", file=sys.stderr)
+def supernet_scores(backbones: list[dict], config: BenchConfig, classes: list[str], out: Path) -> dict[str, dict] | None:
+    """AP of every candidate's path in the supernet with its BN statistics recalibrated and with
+    the shared ones (`SupernetEvaluator.score_path`); None (with the reason printed) for a space
+    without a supernet."""
+    if config.space not in SUPERNET_SPACES:
+        print(f"supernet criteria skipped: the {config.space} space has no supernet (weight sharing by slot "
+              f"covers {', '.join(SUPERNET_SPACES)}; --space detnas has them)", file=sys.stderr)
         return None
-    raise SystemExit("--supernet: scoring maedet-space paths needs a maedet supernet, which "
-                     "archspec.search.supernet_eval does not train yet")
+    from archspec.search.space import make_space
+    from archspec.search.supernet import SupernetError
+    from archspec.search.supernet_eval import SupernetEvaluator
+    from archspec.search_config import search_config_from_data
+
+    search, base = search_config_from_data(search_data(config, classes, supernet_evaluator_data(config, out)))
+    try:
+        evaluator = SupernetEvaluator(search, base, make_space(search.space, base))
+    except SupernetError as exc:
+        refuse(f"--supernet: {exc}")
+    scores = {}
+    for entry in backbones:
+        if entry["genotype"] is None:  # ResNet-18: no path of the space
+            continue
+        genotype = tuple(entry["genotype"])
+        scores[entry["name"]] = {"supernet_recal": evaluator.score_path(genotype, "recalibrate").ap,
+                                 "supernet_shared": evaluator.score_path(genotype, "supernet").ap}
+    return scores
+
+
+def check_supernet_run(config: BenchConfig, classes: list[str]) -> None:
+    """Refuse --supernet before any training: for a space without a supernet, or a run folder that
+    is no supernet of this benchmark's space, base and detector template."""
+    if config.supernet is None:
+        return
+    if config.space not in SUPERNET_SPACES:
+        refuse(f"--supernet: the {config.space} space has no supernet (use --space detnas)")
+    from archspec.search.supernet import SupernetError, supernet_fingerprint
+    from archspec.search.supernet_train import read_run_file
+    from archspec.search_config import search_config_from_data
+
+    search, base = search_config_from_data(search_data(config, classes, {"type": "analytic"}))
+    try:
+        read_run_file(config.supernet, supernet_fingerprint(search, base))
+    except SupernetError as exc:
+        refuse(f"--supernet: {exc}")
+    if not (Path(config.supernet) / "last.pt").is_file():
+        refuse(f"--supernet: {config.supernet} has no last.pt (a supernet training that never finished an epoch)")
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -365,12 +610,9 @@ def prepare(out: Path, config: BenchConfig) -> tuple[Path, list[str], float, lis
     from archspec.detection.synthetic import HardPreset, synthesize_hard
 
     settings = out / "config.json"
-    # seeds and candidates only say how much of the same deterministic sequence to use: a run may
-    # grow or shrink them and keep every training it has
-    fixed = {key: value for key, value in asdict(config).items() if key not in ("seeds", "candidates")}
-    wanted = json.dumps(fixed, indent=1, sort_keys=True)
+    wanted = stored_settings(config)
     if settings.exists() and read_text(settings, kind="benchmark settings") != wanted:
-        raise SystemExit(f"{out}: holds a benchmark with other settings ({settings}); choose another --out")
+        refuse(f"{out}: holds a benchmark with other settings ({settings}); choose another --out")
     atomic_write_text(settings, wanted)
     preset = HardPreset(num_train=max(config.standalone.train_images, config.proxy.train_images),
                         num_val=max(config.standalone.val_images, config.proxy.val_images),
@@ -380,6 +622,7 @@ def prepare(out: Path, config: BenchConfig) -> tuple[Path, list[str], float, lis
         synthesize_hard(data, preset)
     classes = [c["name"] for c in json.loads(read_text(data / "annotations" / "instances_val.json",
                                                        kind="annotations", max_bytes=1 << 30))["categories"]]
+    check_supernet_run(config, classes)
     base = baseline()
     budget = flops(archspec.validate(base["backbone"]), config.image_size)
     listing = out / "candidates.json"
@@ -399,26 +642,43 @@ def run(out: Path, config: BenchConfig, stop_after: int | None = None, jobs: int
 
 @dataclass(frozen=True)
 class Task:
-    """One training: a detector spec (as data), its data, its run folder, schedule and seed."""
+    """One training: a stand-alone detector, a proxy score or the supernet."""
 
     key: str
-    proxy: bool
-    """A proxy_train score (else a stand-alone training)."""
+    """``name:seed`` (stand-alone), ``name:proxy`` or ``supernet``."""
+    kind: str
+    """``standalone``, ``proxy`` or ``supernet``."""
     spec: dict
+    """The detector (stand-alone), the backbone (proxy); empty for the supernet."""
     data: str
     run: str
-    schedule: Schedule
+    """Its run folder (the proxy: the evaluator's score cache)."""
+    schedule: Schedule | SupernetTraining
     seed: int
+    search: dict | None = None
+    """The search config (as data) of the proxy_train evaluator or of the supernet."""
 
 
-def score_task(task: Task, stopper: Stopper) -> float:
-    spec, data, run = archspec.validate(task.spec), Path(task.data), Path(task.run)
-    if task.proxy:
-        return proxy_train_ap(spec, data, run, task.schedule, stopper, seed=task.seed)
-    return trained_ap(spec, data, run, task.schedule, task.seed, stopper)
+def finished(task: Task) -> bool:
+    """Whether the task's result is on disk already (read back, not trained)."""
+    if task.kind == "proxy":
+        return proxy_cached(task)
+    if task.kind == "supernet":
+        return supernet_trained(task)
+    return (Path(task.run) / "result.json").exists()
 
 
-def run_task(task: Task, threads: int = 1) -> float:
+def score_task(task: Task, stopper: Stopper) -> float | None:
+    """The task's AP (None for the supernet, which is scored path by path afterwards)."""
+    if task.kind == "proxy":
+        return proxy_ap(task, stopper)
+    if task.kind == "supernet":
+        return train_supernet_task(task, stopper)
+    return trained_ap(archspec.validate(task.spec), Path(task.data), Path(task.run), task.schedule, task.seed,
+                      stopper)
+
+
+def run_task(task: Task, threads: int = 1) -> float | None:
     """A training in a worker process (`--jobs`): its AP."""
     import torch
 
@@ -427,24 +687,32 @@ def run_task(task: Task, threads: int = 1) -> float:
 
 
 def tasks_of(backbones: list[dict], config: BenchConfig, classes: list[str], out: Path) -> list[Task]:
-    """Every training, seed-major (all backbones' seed 0 and the proxies first): a run cut short
-    by the clock has whole seeds to report."""
-    standalone, proxy = out / "data" / "standalone", out / "data" / "proxy"
-    tasks = []
-    for seed in range(config.seeds):
-        for entry in backbones:
-            spec = archspec.to_data(detector(entry, config.standalone, classes))
-            tasks.append(Task(f"{entry['name']}:{seed}", False, spec, str(standalone), str(out / "runs" / f"{entry['name']}_seed{seed}"),
-                              config.standalone, seed))
-        if seed == 0:
-            for entry in backbones:
-                spec = archspec.to_data(detector(entry, config.proxy, classes))
-                tasks.append(Task(f"{entry['name']}:proxy", True, spec, str(proxy), str(out / "runs" / f"proxy_{entry['name']}"),
-                                  config.proxy, 0))
+    """Every training, in the order that makes a run cut short by the clock most useful: every
+    backbone's seed 0, then ResNet-18's other seeds (the noise estimate of a one-seed verdict),
+    the proxies, the supernet, then the candidates' other seeds, seed-major (whole seeds)."""
+    standalone = out / "data" / "standalone"
+    base, candidates = backbones[0], backbones[1:]
+
+    def trained(entry: dict, seed: int) -> Task:
+        spec = archspec.to_data(detector(entry, config.standalone, classes))
+        return Task(f"{entry['name']}:{seed}", "standalone", spec, str(standalone),
+                    str(out / "runs" / f"{entry['name']}_seed{seed}"), config.standalone, seed)
+
+    proxy_search = search_data(config, classes, proxy_evaluator_data(config, out / "data" / "full"))
+    tasks = [trained(entry, 0) for entry in backbones]
+    tasks += [trained(base, seed) for seed in range(1, config.base_seeds)]
+    tasks += [Task(f"{entry['name']}:proxy", "proxy", entry["backbone"], proxy_search["evaluator"]["data"],
+                   str(out / "proxy_train"), config.proxy, 0, proxy_search) for entry in backbones]
+    if config.space in SUPERNET_SPACES and config.supernet is None:
+        tasks.append(Task("supernet", "supernet", {}, str(standalone), str(out / "supernet"),
+                          config.supernet_training, config.supernet_training.seed,
+                          search_data(config, classes, supernet_evaluator_data(config, out))))
+    for seed in range(1, config.seeds):
+        tasks += [trained(entry, seed) for entry in candidates]
     return tasks
 
 
-def train_all(tasks: list[Task], stopper: Stopper, jobs: int, threads: int) -> dict[str, float]:
+def train_all(tasks: list[Task], stopper: Stopper, jobs: int, threads: int) -> dict[str, float | None]:
     """AP of every task; finished ones are read back. With `jobs` > 1 the trainings run in that
     many processes of `threads` torch threads each; each training is seeded, so the results do not
     depend on `jobs` (the number of threads may change the last digits: keep it fixed)."""
@@ -453,7 +721,7 @@ def train_all(tasks: list[Task], stopper: Stopper, jobs: int, threads: int) -> d
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    results = {t.key: score_task(t, stopper) for t in tasks if (Path(t.run) / "result.json").exists()}
+    results = {t.key: score_task(t, stopper) for t in tasks if finished(t)}
     pending = [t for t in tasks if t.key not in results]  # read back above; never counted by --stop-after
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_task, t, threads): t.key for t in pending}
@@ -471,24 +739,21 @@ def train_all(tasks: list[Task], stopper: Stopper, jobs: int, threads: int) -> d
 def _run(out: Path, config: BenchConfig, stopper: Stopper, jobs: int, threads: int) -> dict:
     started = time.perf_counter()
     full, classes, budget, backbones = prepare(out, config)
-    print(f"{len(backbones) - 1} candidates of the maedet space within [{config.min_flops_fraction:g}, 1] x "
+    print(f"{len(backbones) - 1} candidates of the {config.space} space within [{config.min_flops_fraction:g}, 1] x "
           f"ResNet-18's {budget / 1e9:.3f} GFLOPs (2 x MACs) at {config.image_size} px", file=sys.stderr)
     criteria = cached_criteria(out, config, backbones)
     subset_data(full, out / "data" / "standalone", config.standalone)
-    subset_data(full, out / "data" / "proxy", config.proxy)
     (out / "runs").mkdir(exist_ok=True)
     aps = train_all(tasks_of(backbones, config, classes, out), stopper, jobs, threads)
+    supernet = supernet_scores(backbones, config, classes, out) or {}
     rows = []
     for entry in backbones:
         name = entry["name"]
-        seeds = [aps[f"{name}:{seed}"] for seed in range(config.seeds)]
+        seeds = [aps[f"{name}:{seed}"] for seed in range(config.base_seeds if name == BASELINE else config.seeds)]
         mean, std = mean_std(seeds)
         rows.append({"name": name, "genotype": entry["genotype"], **criteria[name], "proxy_train": aps[f"{name}:proxy"],
-                     "supernet": None, "supernet_bn": None, "aps": seeds, "ap_mean": mean, "ap_std": std})
-    supernet = supernet_scores(backbones, config)
-    if supernet:
-        for row in rows:
-            row.update(supernet[row["name"]])
+                     "supernet_recal": None, "supernet_shared": None, **supernet.get(name, {}), "aps": seeds,
+                     "ap_mean": mean, "ap_std": std})
     report = summarise(rows, config)
     write_outputs(out, rows, report)
     print(report["markdown"])
@@ -514,8 +779,8 @@ def cached_criteria(out: Path, config: BenchConfig, backbones: list[dict]) -> di
 def summarise(rows: list[dict], config: BenchConfig) -> dict:
     """Correlations per criterion, and the beats-ResNet-18 verdicts."""
     ap = [row["ap_mean"] for row in rows]
-    base = next(row for row in rows if row["name"] == "resnet18")
-    fitting = [row for row in rows if row["name"] != "resnet18"
+    base = next(row for row in rows if row["name"] == BASELINE)
+    fitting = [row for row in rows if row["name"] != BASELINE
                and row["latency_measured"] <= base["latency_measured"]]
     correlations, verdicts = [], []
     for criterion in CRITERIA:
@@ -526,26 +791,45 @@ def summarise(rows: list[dict], config: BenchConfig) -> dict:
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         correlations.append({"criterion": criterion, "kendall_tau": kendall_tau_b(xs, ys),
                              "spearman": spearman(xs, ys), "n": len(pairs)})
-        verdicts.append(verdict(criterion, fitting, base, config.seeds))
-    stds = [row["ap_std"] for row in rows]
-    figures = {"baseline_ap": base["ap_mean"], "baseline_std": base["ap_std"],
-               "mean_seed_std": sum(stds) / len(stds), "ap_min": min(ap), "ap_max": max(ap),
+        verdicts.append(verdict(criterion, fitting, base))
+    stds = [row["ap_std"] for row in rows if len(row["aps"]) > 1]
+    figures = {"baseline_ap": base["ap_mean"], "baseline_std": base["ap_std"], "baseline_seeds": len(base["aps"]),
+               "mean_seed_std": sum(stds) / len(stds) if stds else None, "ap_min": min(ap), "ap_max": max(ap),
                "candidates_fitting_latency": len(fitting)}
     return {"correlations": correlations, "verdicts": verdicts, "figures": figures,
             "markdown": markdown(rows, correlations, verdicts, figures, config)}
 
 
-def verdict(criterion: str, fitting: list[dict], base: dict, seeds: int) -> dict:
+def verdict(criterion: str, fitting: list[dict], base: dict) -> dict:
     """Whether the candidate a criterion ranks first (among those within ResNet-18's measured
-    latency) beats ResNet-18 by more than 2 standard errors of the AP difference."""
+    latency) beats ResNet-18 by more than 2 standard errors of the AP difference (`noise`)."""
     scored = [row for row in fitting if row.get(criterion) is not None]
     if not scored:
-        return {"criterion": criterion, "pick": None, "difference": None, "noise": None, "beats": None}
+        return {"criterion": criterion, "pick": None, "difference": None, "noise": None, "pooled": False,
+                "beats": None}
     pick = max(scored, key=lambda row: (row[criterion], row["name"]))
     difference = pick["ap_mean"] - base["ap_mean"]
-    noise = math.sqrt(pick["ap_std"] ** 2 / seeds + base["ap_std"] ** 2 / seeds)
-    beats = difference > 2 * noise if seeds > 1 else None  # one seed: no noise estimate, no verdict
-    return {"criterion": criterion, "pick": pick["name"], "difference": difference, "noise": noise, "beats": beats}
+    noise, pooled = difference_noise(pick, base)
+    beats = None if noise is None else difference > 2 * noise  # no seed spread at all: no verdict
+    return {"criterion": criterion, "pick": pick["name"], "difference": difference, "noise": noise,
+            "pooled": pooled, "beats": beats}
+
+
+def difference_noise(pick: dict, base: dict) -> tuple[float | None, bool]:
+    """(standard error of the difference of two mean APs, whether pooled). With k_p and k_b seeds
+    and seed stds s_p, s_b it is sqrt(s_p^2/k_p + s_b^2/k_b). A side trained once has no spread of
+    its own: it takes the other side's std (pooled: the noise of one training is a property of the
+    schedule and the data, measured where there are seeds), sqrt(s^2/k_p + s^2/k_b). Neither side
+    with two seeds: (None, False)."""
+    seeds_pick, seeds_base = len(pick["aps"]), len(base["aps"])
+    if seeds_pick > 1 and seeds_base > 1:
+        std_pick, std_base, pooled = pick["ap_std"], base["ap_std"], False
+    elif seeds_pick > 1 or seeds_base > 1:
+        std_pick = std_base = pick["ap_std"] if seeds_pick > 1 else base["ap_std"]
+        pooled = True
+    else:
+        return None, False
+    return math.sqrt(std_pick ** 2 / seeds_pick + std_base ** 2 / seeds_base), pooled
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -556,35 +840,61 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _answer(correlation: dict, verdict_row: dict) -> str:
+    if correlation["n"] < 2:
+        return "skipped"
+    if not verdict_row.get("pick"):
+        return "no candidate fits"
+    if verdict_row["beats"] is None:
+        return "n/a (1 seed)"
+    answer = "yes" if verdict_row["beats"] else "no"
+    return f"{answer} (pooled noise)" if verdict_row["pooled"] else answer
+
+
 def markdown(rows, correlations, verdicts, figures, config: BenchConfig) -> str:
     s, p = config.standalone, config.proxy
-    lines = [f"## Proxy fidelity: {len(rows) - 1} maedet-space candidates + ResNet-18, {config.seeds} seed(s)", "",
+    seeds = (f"{config.seeds} seed(s)" if config.seeds == config.base_seeds else
+             f"{config.seeds} seed(s) per candidate, {config.base_seeds} for ResNet-18")
+    supernet = config.space in SUPERNET_SPACES
+    lines = [f"## Proxy fidelity: {len(rows) - 1} {config.space}-space candidates + ResNet-18, {seeds}", "",
              f"Stand-alone: tiny FCOS, {s.epochs} epochs, {s.input_size} px, {s.train_images} train / "
-             f"{s.val_images} val images of the hard preset. Proxy: {p.epochs} epochs, {p.input_size} px, "
-             f"{p.train_images} / {p.val_images} images.", "",
-             "| backbone | GFLOPs | Mparams | maedet | maedet_rf | lat pred ms | lat meas ms | proxy AP | AP mean | AP std |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"{s.val_images} val images of the hard preset. Proxy (the proxy_train evaluator): {p.epochs} epochs, "
+             f"{p.input_size} px, seeded subsets of {p.train_images} / {p.val_images} images."]
+    if supernet:
+        t = config.supernet_training
+        source = (f"the supernet of {config.supernet}" if config.supernet else
+                  f"a SPOS supernet trained {t.epochs} epochs on the stand-alone train images")
+        lines.append(f"Supernet: {source}; every candidate's path scored on the stand-alone val images, after "
+                     f"recomputing its BN statistics on {t.calibration_images} train images (supernet_recal) and "
+                     "with the shared statistics (supernet_shared). ResNet-18 is no path of the space: these two "
+                     "rank the candidates only.")
+    columns = ["backbone", "GFLOPs", "Mparams", "maedet", "maedet_rf", "lat pred ms", "lat meas ms", "proxy AP",
+               *(["supernet AP recal", "supernet AP shared"] if supernet else []), "AP mean", "AP std"]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in rows:
-        lines.append(f"| {row['name']} | {row['flops'] / 1e9:.3f} | {row['params'] / 1e6:.2f} | {row['maedet']:.1f} | "
-                     f"{row['maedet_rf']:.1f} | {row['latency_pred']:.2f} | {row['latency_measured']:.2f} | "
-                     f"{row['proxy_train']:.3f} | {row['ap_mean']:.3f} | {row['ap_std']:.3f} |")
+        cells = [row["name"], f"{row['flops'] / 1e9:.3f}", f"{row['params'] / 1e6:.2f}", f"{row['maedet']:.1f}",
+                 f"{row['maedet_rf']:.1f}", f"{row['latency_pred']:.2f}", f"{row['latency_measured']:.2f}",
+                 f"{row['proxy_train']:.3f}"]
+        if supernet:
+            cells += [_fmt(row["supernet_recal"]), _fmt(row["supernet_shared"])]
+        cells += [f"{row['ap_mean']:.3f}", f"{row['ap_std']:.3f}" if len(row["aps"]) > 1 else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| criterion | Kendall tau-b | Spearman | n | best within R18 latency | AP diff vs R18 | "
               "2 x noise | beats R18? |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     by_name = {v["criterion"]: v for v in verdicts}
     for c in correlations:
         v = by_name.get(c["criterion"], {})
-        beats = v.get("beats")
-        answer = "skipped" if c["n"] < 2 else ("n/a (1 seed)" if beats is None and v.get("pick") else
-                                                "no candidate fits" if not v.get("pick") else
-                                                "yes" if beats else "no")
         noise = v.get("noise")
         lines.append(f"| {c['criterion']} | {_fmt(c['kendall_tau'])} | {_fmt(c['spearman'])} | {c['n']} | "
                      f"{_fmt(v.get('pick'))} | {_fmt(v.get('difference'))} | "
-                     f"{_fmt(2 * noise if noise is not None else None)} | {answer} |")
+                     f"{_fmt(2 * noise if noise is not None else None)} | {_answer(c, v)} |")
     f = figures
-    lines += ["", f"ResNet-18 AP {f['baseline_ap']:.3f} +- {f['baseline_std']:.3f} (std over seeds); mean seed std "
-              f"{f['mean_seed_std']:.3f}; AP range {f['ap_min']:.3f}..{f['ap_max']:.3f}; "
+    lines += ["", f"ResNet-18 AP {f['baseline_ap']:.3f} +- {f['baseline_std']:.3f} (std over {f['baseline_seeds']} "
+              f"seeds); mean seed std {_fmt(f['mean_seed_std'])}; AP range {f['ap_min']:.3f}..{f['ap_max']:.3f}; "
               f"{f['candidates_fitting_latency']} candidates within ResNet-18's measured latency."]
+    if any(v["pooled"] for v in verdicts):
+        lines.append("Pooled noise: a backbone trained once has no seed spread of its own; it takes the other "
+                     "side's seed std s, so 2 x noise = 2 sqrt(s^2/k_pick + s^2/k_R18) over their seed counts.")
     winners = [v["criterion"] for v in verdicts if v["beats"]]
     lines.append("Criteria whose pick beats ResNet-18 beyond the noise: " + (", ".join(winners) if winners else "none"))
     return "\n".join(lines) + "\n"
@@ -600,12 +910,13 @@ def write_outputs(out: Path, rows: list[dict], report: dict) -> None:
     atomic_write_text(out / "results.csv", buffer.getvalue())
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["criterion", "kendall_tau", "spearman", "n", "pick", "ap_difference", "noise", "beats_resnet18"])
+    writer.writerow(["criterion", "kendall_tau", "spearman", "n", "pick", "ap_difference", "noise", "pooled_noise",
+                     "beats_resnet18"])
     verdicts = {v["criterion"]: v for v in report["verdicts"]}
     for c in report["correlations"]:
         v = verdicts.get(c["criterion"], {})
         writer.writerow([c["criterion"], c["kendall_tau"], c["spearman"], c["n"], v.get("pick"), v.get("difference"),
-                         v.get("noise"), v.get("beats")])
+                         v.get("noise"), v.get("pooled"), v.get("beats")])
     atomic_write_text(out / "correlations.csv", buffer.getvalue())
     atomic_write_text(out / "table.md", report["markdown"])
     scatter_plots(out, rows, report["correlations"])
@@ -626,7 +937,7 @@ def scatter_plots(out: Path, rows: list[dict], correlations: list[dict]) -> None
             continue
         figure, axes = plt.subplots(figsize=(4.5, 3.5), dpi=100)
         for row in points:
-            colour = "tab:red" if row["name"] == "resnet18" else "tab:blue"
+            colour = "tab:red" if row["name"] == BASELINE else "tab:blue"
             axes.errorbar(row[name], row["ap_mean"], yerr=row["ap_std"], fmt="o", color=colour, ms=4, capsize=2)
         axes.set_xlabel(name)
         axes.set_ylabel("stand-alone AP (mean over seeds)")
@@ -638,33 +949,55 @@ def scatter_plots(out: Path, rows: list[dict], correlations: list[dict]) -> None
         plt.close(figure)
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
 def parse_args(argv=None) -> tuple[Path, BenchConfig, int | None, int, int]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="Run folder (rerun the command to resume).")
-    parser.add_argument("--candidates", type=int, default=None, help="Candidates of the space [12].")
-    parser.add_argument("--seeds", type=int, default=None, help="Stand-alone trainings per backbone [3].")
-    parser.add_argument("--epochs", type=int, default=None, help="Stand-alone epochs [24].")
-    parser.add_argument("--batch-size", type=int, default=None, help="Batch size of both schedules [16].")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--space", choices=SPACES, default=None,
+                        help="Search space of the candidates [maedet]; detnas adds the supernet criteria.")
+    parser.add_argument("--candidates", type=positive, default=None, help="Candidates of the space [12].")
+    parser.add_argument("--seeds", type=positive, default=None, help="Stand-alone trainings per candidate [3].")
+    parser.add_argument("--baseline-seeds", type=positive, default=None,
+                        help="Stand-alone trainings of ResNet-18 [--seeds]; its seed spread is the noise of a "
+                             "one-seed verdict.")
+    parser.add_argument("--epochs", type=positive, default=None, help="Stand-alone epochs [24].")
+    parser.add_argument("--batch-size", type=positive, default=None, help="Batch size of every schedule [16].")
+    parser.add_argument("--size", type=positive, default=None,
                         help="Image side of the generated set and the stand-alone input size [128].")
-    parser.add_argument("--train-images", type=int, default=None, help="Stand-alone training images [512].")
-    parser.add_argument("--val-images", type=int, default=None, help="Stand-alone validation images [128].")
-    parser.add_argument("--proxy-epochs", type=int, default=None, help="Proxy-training epochs [3].")
-    parser.add_argument("--proxy-size", type=int, default=None, help="Proxy input size [96].")
-    parser.add_argument("--proxy-train-images", type=int, default=None, help="Proxy training images [256].")
-    parser.add_argument("--proxy-val-images", type=int, default=None, help="Proxy validation images [64].")
+    parser.add_argument("--train-images", type=positive, default=None, help="Stand-alone training images [512].")
+    parser.add_argument("--val-images", type=positive, default=None, help="Stand-alone validation images [128].")
+    parser.add_argument("--proxy-epochs", type=positive, default=None, help="Proxy-training epochs [3].")
+    parser.add_argument("--proxy-size", type=positive, default=None, help="Proxy input size [96].")
+    parser.add_argument("--proxy-train-images", type=positive, default=None, help="Proxy training images [256].")
+    parser.add_argument("--proxy-val-images", type=positive, default=None, help="Proxy validation images [64].")
+    parser.add_argument("--supernet", default=None, metavar="RUN",
+                        help="A trained supernet run folder of the detnas space (e.g. another run's RUN/supernet) "
+                             "instead of training one.")
+    parser.add_argument("--supernet-epochs", type=positive, default=None, help="Supernet training epochs [24].")
+    parser.add_argument("--calibration-images", type=positive, default=None,
+                        help="Training images per path for BN recalibration [256].")
     parser.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                         help="A hard-preset setting (as `archspec data synth --knob`), e.g. min_side_px=6.")
     parser.add_argument("--min-flops-fraction", type=float, default=None, help="[0.6]")
     parser.add_argument("--mini", action="store_true", help="Plumbing run: 2 candidates, 1 seed, a few steps.")
-    parser.add_argument("--stop-after", type=int, default=None, help="End after N trainings (exit code 3).")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (with --jobs 1).")
-    parser.add_argument("--jobs", type=int, default=1, help="Trainings run at once, in processes of one thread.")
+    parser.add_argument("--stop-after", type=positive, default=None, help="End after N trainings (exit code 3).")
+    parser.add_argument("--threads", type=positive, default=2, help="torch threads (with --jobs 1).")
+    parser.add_argument("--jobs", type=positive, default=1, help="Trainings run at once, in processes of one thread.")
     args = parser.parse_args(argv)
-    config = mini_config() if args.mini else BenchConfig()
+    space = args.space or "maedet"
+    config = mini_config(space) if args.mini else BenchConfig(space=space)
     changes = {key: value for key, value in (("candidates", args.candidates), ("seeds", args.seeds),
+                                              ("baseline_seeds", args.baseline_seeds),
                                               ("min_flops_fraction", args.min_flops_fraction),
-                                              ("image_size", args.size)) if value is not None}
+                                              ("image_size", args.size), ("supernet", args.supernet))
+               if value is not None}
     standalone = {key: value for key, value in (("epochs", args.epochs), ("train_images", args.train_images),
                                                 ("val_images", args.val_images), ("input_size", args.size),
                                                 ("batch_size", args.batch_size))
@@ -677,6 +1010,10 @@ def parse_args(argv=None) -> tuple[Path, BenchConfig, int | None, int, int]:
                                            ("batch_size", args.batch_size)) if value is not None}
     if proxy:
         changes["proxy"] = Schedule(**{**asdict(config.proxy), **proxy})
+    supernet = {key: value for key, value in (("epochs", args.supernet_epochs), ("batch_size", args.batch_size),
+                                              ("calibration_images", args.calibration_images)) if value is not None}
+    if supernet:
+        changes["supernet_training"] = SupernetTraining(**{**asdict(config.supernet_training), **supernet})
     if args.knob:
         import yaml
 

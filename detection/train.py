@@ -108,7 +108,8 @@ def _train(spec, data_dir, out: Path, options: TrainOptions, resume: bool, progr
     steps_per_epoch = _steps(len(train_set), options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     total_steps = max(1, steps_per_epoch * options.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup_steps(options, total_steps), total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  lr_schedule(warmup_steps(options, total_steps), total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history, best, start = [], None, 0
     if init is not None and not (resume and (out / "last.pt").exists()):
@@ -324,7 +325,11 @@ def warmup_steps(options: TrainOptions, total_steps: int) -> int:
     return max(1, min(options.warmup_steps, math.ceil(options.max_warmup_fraction * total_steps)))
 
 
-def _schedule(warmup: int, total: int):
+def lr_schedule(warmup: int, total: int):
+    """step -> learning-rate factor (of the peak): a linear warm-up over `warmup` steps, then a
+    cosine decay to 1% at step `total`. One schedule for `archspec train`, the supernet's training
+    and the proxy training."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup

@@ -52,12 +52,12 @@ from archspec.compiler.resources import ResourceLimitError, guard_memory
 from archspec.detection.coco import coco_evaluate, coco_subset, collate, open_split, split_paths
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import build_detector
-from archspec.detection.train import TrainOptions, _schedule, coco_results, warmup_steps
+from archspec.detection.train import TrainOptions, coco_results, lr_schedule, warmup_steps
 from archspec.errors import SpecError
 from archspec.files import atomic_write_text, read_text
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
-from archspec.search.supernet_eval import _subset
+from archspec.search.supernet_eval import seeded_subset
 from archspec.sizes import parse_input_size
 
 CACHE_VERSION = 1
@@ -135,8 +135,8 @@ class ProxyTrainer:
             raise ValueError(f"{data_dir}: the data has {found} categories but the detector template's "
                              f"num_classes is {template.num_classes}")
         rng = random.Random(f"proxy_train:{settings.seed}")
-        self.train_indices = _subset(rng, len(self.train_set), settings.train_images)
-        self.val_indices = _subset(rng, len(self.val_set), settings.validation_images)
+        self.train_indices = seeded_subset(rng, len(self.train_set), settings.train_images)
+        self.val_indices = seeded_subset(rng, len(self.val_set), settings.validation_images)
         self.val_gt = coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.val_indices])
 
     def train_ap(self, backbone, seed: int) -> ProxyResult:
@@ -158,7 +158,7 @@ class ProxyTrainer:
         total = steps_per_epoch * settings.epochs
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         warmup = warmup_steps(TrainOptions(epochs=settings.epochs, batch_size=settings.batch_size), total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(warmup, total))
         self.train_set.seed = seed  # flips are drawn from (seed, epoch, index)
         model.train()
         for epoch in range(settings.epochs):

@@ -80,8 +80,8 @@ class SupernetEvaluator:
         self.train_set = open_split(data, "train", spec, train=False)
         self.val_set = open_split(data, "val", spec, train=False)
         rng = random.Random(f"supernet-eval:{settings.subset_seed}")
-        self.calibration = _subset(rng, len(self.train_set), settings.calibration_images)
-        self.validation = _subset(rng, len(self.val_set), settings.validation_images)
+        self.calibration = seeded_subset(rng, len(self.train_set), settings.calibration_images)
+        self.validation = seeded_subset(rng, len(self.val_set), settings.validation_images)
         self.val_gt = coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.validation])
         self.cache: dict[str, tuple[float, dict]] = {}
 
@@ -207,7 +207,7 @@ class PathSampler:
             yield self.space.complete(self.genotype, rng) if self.partial else self.genotype
 
 
-def _subset(rng: random.Random, total: int, wanted: int) -> list[int]:
+def seeded_subset(rng: random.Random, total: int, wanted: int) -> list[int]:
     """`wanted` indices out of `total`, seeded, in increasing order (all when fewer)."""
     return sorted(rng.sample(range(total), min(wanted, total)))
 

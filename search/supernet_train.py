@@ -34,7 +34,7 @@ from archspec.detection.checkpoint import CheckpointError, load_checkpoint, save
 from archspec.detection.coco import collate, make_loader, open_split
 from archspec.detection.losses import detection_loss
 from archspec.detection.train import (TrainOptions, _check_classes, _device, _float, _prepare_run, _progress,
-                                      _schedule, _steps, canonical_json_with_name, warmup_steps)
+                                      _steps, canonical_json_with_name, lr_schedule, warmup_steps)
 from archspec.search.supernet import (SUPERNET_KIND, Supernet, SupernetError, build_supernet, check_checkpoint,
                                       load_initial_backbone)
 
@@ -84,7 +84,7 @@ def _train_supernet(config, base, data_dir, out, options: TrainOptions, *, resum
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(warmup_steps(options, max(1, steps_per_epoch * options.epochs)),
+        optimizer, lr_schedule(warmup_steps(options, max(1, steps_per_epoch * options.epochs)),
                              max(1, steps_per_epoch * options.epochs)))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     position = {"epoch": 0, "step": 0, "totals": {}, "history": []}

@@ -373,12 +373,12 @@ def test_no_conflict_warning_when_only_this_archspec_is_installed():
 
 # -- 6. training defaults, detection pictures, TensorBoard ----------------------------------------------
 def test_warm_up_is_capped_so_a_short_run_reaches_the_peak_rate():
-    from archspec.detection.train import TrainOptions, _schedule, warmup_steps
+    from archspec.detection.train import TrainOptions, lr_schedule, warmup_steps
 
     short = TrainOptions(epochs=2, learning_rate=2e-3)
     total = 2 * 16  # --epochs 2 of 16 steps: the run never left the 100-step warm-up
     assert warmup_steps(short, total) == 8
-    factors = [_schedule(warmup_steps(short, total), total)(step) for step in range(total)]
+    factors = [lr_schedule(warmup_steps(short, total), total)(step) for step in range(total)]
     assert max(factors) == 1.0 and factors.index(1.0) == 7 and factors[-1] < 0.1
     assert warmup_steps(TrainOptions(), 100_000) == 100  # long runs keep their warm-up
 
