@@ -528,12 +528,10 @@ def supernet_scores(backbones: list[dict], config: BenchConfig, classes: list[st
 
 
 def check_supernet_run(config: BenchConfig, classes: list[str]) -> None:
-    """Refuse --supernet before any training: for a space without a supernet, or a run folder that
-    is no supernet of this benchmark's space, base and detector template."""
+    """Refuse --supernet before any training when it is no trained supernet of this benchmark's
+    space, base and detector template."""
     if config.supernet is None:
         return
-    if config.space not in SUPERNET_SPACES:
-        refuse(f"--supernet: the {config.space} space has no supernet (use --space detnas)")
     from archspec.search.supernet import SupernetError, supernet_fingerprint
     from archspec.search.supernet_train import read_run_file
     from archspec.search_config import search_config_from_data
@@ -609,6 +607,8 @@ def prepare(out: Path, config: BenchConfig) -> tuple[Path, list[str], float, lis
     """Data, FLOPs budget and candidates (written once; a rerun checks its settings match)."""
     from archspec.detection.synthetic import HardPreset, synthesize_hard
 
+    if config.supernet is not None and config.space not in SUPERNET_SPACES:
+        refuse(f"--supernet: the {config.space} space has no supernet (use --space detnas)")
     settings = out / "config.json"
     wanted = stored_settings(config)
     if settings.exists() and read_text(settings, kind="benchmark settings") != wanted:
