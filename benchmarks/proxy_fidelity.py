@@ -70,7 +70,9 @@ REFUSED = 2
 SPACES = ("maedet", "detnas")
 """Search spaces the candidates come from (`--space`); detnas has a supernet (search/supernet.py)."""
 SUPERNET_SPACES = ("detnas",)
+"""Spaces with the supernet criteria (search/supernet.py shares weights by slot: MAE-DET's widths change)."""
 BASELINE = "resnet18"
+"""The baseline backbone's name (the zoo's ResNet-18)."""
 
 CRITERIA = ("maedet", "maedet_rf", "flops", "params", "latency_pred", "proxy_train", "supernet_recal",
             "supernet_shared")
@@ -326,14 +328,14 @@ def proxy_evaluator_data(config: BenchConfig, full_data: Path) -> dict:
             "validation_images": proxy.val_images, "batch_size": proxy.batch_size, "lr": proxy.learning_rate}
 
 
-def supernet_evaluator_data(config: BenchConfig, out: Path, batch_norm: str = "recalibrate") -> dict:
+def supernet_evaluator_data(config: BenchConfig, out: Path) -> dict:
     """The `supernet` evaluator of the benchmark's supernet on the stand-alone images: every
     validation image the stand-alone AP is measured on, BN calibration on a seeded subset of the
     stand-alone training images."""
     return {"type": "supernet", "run": str(supernet_run(config, out).resolve()),
             "data": str((out / "data" / "standalone").resolve()),
             "calibration_images": config.supernet_training.calibration_images,
-            "validation_images": config.standalone.val_images, "batch_norm": batch_norm}
+            "validation_images": config.standalone.val_images, "batch_norm": "recalibrate"}
 
 
 def supernet_run(config: BenchConfig, out: Path) -> Path:
@@ -499,7 +501,8 @@ def latencies(backbones: list[dict], size: int, table: Path, config: BenchConfig
     return out
 
 
-def supernet_scores(backbones: list[dict], config: BenchConfig, classes: list[str], out: Path) -> dict[str, dict] | None:
+def supernet_scores(backbones: list[dict], config: BenchConfig, classes: list[str],
+                    out: Path) -> dict[str, dict] | None:
     """AP of every candidate's path in the supernet with its BN statistics recalibrated and with
     the shared ones (`SupernetEvaluator.score_path`); None (with the reason printed) for a space
     without a supernet."""
