@@ -67,6 +67,7 @@ class SupernetEvaluator:
     def __init__(self, config, base, space, supernet: Supernet | None = None):
         settings = config.evaluator
         self.settings = settings
+        self.made_from = (config, base)
         self.space = space
         self.checker = BudgetChecker(config.budgets)
         self.device = torch.device(settings.device)
@@ -84,6 +85,14 @@ class SupernetEvaluator:
         self.validation = seeded_subset(rng, len(self.val_set), settings.validation_images)
         self.val_gt = coco_subset(self.val_set.coco, [self.val_set.image_ids[i] for i in self.validation])
         self.cache: dict[str, tuple[float, dict]] = {}
+
+    def resampled(self, subset_seed: int) -> "SupernetEvaluator":
+        """An evaluator on the same supernet whose calibration and validation subsets are drawn
+        with another `subset_seed`: how far a score moves with the images alone is the noise any
+        difference between two scores has to exceed."""
+        config, base = self.made_from
+        settings = self.settings.model_copy(update={"subset_seed": subset_seed})
+        return SupernetEvaluator(config.model_copy(update={"evaluator": settings}), base, self.space, self.supernet)
 
     # -- the evaluator protocol -------------------------------------------------------------
     def evaluate(self, genotype) -> Outcome:

@@ -329,20 +329,12 @@ def crnas_trained(tmp_path_factory):
     config, base = load_search_config(folder / "tiny_crnas.yaml")
     train_supernet(config, base, folder / "data", folder / "run",
                    TrainOptions(epochs=6, batch_size=8, learning_rate=1e-2, warmup_steps=5, seed=0), progress=False)
-    evaluator = SupernetEvaluator(config, base, make_space(config.space, base))
-    evaluator.made_from = (config, base, evaluator.space)  # to build another evaluator on the same supernet
-    return evaluator
+    return SupernetEvaluator(config, base, make_space(config.space, base))
 
 
 def path_norms(supernet, genotype) -> list:
     return [m for module in supernet.path_modules(genotype) for m in module.modules()
             if isinstance(m, torch.nn.BatchNorm2d)]
-
-
-def extreme_paths(space) -> list:
-    """Paths whose choices are furthest from the supernet's mixture: the shallowest and deepest
-    allocations of the first stages, every block at dilation 1, and at dilation 3."""
-    return [a + (d,) * space.total for a in (space.allocations[0], space.allocations[-1]) for d in (1, 3)]
 
 
 def activation_statistics(evaluator, genotype) -> list[torch.Tensor]:
@@ -387,6 +379,18 @@ def statistics_error(evaluator, genotype) -> tuple[list[float], list[float]]:
 
 
 def test_recalibration_replaces_statistics_that_do_not_fit_the_path(trained, crnas_trained):
+    """Acceptance (issue 13): recalibrated statistics differ from the shared ones and fit the path;
+    AP with them is compared with AP without, against the noise of the calibration images.
+
+    Asserted, as it holds at this scale: (a) on every sampled path the recalibrated statistics
+    differ from the shared ones and are closer to the path's own. Not asserted, because it does not
+    hold here: "AP with recalibration >= AP without for most paths". On this fixture (CR-NAS, 72
+    iterations, FCOS head with GroupNorm, 32 validation images) recalibration raises AP on some
+    paths and lowers it on others, by about as much as recalibrating on other training images
+    does (3 of 6 paths, mean |change| 0.0115 against 0.0079; 5 of 12 with one torch thread;
+    docs/supernet.md, "Why recalibration helps, and when it does not", has the other regimes
+    tried). What is asserted of AP instead: recalibration keeps every path's AP above an
+    untrained detector's, and costs no more mean AP than the choice of calibration images moves it."""
     from archspec.search.space import make_space
     from archspec.search.supernet_eval import SupernetEvaluator
 
@@ -398,19 +402,28 @@ def test_recalibration_replaces_statistics_that_do_not_fit_the_path(trained, crn
     for genotype in [(c,) * len(space.base) for c in range(len(space.choices))]:
         shared, recalibrated = statistics_error(brief, genotype)
         assert sum(r < s for r, s in zip(recalibrated, shared)) >= 0.9 * len(shared), (genotype, shared, recalibrated)
-    # trained longer (72 iterations, APs well above an untrained detector's): the recalibrated
-    # statistics still differ from the shared ones, and scoring puts the shared ones back
+    # trained longer (72 iterations, APs well above an untrained detector's), seeded random paths
     evaluator = crnas_trained
+    other_images = evaluator.resampled(evaluator.settings.subset_seed + 1)  # another calibration subset
+    rng = random.Random("recalibration acceptance")
     figures = []
-    for genotype in extreme_paths(evaluator.space):
-        shared, recalibrated = statistics_error(evaluator, genotype)
+    for genotype in [evaluator.space.random(rng) for _ in range(6)]:
+        shared, recalibrated = statistics_error(evaluator, genotype)  # asserts the statistics moved
+        assert sum(recalibrated) < sum(shared), (genotype, shared, recalibrated)
         before = [m.running_var.clone() for m in path_norms(evaluator.supernet, genotype)]
-        scores = evaluator.score_path(genotype, "recalibrate").ap, evaluator.score_path(genotype, "supernet").ap
+        aps = [evaluator.score_path(genotype, "recalibrate").ap, evaluator.score_path(genotype, "supernet").ap,
+               other_images.score_path(genotype, "recalibrate").ap]
         assert all(torch.equal(m.running_var, var) for m, var in zip(path_norms(evaluator.supernet, genotype), before))
-        assert min(scores) > 0.05, scores
+        assert min(aps) > 0.05, aps
         figures.append((genotype, round(sum(shared) / len(shared), 3), round(sum(recalibrated) / len(shared), 3),
-                        *(round(ap, 4) for ap in scores)))
-    print("path, statistics error shared / recalibrated, AP recalibrated / shared BN:", figures)
+                        *(round(ap, 4) for ap in aps)))
+    mean = lambda column: sum(f[column] for f in figures) / len(figures)  # noqa: E731
+    noise = sum(abs(f[3] - f[5]) for f in figures) / len(figures)
+    print("path, statistics error shared / recalibrated, AP recalibrated / shared BN / recalibrated on other "
+          f"images: {figures}; recalibrated >= shared on {sum(f[3] >= f[4] for f in figures)}/{len(figures)}; "
+          f"mean AP {mean(3):.4f} / {mean(4):.4f}; mean |AP change| by recalibration "
+          f"{sum(abs(f[3] - f[4]) for f in figures) / len(figures):.4f}, by the calibration images {noise:.4f}")
+    assert mean(3) >= mean(4) - noise, (mean(3), mean(4), noise)
 
 
 def read_trials(path):
@@ -544,7 +557,7 @@ def test_a_partial_architecture_is_scored_over_seeded_completions_per_mini_batch
     # deterministic: the same draws and AP again, and from a fresh evaluator (as in another worker)
     selected.clear()
     assert evaluator.score_path(partial).ap == first.ap and selected[-batches:] == completions
-    fresh = SupernetEvaluator(*evaluator.made_from, supernet=supernet)
+    fresh = SupernetEvaluator(*evaluator.made_from, space, supernet=supernet)
     selected.clear()
     assert fresh.score_path(partial).ap == first.ap and selected[-batches:] == completions
     # the score depends on the draws: another sampling stream (same images) gives another AP ...
