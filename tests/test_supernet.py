@@ -417,12 +417,12 @@ def test_recalibration_replaces_statistics_that_do_not_fit_the_path(trained, crn
                other_images.score_path(genotype, "recalibrate").ap]
         assert all(torch.equal(m.running_var, var) for m, var in zip(path_norms(evaluator.supernet, genotype), before))
         assert min(aps) > 0.05, aps
-        figures.append((genotype, round(sum(shared) / len(shared), 3), round(sum(recalibrated) / len(shared), 3),
-                        *(round(ap, 4) for ap in aps)))
+        figures.append((genotype, sum(shared) / len(shared), sum(recalibrated) / len(shared), *aps))
     mean = lambda column: sum(f[column] for f in figures) / len(figures)  # noqa: E731
     noise = sum(abs(f[3] - f[5]) for f in figures) / len(figures)
+    shown = [(f[0], *(round(x, 3) for x in f[1:3]), *(round(x, 4) for x in f[3:])) for f in figures]
     print("path, statistics error shared / recalibrated, AP recalibrated / shared BN / recalibrated on other "
-          f"images: {figures}; recalibrated >= shared on {sum(f[3] >= f[4] for f in figures)}/{len(figures)}; "
+          f"images: {shown}; recalibrated >= shared on {sum(f[3] >= f[4] for f in figures)}/{len(figures)}; "
           f"mean AP {mean(3):.4f} / {mean(4):.4f}; mean |AP change| by recalibration "
           f"{sum(abs(f[3] - f[4]) for f in figures) / len(figures):.4f}, by the calibration images {noise:.4f}")
     assert mean(3) >= mean(4) - 2 * noise, (mean(3), mean(4), noise)
