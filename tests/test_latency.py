@@ -560,3 +560,68 @@ def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
     assert [alone.predict(k)[0] for k in block_unseen] == [fitted.predict(k)[0] for k in block_unseen]
     again = KernelPredictor.fit(measured, features)  # refitted from the same table: the same model
     assert [again.predict(k)[0] for k in unseen] == [fitted.predict(k)[0] for k in unseen]
+
+
+def test_an_evolution_whose_base_breaks_the_budget_mutates_the_base():
+    """With no feasible candidate yet (the base over a budget), the MAE-DET evolution proposes
+    mutations of the base, as the release does for a small population, not the base again."""
+    import random
+    from pathlib import Path
+
+    from archspec.search.space import MaedetSearchSpace, Rejected
+    from archspec.search.strategies import MaedetEvolutionStrategy
+    from archspec.search_config import load_search_config
+
+    root = Path(__file__).resolve().parent.parent
+    config, base = load_search_config(root / "examples/search/maedet_r50_budget.yaml")
+    space = MaedetSearchSpace(config.space, base)
+    strategy = MaedetEvolutionStrategy(space, 7, population=4, mutations_per_child=2)
+    assert strategy.propose().genotype == space.base
+    strategy.feedback(space.base, None)  # infeasible
+    rng, children = random.Random(7), []
+
+    def child_of(parent):
+        try:
+            return space.mutate(parent, rng, 2)
+        except Rejected:
+            return None
+
+    for _ in range(30):
+        expected, proposal = child_of(space.base), strategy.propose()
+        assert proposal.genotype == expected and (expected is not None or proposal.reason)
+        children.append(expected)
+        strategy.feedback(expected, None)
+    assert len(set(children)) > 20 and space.base not in children
+    # A feasible candidate founds the population: children are its mutations from then on.
+    strategy.feedback(children[-1], 1.0)
+    rng.randrange(1)  # the parent's draw from a population of one
+    assert strategy.propose().genotype == child_of(children[-1])
+
+
+def test_a_search_whose_base_breaks_the_latency_budget_keeps_exploring(tmp_path, monkeypatch):
+    """The base over max_latency_ms: the run still finds feasible candidates (it used to propose
+    the base again and again: every trial after the first a duplicate of it)."""
+    import csv
+    from pathlib import Path
+
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.search.run import run_search
+    from tests.test_search import fake_kernel_measurement, plant_front_latency
+
+    monkeypatch.setattr(predictor_module, "measure_kernel", fake_kernel_measurement([]))
+    plant_front_latency(monkeypatch, 1.0)
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "search.yaml"
+    config.write_text("\n".join([  # the base's kernels sum to 3.42 ms under the stand-in
+        "type: search", f"base: {root / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 16}",
+        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 3.0, latency_input_size: 64}",
+        "trials: 60"]) + "\n")
+    result = run_search(config, tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert trials[0]["status"] == "infeasible" and trials[0]["reason"].startswith("max_latency_ms: 3.42 > 3")
+    assert sum(t["reason"] == "same as trial 0" for t in trials) < 5
+    feasible = [t for t in trials if t["status"] == "feasible"]
+    assert feasible and result.feasible == len(feasible)
+    assert all(float(t["latency_ms"]) <= 3.0 for t in feasible)
