@@ -20,7 +20,6 @@ import argparse
 import csv
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -61,6 +60,15 @@ def run_once(config: Path, out: Path, trials: int, table: Path, overrides: tuple
             "summary": getattr(result, "latency_kernels", ""),
             "best": best, "best_fingerprint": getattr(result, "best_fingerprint", None),
             "rows": _rows(out / "trials.csv")}
+
+
+def copy_table(source: Path, target: Path) -> None:
+    """A copy of a latency table, including what its write-ahead log still holds (a file copy
+    of the main file alone would miss it)."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         second_table = folder / "loaded.sqlite"
         if args.shared:
-            shutil.copy(folder / "quiet.sqlite", second_table)
+            copy_table(folder / "quiet.sqlite", second_table)
         stop = multiprocessing.Event()
         hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.hogs)]
         for hog in hogs:
