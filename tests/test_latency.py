@@ -110,17 +110,18 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
     table = LatencyTable(tmp_path / "t.sqlite")
     predictor = LatencyPredictor(table, threads=1)
     context = predictor.context
-    true = Coefficients(constant=0.3, per_kernel=0.02, scale=1.1, per_mparam=0.05)
-    # Eight synthetic models over ten synthetic kernels, measured exactly as the model says.
+    true = Coefficients(constant=0.3, per_kernel=0.02, scale=1.1, per_mparam=0.05, cross_scale=0.4)
+    # Eight synthetic models over ten synthetic kernels (three of them cross-scale resamplings),
+    # measured exactly as the model says.
     rng = np.random.default_rng(0)
-    keys = [json.dumps({"kind": "layer", "id": i}) for i in range(10)]
+    keys = [json.dumps({"kind": "resample" if i < 3 else "layer", "id": i}) for i in range(10)]
     values = {k: float(rng.uniform(0.1, 3.0)) for k in keys}
     features = {k: {"params": int(rng.integers(1000, 2_000_000))} for k in keys}
     for k in keys:
         table.put_kernel(context, k, _fake_stats(values[k]), features[k])
     for m in range(8):
         chosen = [keys[i] for i in rng.choice(10, size=int(rng.integers(2, 9)), replace=True)]
-        measured = true.constant + sum(true.adjust(values[k], features[k]) for k in chosen)
+        measured = true.constant + sum(true.adjust(values[k], features[k], k in keys[:3]) for k in chosen)
         table.put_calibration(context, CalibrationRun(f"model{m}", 32, 32, f"model{m}", measured, {"kernels": chosen}))
     fitted = LatencyPredictor(table, threads=1)
     assert fitted.calibrated
@@ -128,7 +129,9 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
         assert fitted.coefficients.as_dict()[name] == pytest.approx(value, abs=1e-9)
     spec_keys = [keys[0], keys[3], keys[3]]
     monkeypatch.setattr(fitted, "kernels", lambda spec, size: spec_keys)
-    expected = true.constant + sum(true.adjust(values[k], features[k]) for k in spec_keys)
+    expected = true.constant + sum(true.adjust(values[k], features[k], k == keys[0]) for k in spec_keys)
+    assert expected == pytest.approx(0.3 + 3 * 0.02 + (1.1 + 0.4) * values[keys[0]] + 2 * 1.1 * values[keys[3]]
+                                     + 0.05 * (features[keys[0]]["params"] + 2 * features[keys[3]]["params"]) / 1e6)
     assert fitted.predict(None, (32, 32)) == pytest.approx(expected)
     # The ridge pulls a fit towards the plain sum (scale 1, no overhead terms).
     rows, targets = fitted.calibration_rows()
