@@ -16,7 +16,8 @@ widths/depths, SpineNet level permutations) in three disjoint sets, then in one 
 6. times `LatencyPredictor.predict` on a warm table (predictions per second).
 
 Prints the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
-family and predictions/s. Other processes on the machine add noise to every timing; the
+family, each family's end-to-end time over the sum of its kernels (how models compose from
+their kernels) and predictions/s. Other processes on the machine add noise to every timing; the
 statistics are medians of many runs, `--threads 1` (the default here) keeps a busy
 neighbour core from stalling ORT's thread pool (with 2 threads on 2 shared cores, one
 descheduled worker makes a run wait, so times become bimodal), and with one thread the timer
