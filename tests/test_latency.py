@@ -628,3 +628,19 @@ def test_a_search_whose_base_breaks_the_latency_budget_keeps_exploring(tmp_path,
     feasible = [t for t in trials if t["status"] == "feasible"]
     assert feasible and result.feasible == len(feasible)
     assert all(float(t["latency_ms"]) <= 3.0 for t in feasible)
+
+
+def test_kernel_shape_features_count_unaligned_channels():
+    """ONNX Runtime's blocked CPU layout needs channel counts in multiples of 8 (AVX2) or 16
+    (AVX-512): the kernel models see how many of a kernel's counts are not."""
+    from archspec.compiler.latency.model import SHAPE_FEATURES, shape_vector
+
+    def unaligned(key: dict) -> tuple[float, float]:
+        values = dict(zip(SHAPE_FEATURES, shape_vector(json.dumps(key), {})))
+        return values["unaligned_8"], values["unaligned_16"]
+
+    block = {"kind": "layer", "in": 664, "out": 512, "hw": [4, 4], "block": {"type": "k1kxk1", "bottleneck_channels": 40}}
+    assert unaligned(block) == (0.0, pytest.approx(np.log1p(2)))  # 664 and 40 are 8 short of a multiple of 16
+    resample = {"kind": "resample", "in": 83, "width": 41, "out": 166, "levels": 1, "hw": [8, 8]}
+    assert unaligned(resample) == (pytest.approx(np.log1p(3)), pytest.approx(np.log1p(3)))
+    assert unaligned({"kind": "merge", "channels": 256, "terms": 2, "hw": [8, 8]}) == (0.0, 0.0)
