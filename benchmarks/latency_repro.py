@@ -20,11 +20,12 @@ import argparse
 import csv
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,6 +62,15 @@ def run_once(config: Path, out: Path, trials: int, table: Path, overrides: tuple
             "rows": _rows(out / "trials.csv")}
 
 
+def copy_table(source: Path, target: Path) -> None:
+    """A copy of a latency table, including what its write-ahead log still holds (a file copy
+    of the main file alone would miss it)."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path) as handle:
         return list(csv.DictReader(handle))
@@ -85,19 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the run folders here")
     parser.add_argument("--once", action="store_true", help="only the first run (search speed from an empty table)")
     parser.add_argument("--latency-threads", type=int, default=None,
-                        help="budgets.latency_threads (1: the CPU-time clock); default: the config's (physical cores)")
+                        help="override budgets.latency_threads (1: the CPU-time clock); default: the config's")
     args = parser.parse_args(argv)
     overrides = (f"budgets.latency_threads={args.latency_threads}",) if args.latency_threads else ()
 
     text = CONFIG.read_text().replace("base: maedet_r50_base.yaml", f"base: {CONFIG.parent / 'maedet_r50_base.yaml'}")
-    budget = 120.0
+    budgets = yaml.safe_load(text)["budgets"]
+    budget = float(budgets["max_latency_ms"])
+    threads = args.latency_threads or budgets.get("latency_threads") or "default (physical cores)"
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "search.yaml"
         config.write_text(text)
-        print(f"{CONFIG.name}: {args.trials} trials per run, latency threads "
-              f"{args.latency_threads or 'default (physical cores)'}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{CONFIG.name}: {args.trials} trials per run, max_latency_ms {budget:g}, latency threads {threads}; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
         first = run_once(config, folder / "quiet", args.trials, folder / "quiet.sqlite", overrides)
         print(f"run 1 (empty table): {first['wall_s']:.1f} s, {first['trials_per_s']:.1f} trials/s "
               f"({first['cpu_s']:.1f} s of CPU time: {first['trials_per_cpu_s']:.1f} trials per CPU second), "
@@ -107,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         second_table = folder / "loaded.sqlite"
         if args.shared:
-            shutil.copy(folder / "quiet.sqlite", second_table)
+            copy_table(folder / "quiet.sqlite", second_table)
         stop = multiprocessing.Event()
         hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.hogs)]
         for hog in hogs:

@@ -35,6 +35,8 @@ class Strategy:
     def __init__(self, space, seed: int):
         self.space = space
         self.rng = random.Random(seed)
+        self._base_proposed = False
+        """Whether `explore_from_base` proposed the base already."""
 
     @classmethod
     def from_config(cls, config, space, seed: int, admit: Callable[[Genotype], bool] | None = None) -> "Strategy":
@@ -46,6 +48,20 @@ class Strategy:
 
     def propose(self) -> Proposal:
         raise NotImplementedError
+
+    def explore_from_base(self, mutations: int) -> Proposal:
+        """What an evolution proposes while its population is empty (no feasible candidate yet):
+        the base once, then mutations of the base, as MAE-DET's release does while its
+        population is small. Proposing the base again instead trapped a search whose base breaks
+        a budget (a latency budget below the base's latency): every later trial was a duplicate
+        of the first. The state changes only here, so a resumed run replays it exactly."""
+        if not self._base_proposed:
+            self._base_proposed = True
+            return Proposal(self.space.base)
+        try:
+            return Proposal(self.space.mutate(self.space.base, self.rng, mutations))
+        except Rejected as exc:
+            return Proposal(None, str(exc))
 
     def feedback(self, genotype: Genotype | None, score: float | None) -> None:
         """`score` is None for candidates that were rejected or infeasible."""
@@ -75,7 +91,8 @@ def register_strategy(tag: str):
 class MaedetEvolutionStrategy(Strategy):
     """MAE-DET's evolution (Sun et al., MAE-DET, ICML 2022; the release's evolutionary searcher): a uniformly random parent from the population is
     mutated `mutations_per_child` times; feasible children join the population, which is kept
-    sorted by score, de-duplicated and truncated to its size."""
+    sorted by score, de-duplicated and truncated to its size. Until a candidate is feasible the
+    population is empty and children are mutations of the base (`explore_from_base`)."""
 
     def __init__(self, space, seed: int, population: int = 256, mutations_per_child: int = 2):
         super().__init__(space, seed)
@@ -86,7 +103,7 @@ class MaedetEvolutionStrategy(Strategy):
 
     def propose(self) -> Proposal:
         if not self.population:
-            return Proposal(self.space.base)
+            return self.explore_from_base(self.mutations)
         parent = self.population[self.rng.randrange(len(self.population))][1]
         try:
             return Proposal(self.space.mutate(parent, self.rng, self.mutations))
@@ -181,7 +198,8 @@ class DetnasEvolutionStrategy(Strategy):
 @register_strategy("aging_evolution")
 class AgingEvolutionStrategy(Strategy):
     """Regularized evolution: tournament of `sample_size` from the population, mutate the
-    winner once; feasible children join and the oldest member leaves."""
+    winner once; feasible children join and the oldest member leaves. Until a candidate is
+    feasible, children are mutations of the base (`explore_from_base`)."""
 
     def __init__(self, space, seed: int, population: int = 64, sample_size: int = 16):
         super().__init__(space, seed)
@@ -191,7 +209,7 @@ class AgingEvolutionStrategy(Strategy):
 
     def propose(self) -> Proposal:
         if not self.population:
-            return Proposal(self.space.base)
+            return self.explore_from_base(1)
         contenders = self.rng.sample(self.population, min(self.sample_size, len(self.population)))
         parent = max(contenders, key=lambda item: item[0])[1]
         try:

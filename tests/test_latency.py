@@ -110,17 +110,18 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
     table = LatencyTable(tmp_path / "t.sqlite")
     predictor = LatencyPredictor(table, threads=1)
     context = predictor.context
-    true = Coefficients(constant=0.3, per_kernel=0.02, scale=1.1, per_mparam=0.05)
-    # Eight synthetic models over ten synthetic kernels, measured exactly as the model says.
+    true = Coefficients(constant=0.3, per_kernel=0.02, scale=1.1, per_mparam=0.05, cross_scale=0.4)
+    # Eight synthetic models over ten synthetic kernels (three of them cross-scale resamplings),
+    # measured exactly as the model says.
     rng = np.random.default_rng(0)
-    keys = [json.dumps({"kind": "layer", "id": i}) for i in range(10)]
+    keys = [json.dumps({"kind": "resample" if i < 3 else "layer", "id": i}) for i in range(10)]
     values = {k: float(rng.uniform(0.1, 3.0)) for k in keys}
     features = {k: {"params": int(rng.integers(1000, 2_000_000))} for k in keys}
     for k in keys:
         table.put_kernel(context, k, _fake_stats(values[k]), features[k])
     for m in range(8):
         chosen = [keys[i] for i in rng.choice(10, size=int(rng.integers(2, 9)), replace=True)]
-        measured = true.constant + sum(true.adjust(values[k], features[k]) for k in chosen)
+        measured = true.constant + sum(true.adjust(values[k], features[k], k in keys[:3]) for k in chosen)
         table.put_calibration(context, CalibrationRun(f"model{m}", 32, 32, f"model{m}", measured, {"kernels": chosen}))
     fitted = LatencyPredictor(table, threads=1)
     assert fitted.calibrated
@@ -128,7 +129,9 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
         assert fitted.coefficients.as_dict()[name] == pytest.approx(value, abs=1e-9)
     spec_keys = [keys[0], keys[3], keys[3]]
     monkeypatch.setattr(fitted, "kernels", lambda spec, size: spec_keys)
-    expected = true.constant + sum(true.adjust(values[k], features[k]) for k in spec_keys)
+    expected = true.constant + sum(true.adjust(values[k], features[k], k == keys[0]) for k in spec_keys)
+    assert expected == pytest.approx(0.3 + 3 * 0.02 + (1.1 + 0.4) * values[keys[0]] + 2 * 1.1 * values[keys[3]]
+                                     + 0.05 * (features[keys[0]]["params"] + 2 * features[keys[3]]["params"]) / 1e6)
     assert fitted.predict(None, (32, 32)) == pytest.approx(expected)
     # The ridge pulls a fit towards the plain sum (scale 1, no overhead terms).
     rows, targets = fitted.calibration_rows()
@@ -560,3 +563,84 @@ def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
     assert [alone.predict(k)[0] for k in block_unseen] == [fitted.predict(k)[0] for k in block_unseen]
     again = KernelPredictor.fit(measured, features)  # refitted from the same table: the same model
     assert [again.predict(k)[0] for k in unseen] == [fitted.predict(k)[0] for k in unseen]
+
+
+def test_an_evolution_whose_base_breaks_the_budget_mutates_the_base():
+    """With no feasible candidate yet (the base over a budget), the MAE-DET evolution proposes
+    mutations of the base, as the release does for a small population, not the base again."""
+    import random
+    from pathlib import Path
+
+    from archspec.search.space import MaedetSearchSpace, Rejected
+    from archspec.search.strategies import MaedetEvolutionStrategy
+    from archspec.search_config import load_search_config
+
+    root = Path(__file__).resolve().parent.parent
+    config, base = load_search_config(root / "examples/search/maedet_r50_budget.yaml")
+    space = MaedetSearchSpace(config.space, base)
+    strategy = MaedetEvolutionStrategy(space, 7, population=4, mutations_per_child=2)
+    assert strategy.propose().genotype == space.base
+    strategy.feedback(space.base, None)  # infeasible
+    rng, children = random.Random(7), []
+
+    def child_of(parent):
+        try:
+            return space.mutate(parent, rng, 2)
+        except Rejected:
+            return None
+
+    for _ in range(30):
+        expected, proposal = child_of(space.base), strategy.propose()
+        assert proposal.genotype == expected and (expected is not None or proposal.reason)
+        children.append(expected)
+        strategy.feedback(expected, None)
+    assert len(set(children)) > 20 and space.base not in children
+    # A feasible candidate founds the population: children are its mutations from then on.
+    strategy.feedback(children[-1], 1.0)
+    rng.randrange(1)  # the parent's draw from a population of one
+    assert strategy.propose().genotype == child_of(children[-1])
+
+
+def test_a_search_whose_base_breaks_the_latency_budget_keeps_exploring(tmp_path, monkeypatch):
+    """The base over max_latency_ms: the run still finds feasible candidates (it used to propose
+    the base again and again: every trial after the first a duplicate of it)."""
+    import csv
+    from pathlib import Path
+
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.search.run import run_search
+    from tests.test_search import fake_kernel_measurement, plant_front_latency
+
+    monkeypatch.setattr(predictor_module, "measure_kernel", fake_kernel_measurement([]))
+    plant_front_latency(monkeypatch, 1.0)
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "search.yaml"
+    config.write_text("\n".join([  # the base's kernels sum to 3.42 ms under the stand-in
+        "type: search", f"base: {root / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 16}",
+        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 3.0, latency_input_size: 64}",
+        "trials: 60"]) + "\n")
+    result = run_search(config, tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert trials[0]["status"] == "infeasible" and trials[0]["reason"].startswith("max_latency_ms: 3.42 > 3")
+    assert sum(t["reason"] == "same as trial 0" for t in trials) < 5
+    feasible = [t for t in trials if t["status"] == "feasible"]
+    assert feasible and result.feasible == len(feasible)
+    assert all(float(t["latency_ms"]) <= 3.0 for t in feasible)
+
+
+def test_kernel_shape_features_count_unaligned_channels():
+    """ONNX Runtime's blocked CPU layout needs channel counts in multiples of 8 (AVX2) or 16
+    (AVX-512): the kernel models see how many of a kernel's counts are not."""
+    from archspec.compiler.latency.model import SHAPE_FEATURES, shape_vector
+
+    def unaligned(key: dict) -> tuple[float, float]:
+        values = dict(zip(SHAPE_FEATURES, shape_vector(json.dumps(key), {})))
+        return values["unaligned_8"], values["unaligned_16"]
+
+    block = {"kind": "layer", "in": 664, "out": 512, "hw": [4, 4], "block": {"type": "k1kxk1", "bottleneck_channels": 40}}
+    assert unaligned(block) == (0.0, pytest.approx(np.log1p(2)))  # 664 and 40 are 8 short of a multiple of 16
+    resample = {"kind": "resample", "in": 83, "width": 41, "out": 166, "levels": 1, "hw": [8, 8]}
+    assert unaligned(resample) == (pytest.approx(np.log1p(3)), pytest.approx(np.log1p(3)))
+    assert unaligned({"kind": "merge", "channels": 256, "terms": 2, "hw": [8, 8]}) == (0.0, 0.0)

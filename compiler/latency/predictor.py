@@ -192,7 +192,7 @@ class LatencyPredictor:
         for key, (ms, features) in predictions.items():
             self._predicted[key] = ms
             self._features.setdefault(key, features)
-            self._adjusted[key] = self.coefficients.adjust(ms, features)
+            self._adjusted[key] = self.coefficients.adjust_key(key, ms, features)
         return len(predictions)
 
     def judge_keys(self, keys: Iterable[KernelKey], *, design_per_type: int = DESIGN_KERNELS_PER_TYPE,
@@ -258,7 +258,7 @@ class LatencyPredictor:
         self._predicted.pop(key, None)  # a measurement overrides a prediction
         self._ms[key] = median_ms
         self._features[key] = features
-        self._adjusted[key] = self.coefficients.adjust(median_ms, features)
+        self._adjusted[key] = self.coefficients.adjust_key(key, median_ms, features)
         return median_ms
 
     def measure_keys(self, keys: Iterable[KernelKey], progress: Callable[[KernelKey], None] | None = None,
@@ -288,7 +288,7 @@ class LatencyPredictor:
                 self._predicted.pop(key, None)
                 self._ms[key] = stats.median_ms
                 self._features[key] = features
-                self._adjusted[key] = self.coefficients.adjust(stats.median_ms, features)
+                self._adjusted[key] = self.coefficients.adjust_key(key, stats.median_ms, features)
                 lowered += previous is not None
             if progress is not None:
                 progress(key)
@@ -349,38 +349,68 @@ class LatencyPredictor:
             else:
                 warnings.warn(CalibrationWarning(report.line()), stacklevel=2)
         coefficients = self.coefficients
-        self._adjusted = {k: coefficients.adjust(ms, self._features.get(k, {})) for k, ms in self._ms.items()}
-        self._adjusted.update({k: coefficients.adjust(ms, self._features.get(k, {}))
+        self._adjusted = {k: coefficients.adjust_key(k, ms, self._features.get(k, {})) for k, ms in self._ms.items()}
+        self._adjusted.update({k: coefficients.adjust_key(k, ms, self._features.get(k, {}))
                                for k, ms in self._predicted.items()})
+
+
+CROSS_SCALE_KINDS = frozenset({"resample", "merge"})
+"""Kernel kinds of a scale-permuted model's cross-scale connections. Inside a whole SpineNet-like
+model they cost more than alone: on the held-out benchmark, such models ran 1.20-1.48x the sum of
+their measured kernels, staged models 0.79-1.26x. Each connection keeps a map of another level
+alive and breaks ONNX Runtime's layout and fusion chains where it joins; a kernel timed alone
+sees none of that. `Coefficients.cross_scale` is the extra share the fit gives them."""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def is_cross_scale(key: KernelKey) -> bool:
+    return kernel_type(key) in CROSS_SCALE_KINDS
 
 
 @dataclass(frozen=True)
 class Coefficients:
-    """``ms = constant + sum over kernels of (scale * kernel_ms + per_kernel + per_mparam * params / 1e6)``.
+    """``ms = constant + sum over kernels of (scale * kernel_ms + per_kernel + per_mparam * params / 1e6)
+    + cross_scale * (sum of the cross-scale kernels' ms)``.
 
     `per_kernel` absorbs what measuring a kernel alone adds (a session run's fixed cost, layout
     reorders at its edges); `scale` and `per_mparam` what running inside a model adds: weights
-    come from memory cold instead of hot from the cache of the previous timed run."""
+    come from memory cold instead of hot from the cache of the previous timed run;
+    `cross_scale` what a cross-scale connection adds beyond its kernel (`CROSS_SCALE_KINDS`)."""
 
     constant: float = 0.0
     per_kernel: float = 0.0
     scale: float = 1.0
     per_mparam: float = 0.0
-    FEATURES: ClassVar[tuple[str, ...]] = ("constant", "kernels", "kernel_ms", "mparams")
+    cross_scale: float = 0.0
+    FEATURES: ClassVar[tuple[str, ...]] = ("constant", "kernels", "kernel_ms", "mparams", "cross_ms")
 
-    def adjust(self, ms: float, features: dict) -> float:
-        """One kernel's contribution to a model's latency."""
-        return self.scale * ms + self.per_kernel + self.per_mparam * features.get("params", 0) / 1e6
+    def adjust(self, ms: float, features: dict, cross_scale: bool = False) -> float:
+        """One kernel's contribution to a model's latency (`cross_scale`: the kernel is one of
+        `CROSS_SCALE_KINDS`)."""
+        value = self.scale * ms + self.per_kernel + self.per_mparam * features.get("params", 0) / 1e6
+        return value + self.cross_scale * ms if cross_scale else value
+
+    def adjust_key(self, key: KernelKey, ms: float, features: dict) -> float:
+        return self.adjust(ms, features, is_cross_scale(key))
 
     def as_dict(self) -> dict:
         return {"constant": self.constant, "per_kernel": self.per_kernel, "scale": self.scale,
-                "per_mparam": self.per_mparam}
+                "per_mparam": self.per_mparam, "cross_scale": self.cross_scale}
 
 
 def model_features(keys: Sequence[KernelKey], ms: dict, features: dict) -> list[float]:
-    """[1, n_kernels, sum of kernel ms, sum of kernel params in millions] of one model."""
+    """[1, n_kernels, sum of kernel ms, sum of kernel params in millions, sum of the cross-scale
+    kernels' ms] of one model (`Coefficients.FEATURES`)."""
     return [1.0, float(len(keys)), float(sum(ms[k] for k in keys)),
-            float(sum(features.get(k, {}).get("params", 0) for k in keys)) / 1e6]
+            float(sum(features.get(k, {}).get("params", 0) for k in keys)) / 1e6,
+            float(sum(ms[k] for k in keys if is_cross_scale(k)))]
+
+
+def _full_rows(rows) -> np.ndarray:
+    """Calibration rows with every `Coefficients.FEATURES` column (missing trailing ones: 0)."""
+    rows = np.asarray(rows, dtype=float).reshape(len(rows), -1)
+    missing = len(Coefficients.FEATURES) - rows.shape[1]
+    return np.hstack([rows, np.zeros((len(rows), missing))]) if missing > 0 else rows
 
 
 RIDGE = 0.5
@@ -404,11 +434,11 @@ def fit_overhead(rows: np.ndarray, targets: np.ndarray, ridge: float | None = No
     plain sum, every coefficient constrained non-negative (no negative costs). With fewer than
     `MIN_POINTS_FULL_FIT` models only ``constant + per_kernel * n`` is fitted on the residual
     of the plain sum (scale 1), with fewer than 3 only the constant."""
-    rows, targets = np.asarray(rows, dtype=float), np.asarray(targets, dtype=float)
+    rows, targets = _full_rows(rows), np.asarray(targets, dtype=float)
     ridge = RIDGE if ridge is None else ridge
     weights = 1.0 / np.maximum(targets, 1e-6)
     if len(rows) >= MIN_POINTS_FULL_FIT:
-        prior = np.array([0.0, 0.0, 1.0, 0.0])
+        prior = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
         # Scale each column's penalty by its typical weighted size, so the pull is unit-free.
         scale = np.sqrt(np.mean((rows * weights[:, None]) ** 2, axis=0)) + 1e-12
         penalty = np.sqrt(ridge) * np.diag(scale)
@@ -423,16 +453,17 @@ def fit_overhead(rows: np.ndarray, targets: np.ndarray, ridge: float | None = No
 
 
 def predict_rows(coefficients: Coefficients, rows: np.ndarray) -> np.ndarray:
-    """Model latencies of calibration rows ``[1, n_kernels, kernel_ms, mparams]``."""
-    c = coefficients
-    return c.constant * rows[:, 0] + c.per_kernel * rows[:, 1] + c.scale * rows[:, 2] + c.per_mparam * rows[:, 3]
+    """Model latencies of calibration rows (`Coefficients.FEATURES`)."""
+    c, rows = coefficients, _full_rows(rows)
+    return (c.constant * rows[:, 0] + c.per_kernel * rows[:, 1] + c.scale * rows[:, 2] + c.per_mparam * rows[:, 3]
+            + c.cross_scale * rows[:, 4])
 
 
 def validate_overhead(rows: np.ndarray, targets: np.ndarray, *, max_error: float | None = None) -> CalibrationReport:
     """Leave-one-out validation of `fit_overhead`: each model predicted by a fit on the others.
     Refused when the held-out median relative error exceeds `MAX_HELD_OUT_ERROR`, or when the
     fit does worse on held-out models than the plain kernel sum."""
-    rows, targets = np.asarray(rows, dtype=float), np.asarray(targets, dtype=float)
+    rows, targets = _full_rows(rows), np.asarray(targets, dtype=float)
     max_error = MAX_HELD_OUT_ERROR if max_error is None else max_error
     errors = []
     for i in range(len(targets)):
