@@ -15,6 +15,27 @@ def root() -> Path:
     return ROOT
 
 
+THREADS_VARIABLE = "OMP_NUM_THREADS"
+
+
+def pytest_configure(config):
+    """Under xdist, size torch's thread pool (and that of every process a test starts, which
+    inherits the variable) to this worker's share of the cores: with `-n 2` on 2 cores, two
+    workers of 2 OpenMP threads each would oversubscribe the machine, and OpenMP threads spin
+    while they wait for a descheduled peer, burning several times the CPU the work needs. A
+    value the user set is kept. Without xdist nothing changes."""
+    import os
+    import sys
+
+    workers = getattr(config, "workerinput", {}).get("workercount")
+    if not workers or THREADS_VARIABLE in os.environ:
+        return
+    threads = max(1, len(os.sched_getaffinity(0)) // int(workers))
+    os.environ[THREADS_VARIABLE] = str(threads)
+    if "torch" in sys.modules:  # imported by a plugin already: it read the variable too early
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def zoo_ids(paths=ZOO):
     return [p.stem for p in paths]
 

@@ -33,6 +33,8 @@ def preload() -> None:
     import archspec.detection.deploy  # noqa: F401
     import archspec.detection.train  # noqa: F401
     import archspec.search.run  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401 - a search's pareto.png, its report page's heat maps
+    import matplotlib.figure  # noqa: F401
     import onnxruntime  # noqa: F401
     import torch  # noqa: F401
 

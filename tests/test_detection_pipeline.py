@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +18,14 @@ from archspec.detection.synthetic import synthesize
 from archspec.detection.train import TrainOptions, evaluate, train
 from archspec.files import RunFolder
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
-ARCHSPEC = [sys.executable, "-m", "archspec.cli"]
 TINY_SPEC = ROOT / "examples" / "detectors" / "fcos_tiny.yaml"
 QUICK = TrainOptions(epochs=2, batch_size=8, max_steps_per_epoch=3, warmup_steps=2, learning_rate=2e-3)
-
-
-def cli(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([*ARCHSPEC, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+SHARES_TRAINED = pytest.mark.xdist_group("pipeline-trained")
+"""Under xdist, the tests that read the module fixture run on one worker: trained once, not once per worker."""
+# The commands below run in this process (cli_in_process): what they print and return is under
+# test here, not the process (tests/test_cli.py runs the command as users do).
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +153,7 @@ def _write_empty(path: Path) -> Path:
 
 
 # -- training, evaluation, deployment ----------------------------------------------------------
+@SHARES_TRAINED
 def test_training_lowers_the_loss_and_writes_checkpoints(trained):
     run, result = trained
     assert result.history[-1]["loss"] < result.history[0]["loss"]
@@ -167,6 +163,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(trained):
     assert archspec.load(run / "spec.yaml") == archspec.load(TINY_SPEC)
 
 
+@SHARES_TRAINED
 def test_the_recorded_ap_is_what_the_saved_weights_score(trained, synth):
     """The history's last AP50 is recomputed independently from last.pt's weights."""
     from archspec.detection.model import build_detector
@@ -180,14 +177,16 @@ def test_the_recorded_ap_is_what_the_saved_weights_score(trained, synth):
     assert metrics["AP"] == pytest.approx(result.history[-1]["AP"], abs=1e-9)
 
 
+@SHARES_TRAINED
 def test_eval_cli_prints_the_coco_table(trained, synth):
     run, _ = trained
-    result = cli("eval", run, "--data", synth, "--json")
+    result = cli_in_process("eval", run, "--data", synth, "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert set(metrics) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}
 
 
+@SHARES_TRAINED
 def test_onnx_detections_match_pytorch_on_the_validation_set(trained, synth, tmp_path):
     """The deployed graph (decoding + NMS in ONNX) gives the same boxes (1e-3) and labels as PyTorch."""
     import onnx
@@ -216,7 +215,7 @@ def test_onnx_detections_match_pytorch_on_the_validation_set(trained, synth, tmp
     np.testing.assert_allclose(scores, want_scores.numpy(), atol=1e-4)
     # `archspec detect` draws them and writes the JSON, mapped back to the images' own pixels
     out = tmp_path / "drawn"
-    result = cli("detect", path, synth / "val" / "val_000001.png", synth / "val" / "val_000002.png", "--out", out)
+    result = cli_in_process("detect", path, synth / "val" / "val_000001.png", synth / "val" / "val_000002.png", "--out", out)
     assert result.returncode == 0, result.stderr
     found = json.loads((out / "detections.json").read_text())
     assert [Path(item["image"]).name for item in found] == ["val_000001.png", "val_000002.png"]
@@ -227,6 +226,7 @@ def test_onnx_detections_match_pytorch_on_the_validation_set(trained, synth, tmp
 # Kill-and-resume of training at every write point: tests/test_faults.py (through the fault hook).
 
 
+@SHARES_TRAINED
 def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(trained, synth, tmp_path):
     run, _ = trained
     broken = tmp_path / "run"
@@ -237,14 +237,15 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(trained, synth, tmp_pat
     (broken / "spec.yaml").write_text((run / "spec.yaml").read_text())
     with pytest.raises(CheckpointError, match="last.pt: not a readable checkpoint"):
         load_checkpoint(broken / "last.pt")
-    result = cli("train", TINY_SPEC, "--data", synth, "--out", broken, "--resume", "--epochs", "3")
+    result = cli_in_process("train", TINY_SPEC, "--data", synth, "--out", broken, "--resume", "--epochs", "3")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "not a readable checkpoint" in result.stderr
     assert (broken / "last.pt").read_bytes() == data[: len(data) // 2]  # nothing overwritten
-    again = cli("train", TINY_SPEC, "--data", synth, "--out", run, "--epochs", "1")
+    again = cli_in_process("train", TINY_SPEC, "--data", synth, "--out", run, "--epochs", "1")
     assert again.returncode == 2 and "--resume" in again.stderr  # a used run folder is never restarted
 
 
+@SHARES_TRAINED
 def test_weights_from_another_spec_are_refused(trained, tmp_path):
     from archspec.detection.checkpoint import load_weights
     from archspec.detection.model import build_detector
@@ -256,13 +257,13 @@ def test_weights_from_another_spec_are_refused(trained, tmp_path):
 
 
 def test_data_synth_cli_and_bad_arguments(tmp_path):
-    result = cli("data", "synth", "--out", tmp_path / "d", "--train", "3", "--val", "1", "--size", "64")
+    result = cli_in_process("data", "synth", "--out", tmp_path / "d", "--train", "3", "--val", "1", "--size", "64")
     assert result.returncode == 0, result.stderr
     assert "train: 3 images" in result.stdout
     assert (tmp_path / "d" / "annotations" / "instances_val.json").is_file()
-    bad = cli("data", "synth", "--out", tmp_path / "e", "--classes", "9")
+    bad = cli_in_process("data", "synth", "--out", tmp_path / "e", "--classes", "9")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    missing = cli("train", TINY_SPEC, "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
+    missing = cli_in_process("train", TINY_SPEC, "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
     assert missing.returncode == 2 and "instances_train.json" in missing.stderr and "Traceback" not in missing.stderr
 
 

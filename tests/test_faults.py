@@ -49,12 +49,18 @@ def stderr(tmp_path) -> str:
 SEARCH_OUTPUTS = ("trials.csv", "pareto.csv", "best.yaml", "report.txt", "pareto.png")
 
 
+TINY_STAGE = "{{block: {{type: k1kxk1, kernel: 3, bottleneck_channels: {}}}, depth: 1, out_channels: {}, stride: 2}}"
+TINY_BACKBONE = ("{type: staged, name: tiny, stem: [{type: conv, out_channels: 8, kernel: 3, stride: 2}], stages: ["
+                 + ", ".join(TINY_STAGE.format(c // 2, c) for c in (16, 32, 64, 128)) + "], outputs: [C3, C4, C5]}")
+"""A MAE-DET-style base small enough that each run's outputs, the report page's receptive fields of
+the best candidate included, cost little: what is killed is the writing, not the size of the net."""
+
+
 def search_config(tmp_path: Path) -> Path:
-    base = ROOT / "examples" / "search" / "maedet_r50_base.yaml"
     path = tmp_path / "search.yaml"
-    path.write_text("\n".join(["type: search", f"base: {base}", "space: {type: maedet}",
+    path.write_text("\n".join(["type: search", f"base: {TINY_BACKBONE}", "space: {type: maedet}",
                                "strategy: {type: maedet_evolution, population: 8}",
-                               "budgets: {input_size: 224, max_flops: 9.0e9}", "trials: 60"]) + "\n")
+                               "budgets: {input_size: 128, max_flops: 0.2e9}", "trials: 60"]) + "\n")
     return path
 
 
@@ -169,8 +175,20 @@ def data(tmp_path_factory) -> Path:
     from archspec.detection.synthetic import synthesize
 
     root = tmp_path_factory.mktemp("data")
-    synthesize(root, num_train=4, num_val=2, seed=3)
+    synthesize(root, num_train=4, num_val=2, image_size=64, seed=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Path:
+    """A tiny FCOS at 64 px (the search's tiny backbone): the write points of a training do not
+    depend on the size of the net."""
+    path = tmp_path_factory.mktemp("detector") / "fcos_micro.yaml"
+    path.write_text("\n".join([
+        "type: detector", "name: fcos_micro", f"backbone: {TINY_BACKBONE}",
+        "neck: {type: fpn, in_features: [C3, C4, C5], min_level: 3, max_level: 5, channels: 32, extra_from: output}",
+        "head: {type: fcos, convs: 1, norm: group_norm}", "num_classes: 3", "input_size: 64"]) + "\n")
+    return path
 
 
 def check_complete(folder: Path) -> None:
@@ -195,11 +213,10 @@ and the history; best.pt at the last epoch."""
 
 
 @pytest.fixture(scope="module")
-def whole_training(runner, data, tmp_path_factory) -> Path:
+def whole_training(runner, data, detector, tmp_path_factory) -> Path:
     """The uninterrupted run every killed-and-resumed one must equal."""
     root = tmp_path_factory.mktemp("train")
-    spec = ROOT / "examples" / "detectors" / "fcos_tiny.yaml"
-    result = run(runner, root, ["train", spec, "--data", data, *TRAIN_ARGS, "--out", root / "whole"])
+    result = run(runner, root, ["train", detector, "--data", data, *TRAIN_ARGS, "--out", root / "whole"])
     assert result["status"] == 0, stderr(root)
     return root / "whole"
 
@@ -207,13 +224,13 @@ def whole_training(runner, data, tmp_path_factory) -> Path:
 # One case per write point (they spread over xdist's workers); the case after the last one finds
 # no write left to kill at, so the count of write points is pinned as before.
 @pytest.mark.parametrize("n", range(1, TRAIN_WRITES + 2), ids=lambda n: f"write{n}")
-def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(runner, data, whole_training, tmp_path, n):
+def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(runner, data, detector, whole_training, tmp_path,
+                                                                     n):
     import torch
 
     from archspec.detection.checkpoint import load_checkpoint
 
-    spec = ROOT / "examples" / "detectors" / "fcos_tiny.yaml"
-    args = ["train", spec, "--data", data, *TRAIN_ARGS]
+    args = ["train", detector, "--data", data, *TRAIN_ARGS]
     whole = load_checkpoint(whole_training / "last.pt")
     work = tmp_path / f"write{n}"
     result = run(runner, tmp_path, [*args, "--out", work], fault=f"write:{n}")

@@ -20,11 +20,13 @@ import pytest
 import archspec
 from archspec.errors import SpecError
 from archspec.search_config import load_search_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_in_process
 
 EXAMPLE = ROOT / "examples" / "search" / "detnas_proxy_train.yaml"
 TRIALS = 5
 KILLED = -9
+SHARES_RUNS = pytest.mark.xdist_group("proxy-train-runs")
+"""Under xdist, the tests that read the module fixture run on one worker: run once, not once per worker."""
 
 
 def small(data: Path, **extra: object) -> list[str]:
@@ -94,9 +96,9 @@ def write_config(tmp_path: Path, evaluator: str, detector: bool = True) -> Path:
 
 
 def test_the_example_validates_and_bad_settings_are_one_line_with_the_field(tmp_path):
-    assert cli("validate", str(EXAMPLE)).returncode == 0
+    assert cli_in_process("validate", EXAMPLE).returncode == 0
     path = write_config(tmp_path, "{type: proxy_train, data: d, epochs: 0}")
-    result = cli("validate", str(path))
+    result = cli_in_process("validate", path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {path}: evaluator.epochs: Input should be greater than "
                                                   f"or equal to 1"]
@@ -129,6 +131,7 @@ def test_a_missing_data_folder_is_a_value_error_naming_it(tmp_path):
 
 
 # -- determinism and resume ------------------------------------------------------------------------
+@SHARES_RUNS
 def test_workers_1_and_2_give_identical_trials(runs):
     serial = trial_rows(runs["serial"])
     assert len(serial) == TRIALS + 1
@@ -138,6 +141,7 @@ def test_workers_1_and_2_give_identical_trials(runs):
     assert all(0.0 <= float(s) <= 1.0 for s in scores)
 
 
+@SHARES_RUNS
 def test_each_candidate_trains_once_and_its_score_is_cached(runs):
     feasible = {row[3] for row in trial_rows(runs["serial"])[1:] if row[1] == "feasible"}
     log = trainings(runs["serial"])
@@ -149,6 +153,7 @@ def test_each_candidate_trains_once_and_its_score_is_cached(runs):
     assert "proxy_train" in marker["files"]
 
 
+@SHARES_RUNS
 def test_kill_and_resume_gives_the_same_trials_without_retraining(runs):
     killed = runs["killed_trainings"]
     # the first round (the DetNAS population's first 4 candidates) was trained before the kill
@@ -182,6 +187,7 @@ def test_budgets_and_the_memory_guard_come_before_any_training(data, tmp_path):
 
 
 # -- the score is a real, reproducible training ------------------------------------------------------
+@SHARES_RUNS
 def test_a_trial_score_equals_an_independent_training_of_the_candidate(runs, data):
     from archspec.search.proxy_train import candidate_seed, proxy_train_ap
 
@@ -211,6 +217,7 @@ def test_a_changed_setting_never_reuses_a_cached_score(data, tmp_path):
     assert ScoreCache(tmp_path, digest).get("abc") is None
 
 
+@SHARES_RUNS
 def test_the_plot_and_the_report_page_call_the_score_ap(runs, data):
     """pareto.png and report.html label the axis AP and draw no base point (the base's analytic
     MAE-DET score is not on an AP axis)."""

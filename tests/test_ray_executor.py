@@ -193,9 +193,8 @@ def test_executor_options_that_contradict_each_other(tmp_path, options, message)
 def test_cli_ray_starts_and_stops_a_local_instance_and_an_unreachable_cluster_is_one_line(tmp_path):
     pytest.importorskip("ray")
     config = write_config(tmp_path, trials=48)
-    serial = subprocess.run([sys.executable, "-m", "archspec.cli", "search", str(config), "--out",
-                             str(tmp_path / "serial"), "--quiet", "--batch", "8"], capture_output=True, text=True,
-                            cwd=ROOT)
+    # the reference in this process; the Ray runs below are each a process of their own
+    serial = cli_in_process("search", config, "--out", tmp_path / "serial", "--quiet", "--batch", "8")
     assert serial.returncode == 0, serial.stderr
     ray_run = subprocess.run([sys.executable, "-m", "archspec.cli", "search", str(config), "--out", str(tmp_path / "ray"),
                               "--quiet", "--batch", "8", "--executor", "ray", "--workers", "2"],
