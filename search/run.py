@@ -29,6 +29,9 @@ import dataclasses
 import json
 import time
 import warnings
+from collections import Counter
+from contextlib import contextmanager
+from operator import attrgetter
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
@@ -220,9 +223,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         if owned:
             executor.close()
             owned = False
-        start = time.perf_counter()
-        selection = select_best(run.trials, config, space, checker, store, measure_latency)
-        timings.latency += time.perf_counter() - start
+        selection = select_best(run.trials, config, space, checker, store, measure_latency, timings)
     finally:
         if owned:
             executor.close()
@@ -310,66 +311,92 @@ class _Run:
         self.best: float | None = None
 
     def loop(self, total: int, batch: int | None, progress: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        from rich.table import Column
-
-        # One line that fits 80 columns: a short bar, and a status cut at its end rather than
-        # wrapped mid-word. No bar at all in a pipe or a log (it would only add noise there).
-        console = Console(stderr=True)
-        columns = [TextColumn("search"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis"))]
-        shown_bar = progress and console.is_terminal
-        with Progress(*columns, console=console, disable=not shown_bar, transient=False) as bar:
-            task = bar.add_task("search", total=total, completed=0, status="")
+        with progress_bar(total, progress) as bar:
+            strategy, timings, clock = self.strategy, self.timings, time.perf_counter
+            # One proposal per round (the evolutions, no --batch): proposed and evaluated without
+            # the round's lists, sets and dicts, which cost more than the bookkeeping they save.
+            single = batch is None and type(strategy) not in AHEAD
             shown = 0.0
             while len(self.trials) < total:
-                start = time.perf_counter()
-                proposals = propose_round(self.strategy, total - len(self.trials), batch)
-                now = time.perf_counter()
-                self.timings.propose += now - start
-                if not proposals:
+                start = clock()
+                if single:
+                    proposal = None if strategy.done else strategy.propose()
+                    if proposal is not None and proposal.wait:
+                        raise RuntimeError(f"{type(strategy).__name__} waits for feedback, but none is outstanding")
+                else:
+                    proposals = propose_round(strategy, total - len(self.trials), batch)
+                    proposal = proposals[0] if proposals else None
+                now = clock()
+                timings.propose += now - start
+                if proposal is None:
                     break
-                self.round(proposals)
+                if single:
+                    self.one(proposal)
+                else:
+                    self.round(proposals)
                 if now - shown >= PROGRESS_SECONDS:  # a bar update costs more than a candidate
-                    self.show(bar, task)
+                    bar(len(self.trials), self.status())
                     shown = now
-            self.show(bar, task)
+            bar(len(self.trials), self.status())
+
+    def one(self, proposal: Proposal) -> None:
+        """`round` for a round of one proposal: the same steps, in the same order."""
+        trial_id, genotype, stored = len(self.trials), proposal.genotype, self.stored
+        outcome = None
+        if trial_id < len(stored):
+            if stored[trial_id].genotype != genotype:
+                raise ValueError(STORED_MISMATCH.format(trial_id))
+        elif genotype is not None and genotype not in self.seen:
+            start = time.perf_counter()
+            outcome = self.executor.evaluate([(trial_id, genotype)])[0]
+            self.timings.evaluate += time.perf_counter() - start
+        trial = self.record(trial_id, proposal, outcome)
+        start = time.perf_counter()
+        self.strategy.feedback(trial.genotype, trial.score)
+        self.timings.feedback += time.perf_counter() - start
 
     def round(self, proposals: list[Proposal]) -> None:
-        """Evaluate a round, then judge, store and feed back its trials in trial-id order.
-        (The hot loop of a paper-scale run: one pass, locals, no per-trial helper calls.)"""
+        """Evaluate a round, then judge, store and feed back its trials in trial-id order."""
         first = len(self.trials)
         outcomes = self.evaluate(proposals, first)
-        stored, seen, counts, store, feedback = self.stored, self.seen, self.counts, self.store, self.strategy.feedback
+        record = self.record
         for trial_id, proposal in enumerate(proposals, first):
             genotype = proposal.genotype
-            if trial_id < len(stored):
-                trial = stored[trial_id]
-            else:
-                if genotype is None:
-                    trial = Trial(trial_id, None, None, "rejected", proposal.reason, {}, None, 0.0)
-                elif genotype in seen:
-                    twin = seen[genotype]
-                    trial = Trial(trial_id, genotype, twin.fingerprint, "duplicate", f"same as trial {twin.id}",
-                                  twin.metrics, twin.score, 0.0)
-                else:
-                    trial = judge(trial_id, genotype, outcomes[genotype], self.checker, self.timings)
-                # A slow trial (kernels measured) is committed at once; the rest in the store's batches.
-                store.add(trial, flush=trial.seconds >= store.flush_seconds)
-            status, score = trial.status, trial.score
-            if status == "feasible" or status == "infeasible":
-                seen[genotype] = trial
-            self.trials.append(trial)
-            counts[status] += 1
-            if score is not None and (self.best is None or score > self.best):
-                self.best = score
+            record(trial_id, proposal, outcomes.get(genotype))
         # The strategy learns of the round's trials after they are judged and stored (judging
         # never reads the strategy, so the order of the two passes changes nothing), timed apart.
+        feedback = self.strategy.feedback
         start = time.perf_counter()
         for trial in self.trials[first:]:
             feedback(trial.genotype, trial.score)
         self.timings.feedback += time.perf_counter() - start
+
+    def record(self, trial_id: int, proposal: Proposal, outcome: Outcome | None) -> Trial:
+        """Judge, store and count one proposal's trial: the stored one when resuming, else
+        rejected, a duplicate of an earlier trial, or judged from its `outcome` (the hot path of a
+        paper-scale run: locals, no further helper calls)."""
+        genotype, stored, seen = proposal.genotype, self.stored, self.seen
+        if trial_id < len(stored):
+            trial = stored[trial_id]
+        else:
+            if genotype is None:
+                trial = Trial(trial_id, None, None, "rejected", proposal.reason, {}, None, 0.0)
+            elif (twin := seen.get(genotype)) is not None:
+                trial = Trial(trial_id, genotype, twin.fingerprint, "duplicate", f"same as trial {twin.id}",
+                              twin.metrics, twin.score, 0.0)
+            else:
+                trial = judge(trial_id, genotype, outcome, self.checker, self.timings)
+            # A slow trial (kernels measured) is committed at once; the rest in the store's batches.
+            store = self.store
+            store.add(trial, flush=trial.seconds >= store.flush_seconds)
+        status, score = trial.status, trial.score
+        if status == "feasible" or status == "infeasible":
+            seen[genotype] = trial
+        self.trials.append(trial)
+        self.counts[status] += 1
+        if score is not None and (self.best is None or score > self.best):
+            self.best = score
+        return trial
 
     def evaluate(self, proposals: list[Proposal], first: int) -> dict:
         """Genotype -> outcome for the round's proposals that need evaluating: not stored (a
@@ -379,8 +406,7 @@ class _Run:
             genotype = proposal.genotype
             if trial_id < len(self.stored):
                 if self.stored[trial_id].genotype != genotype:
-                    raise ValueError(f"trial {trial_id}: the stored genotype differs from the replayed proposal; "
-                                     f"the store was written by another version or config")
+                    raise ValueError(STORED_MISMATCH.format(trial_id))
             elif genotype is not None and genotype not in self.seen and genotype not in queued:
                 jobs.append((trial_id, genotype))
                 queued.add(genotype)
@@ -391,12 +417,37 @@ class _Run:
         self.timings.evaluate += time.perf_counter() - start
         return {genotype: outcome for (_, genotype), outcome in zip(jobs, outcomes)}
 
-    def show(self, bar, task) -> None:
+    def status(self) -> str:
+        """The progress bar's status line."""
         c = self.counts
         best = "-" if self.best is None else f"{self.best:.2f}"
-        bar.update(task, completed=len(self.trials),
-                   status=f"best {best}, {c['feasible']} ok, {c['infeasible']} over budget, "
-                          f"{c['rejected']} rejected, {c['duplicate']} dup")
+        return (f"best {best}, {c['feasible']} ok, {c['infeasible']} over budget, {c['rejected']} rejected, "
+                f"{c['duplicate']} dup")
+
+
+STORED_MISMATCH = ("trial {}: the stored genotype differs from the replayed proposal; the store was written by "
+                   "another version or config")
+
+
+@contextmanager
+def progress_bar(total: int, shown: bool):
+    """A context giving ``update(completed, status)``, which moves the bar. One
+    line that fits 80 columns: a short bar, and a status cut at its end rather than wrapped
+    mid-word. No bar at all in a pipe or a log (it would only add noise there), and without
+    `shown` not even the import of the bar's library."""
+    if not shown:
+        yield lambda completed, status: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Column
+
+    console = Console(stderr=True)
+    columns = [TextColumn("search"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis"))]
+    with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as bar:
+        task = bar.add_task("search", total=total, completed=0, status="")
+        yield lambda completed, status: bar.update(task, completed=completed, status=status)
 
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:
@@ -442,7 +493,7 @@ def answers(trials: list[Trial], space) -> list[Trial]:
 
 
 def select_best(trials: list[Trial], config, space, checker: BudgetChecker, store: TrialStore,
-                measure: MeasureFn | None = None) -> Selection:
+                measure: MeasureFn | None = None, timings: Timings | None = None) -> Selection:
     """The Pareto front and the best candidate; with a latency budget the front is measured end
     to end first and the best is the top score whose measured latency fits (search/front.py).
     Only complete genotypes are answers: CR-NAS's partial architectures (undecided blocks
@@ -452,7 +503,10 @@ def select_best(trials: list[Trial], config, space, checker: BudgetChecker, stor
     limit = config.budgets.max_latency_ms
     if limit is None:
         return select(trials, front)
+    start = time.perf_counter()
     measured, setting = measure_front(front, space, checker, store, measure, limit)
+    if timings is not None:  # the measurement alone: choosing the front is the run's bookkeeping
+        timings.latency += time.perf_counter() - start
     selection = select(trials, front, limit_ms=limit, measured=measured, setting=setting)
     store.set_meta(FRONT_CHOICE_KEY, json.dumps(choice_record(selection), sort_keys=True))  # for `archspec report`
     return selection
@@ -482,7 +536,7 @@ def write_outputs(out: Path, trials: list[Trial], space, reference: PlotReferenc
     best_spec = write_best(out / "best.yaml", selection, space, detector, len(trials))
     if feasible:
         _plot(out / "pareto.png", feasible, selection.front, reference or PlotReference())
-    counts = {s: sum(t.status == s for t in trials) for s in ("feasible", "infeasible", "rejected", "duplicate")}
+    counts = Counter(map(attrgetter("status"), trials))
     write_text_report(out / "report.txt", report_lines(trials, selection, detector, steps))
     return RunResult(out, len(trials), counts["feasible"], best.score if best else None, best_spec,
                      best_id=best.id if best else None, front_measured=dict(selection.measured))
