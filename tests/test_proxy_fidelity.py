@@ -19,6 +19,10 @@ import pytest
 
 from tests.conftest import ROOT
 
+# the module's fixtures run whole (miniature) benchmarks: one xdist worker runs every test here, so
+# each fixture runs once instead of once per worker
+pytestmark = pytest.mark.xdist_group("proxy-fidelity")
+
 MINI = ["--mini", "--threads", "1"]
 
 OLD_MINI_SETTINGS = {

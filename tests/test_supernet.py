@@ -71,6 +71,10 @@ def tiny_config(folder, *, name="tiny_detnas", space="{type: detnas}", run="run"
     return path
 
 
+SHARES_SUPERNETS = pytest.mark.xdist_group("supernet-trained")
+"""The tests reading the module's trained supernets run on one xdist worker, so each trains once."""
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from archspec.detection.synthetic import synthesize
@@ -185,6 +189,7 @@ def test_a_genotype_outside_the_space_is_refused_with_the_rule():
         supernet.select((0, 1, 2))
 
 
+@SHARES_SUPERNETS
 def test_a_run_of_another_config_and_a_checkpoint_of_another_supernet_are_refused(tmp_path, trained, data):
     from archspec.search.supernet_train import open_supernet, train_supernet
 
@@ -221,6 +226,7 @@ def test_a_run_of_another_config_and_a_checkpoint_of_another_supernet_are_refuse
 
 
 # -- training --------------------------------------------------------------------------------
+@SHARES_SUPERNETS
 def test_a_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, trained, data, monkeypatch):
     from archspec.search import supernet_train
 
@@ -254,6 +260,7 @@ def test_a_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, tra
     assert (tmp_path / "run" / "history.jsonl").read_text() == (trained[1] / "history.jsonl").read_text()
 
 
+@SHARES_SUPERNETS
 def test_extract_then_fine_tune_and_export(tmp_path, trained, data):
     config_file, run = trained
     out = tmp_path / "path"
@@ -378,6 +385,7 @@ def statistics_error(evaluator, genotype) -> tuple[list[float], list[float]]:
     return shared, recalibrated
 
 
+@SHARES_SUPERNETS
 def test_recalibration_replaces_statistics_that_do_not_fit_the_path(trained, crnas_trained):
     """Acceptance (issue 13): recalibrated statistics differ from the shared ones and fit the path;
     AP with them is compared with AP without, against the noise of the calibration images.
@@ -433,6 +441,7 @@ def read_trials(path):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
+@SHARES_SUPERNETS
 def test_search_trials_are_the_same_for_one_and_two_workers_and_after_a_kill(tmp_path, trained, monkeypatch):
     from archspec.search import supernet_eval
     from archspec.search.run import run_search
@@ -532,6 +541,7 @@ def test_sampled_undecided_dilations_need_an_evaluator_that_runs_mini_batches(tm
     load_search_config(path)
 
 
+@SHARES_SUPERNETS
 def test_a_partial_architecture_is_scored_over_seeded_completions_per_mini_batch(crnas_trained, monkeypatch):
     from archspec.search.space import UNDECIDED
     from archspec.search.supernet_eval import SupernetEvaluator, candidate_fingerprint
