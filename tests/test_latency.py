@@ -140,7 +140,7 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
 
 
 def test_fit_overhead_with_few_models():
-    rows = np.array([[1.0, 4.0, 10.0, 1.0], [1.0, 8.0, 20.0, 2.0], [1.0, 2.0, 3.0, 0.5]])
+    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0], [1.0, 8.0, 20.0, 2.0, 0.0], [1.0, 2.0, 3.0, 0.5, 0.0]])
     targets = rows[:, 2] + 0.5 + 0.1 * rows[:, 1]
     fitted = fit_overhead(rows, targets)  # three models: constant + per-kernel on the plain sum
     assert (fitted.constant, fitted.per_kernel, fitted.scale) == (pytest.approx(0.5), pytest.approx(0.1), 1.0)
@@ -281,7 +281,7 @@ def _calibration_rows(rng, n):
     kernels_count = rng.integers(10, 80, size=n).astype(float)
     kernel_ms = rng.uniform(2.0, 60.0, size=n)
     mparams = rng.uniform(0.5, 30.0, size=n)
-    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams])
+    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, np.zeros(n)])  # no cross-scale kernels
 
 
 def test_the_overhead_fit_is_never_negative():

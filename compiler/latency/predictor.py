@@ -406,13 +406,6 @@ def model_features(keys: Sequence[KernelKey], ms: dict, features: dict) -> list[
             float(sum(ms[k] for k in keys if is_cross_scale(k)))]
 
 
-def _full_rows(rows) -> np.ndarray:
-    """Calibration rows with every `Coefficients.FEATURES` column (missing trailing ones: 0)."""
-    rows = np.asarray(rows, dtype=float).reshape(len(rows), -1)
-    missing = len(Coefficients.FEATURES) - rows.shape[1]
-    return np.hstack([rows, np.zeros((len(rows), missing))]) if missing > 0 else rows
-
-
 RIDGE = 0.5
 """Strength of the pull towards the plain kernel sum (constant 0, per-kernel 0, scale 1,
 per-Mparam 0), against the calibration models' weighted squared relative errors: with a few
@@ -429,12 +422,12 @@ def _nnls(design: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def fit_overhead(rows: np.ndarray, targets: np.ndarray, ridge: float | None = None) -> Coefficients:
-    """Fit `Coefficients` to calibration rows ``[1, n_kernels, kernel_ms, mparams]``: least
+    """Fit `Coefficients` to calibration rows (`Coefficients.FEATURES`, as `model_features` makes them): least
     squares on relative errors (rows weighted by 1 / target), ridge-regularised towards the
     plain sum, every coefficient constrained non-negative (no negative costs). With fewer than
     `MIN_POINTS_FULL_FIT` models only ``constant + per_kernel * n`` is fitted on the residual
     of the plain sum (scale 1), with fewer than 3 only the constant."""
-    rows, targets = _full_rows(rows), np.asarray(targets, dtype=float)
+    rows, targets = np.asarray(rows, dtype=float), np.asarray(targets, dtype=float)
     ridge = RIDGE if ridge is None else ridge
     weights = 1.0 / np.maximum(targets, 1e-6)
     if len(rows) >= MIN_POINTS_FULL_FIT:
@@ -454,7 +447,7 @@ def fit_overhead(rows: np.ndarray, targets: np.ndarray, ridge: float | None = No
 
 def predict_rows(coefficients: Coefficients, rows: np.ndarray) -> np.ndarray:
     """Model latencies of calibration rows (`Coefficients.FEATURES`)."""
-    c, rows = coefficients, _full_rows(rows)
+    c, rows = coefficients, np.asarray(rows, dtype=float)
     return (c.constant * rows[:, 0] + c.per_kernel * rows[:, 1] + c.scale * rows[:, 2] + c.per_mparam * rows[:, 3]
             + c.cross_scale * rows[:, 4])
 
@@ -463,7 +456,7 @@ def validate_overhead(rows: np.ndarray, targets: np.ndarray, *, max_error: float
     """Leave-one-out validation of `fit_overhead`: each model predicted by a fit on the others.
     Refused when the held-out median relative error exceeds `MAX_HELD_OUT_ERROR`, or when the
     fit does worse on held-out models than the plain kernel sum."""
-    rows, targets = _full_rows(rows), np.asarray(targets, dtype=float)
+    rows, targets = np.asarray(rows, dtype=float), np.asarray(targets, dtype=float)
     max_error = MAX_HELD_OUT_ERROR if max_error is None else max_error
     errors = []
     for i in range(len(targets)):
