@@ -6,16 +6,20 @@ Draws seeded random architectures (ResNet-like stage allocations with dilations,
 widths/depths, SpineNet level permutations) in three disjoint sets, then in one run:
 
 1. measures every kernel of the *design* and *calibration* architectures in isolation into a
-   fresh table, leaving out any kernel a test architecture uses;
+   fresh table, with `--variants` channel variants of each (`kernels.channel_variants`, as
+   `archspec latency build-table --variants` measures them), leaving out any kernel a test
+   architecture uses;
 2. measures the calibration models end to end and fits the per-model overhead (non-negative,
    validated leave-one-out); fits the per-type kernel models on the measured kernels;
 3. measures each held-out test model end to end on ONNX Runtime (only to score: these times
    never enter the table or any fit);
 4. predicts every test model with *predicted kernels only* (none of its kernels measured);
-5. measures the test models' kernels and predicts again (*measured kernels*);
+5. measures the test models' kernels (in `--passes` passes too) and predicts again (*measured kernels*);
 6. times `LatencyPredictor.predict` on a warm table (predictions per second).
 
-Prints the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
+Prints the timing's own repeatability first: the test models' times pass against pass, and
+against one more timing at the end (the *noise floor*: what a predictor that knew that later
+time exactly would score). Then the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
 family, each family's end-to-end time over the sum of its kernels (how models compose from
 their kernels) and predictions/s. Other processes on the machine add noise to every timing; the
 statistics are medians of many runs, `--threads 1` (the default here) keeps a busy
@@ -44,7 +48,8 @@ import archspec  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
 from archspec.compiler.latency import (Coefficients, LatencyPredictor, LatencyTable, fit_overhead,  # noqa: E402
                                        measure_end_to_end, validate_overhead)
-from archspec.compiler.latency.predictor import model_features, predict_rows  # noqa: E402
+from archspec.compiler.latency.kernels import channel_variants  # noqa: E402
+from archspec.compiler.latency.predictor import is_unaligned, model_features, predict_rows  # noqa: E402
 from archspec.compiler.latency.table import CalibrationRun  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measurement passes over kernels, calibration and test models (lowest median kept)")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="timing budget per kernel and pass")
     parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
+    parser.add_argument("--variants", type=int, default=1,
+                        help="channel variants of each training kernel to measure too (kernels.channel_variants)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -177,7 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         # the predicted-only figures judge kernels the predictor has never measured.
         train_keys = [k for k in dict.fromkeys(k for s in calibration + design for k in predictor.kernels(s, sizes[id(s)]))
                       if k not in set(test_keys)]
+        if args.variants:
+            # Channel variants of the design kernels (none equal to a test kernel) join the training set.
+            held_out = set(test_keys)
+            variants = list(dict.fromkeys(v for k in train_keys for v in channel_variants(k, args.variants, args.seed)
+                                          if v not in held_out))
+            print(f"{len(variants)} channel variants of the training kernels join them "
+                  f"({sum(predictor.block and is_unaligned(v, predictor.block) for v in variants)} off the NCHWc block "
+                  f"of {predictor.block})", flush=True)
+            train_keys += [v for v in variants if v not in set(train_keys)]
         measured_ms = [math.inf] * len(tests)
+        test_passes = []  # each pass's end-to-end times of the test models: the timing's repeatability
         calibration_ms = [math.inf] * len(calibration)
         for round_ in range(args.passes):
             # Every pass measures everything again and keeps the lower median (load only adds time).
@@ -188,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             calibration_ms = [min(m, measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms)
                               for s, m in zip(calibration, calibration_ms)]
             t2 = time.perf_counter()
-            measured_ms = [min(m, measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms)
-                           for s, m in zip(tests, measured_ms)]
+            test_passes.append([measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms
+                                for s in tests])
+            measured_ms = [min(m, t) for m, t in zip(measured_ms, test_passes[-1])]
             print(f"pass {round_ + 1}/{args.passes}: {len(train_keys)} training kernels ({done}) {t1 - t0:.0f} s, "
                   f"{len(calibration)} calibration models {t2 - t1:.0f} s, {len(tests)} test models "
                   f"{time.perf_counter() - t2:.0f} s end to end; load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -202,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             keys = predictor.kernels(spec, sizes[id(spec)])
             predictor.predict_missing(keys)
             values = {k: predictor._ms[k] if k in predictor._ms else predictor._predicted[k] for k in keys}
-            return model_features(keys, values, predictor._features)
+            return model_features(keys, values, predictor._features, predictor.block)
 
         # Predicted-only: the overhead is fitted on the calibration models' measured times against
         # their kernel sums (a calibration kernel a test model shares is predicted, not measured).
@@ -224,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         for spec in calibration + tests:
             predictor.measure_missing(spec, sizes[id(spec)], budget_ms=args.budget_ms)
+        for _ in range(args.passes - 1):  # the test kernels, like everything else, keep their lowest of the passes
+            predictor.refine_keys(test_keys, budget_ms=args.budget_ms)
         for spec, ms in zip(calibration, calibration_ms):
             size = sizes[id(spec)]
             table.put_calibration(predictor.context, CalibrationRun(archspec.fingerprint(spec), size[0], size[1],
@@ -238,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test kernels measured for the measured-kernel figures: {len(test_keys)} in "
               f"{time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
         speed = predictions_per_second(predictor, tests, sizes)
+        # The noise floor: the test models timed once more, minutes later. A predictor that knew
+        # this later time exactly would score no better than `print_repeatability` reports.
+        again = [measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms for s in tests]
         table.close()
 
     if args.verbose:
@@ -249,11 +272,29 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.median(np.abs(kernel_errors)):.1%}, within +/-10% {np.mean(np.abs(kernel_errors) <= 0.1):.1%}")
     print(f"predicted-only step (features and kernel models of every unseen kernel, overhead fit, "
           f"{len(tests)} predictions): {first_prediction_s:.2f} s")
+    print_repeatability(test_passes, again, measured_ms)
     print("== predicted kernels only (no kernel of a test model measured) ==")
     report(tests, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
     print("== measured kernels ==")
     report(tests, measured_pred, sums, measured_ms, speed, time.perf_counter() - started)
     return 0
+
+
+def within(values, reference) -> tuple[float, float, float]:
+    """Share of `values` within +/-10% and +/-5% of `reference`, and the median |relative error|."""
+    error = np.abs(np.array(values) / np.array(reference) - 1.0)
+    return float(np.mean(error <= 0.10)), float(np.mean(error <= 0.05)), float(np.median(error))
+
+
+def print_repeatability(passes: list[list[float]], again: list[float], kept: list[float]) -> None:
+    """How well the end-to-end times agree with themselves: the ceiling of any predictor's score."""
+    for i in range(1, len(passes)):
+        ten, five, median = within(passes[i], passes[0])
+        print(f"repeatability, pass {i + 1} against pass 1: {ten:.1%} of test models within +/-10%, "
+              f"{five:.1%} within +/-5%, median |difference| {median:.1%}")
+    ten, five, median = within(again, kept)
+    print(f"noise floor: the test models timed again at the end (a predictor that knew those times exactly) "
+          f"score {ten:.1%} within +/-10% and {five:.1%} within +/-5% of the kept times (median |error| {median:.1%})")
 
 
 def predictions_per_second(predictor, specs, sizes, seconds: float = 1.0) -> dict[str, float]:

@@ -5,6 +5,7 @@ Timing happens (tiny kernels are measured), but nothing asserts on how long thin
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import archspec
 from archspec import compiler
 from archspec.compiler.latency import (Coefficients, Context, LatencyPredictor, LatencyTable, MissingKernelError,
                               default_table_path, describe, fit_overhead, kernel_graph, kernels)
-from archspec.compiler.latency.kernels import staged_kernels, staged_kernels_from_layers
+from archspec.compiler.latency.kernels import channel_variants, staged_kernels, staged_kernels_from_layers
 from archspec.compiler.latency.table import CalibrationRun
 from archspec.compiler.runtime import LatencyStats
 from tests.conftest import ZOO, zoo_ids
@@ -140,7 +141,8 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
 
 
 def test_fit_overhead_with_few_models():
-    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0], [1.0, 8.0, 20.0, 2.0, 0.0], [1.0, 2.0, 3.0, 0.5, 0.0]])
+    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0, 0.0, 0.0], [1.0, 8.0, 20.0, 2.0, 0.0, 0.0, 0.0],
+                     [1.0, 2.0, 3.0, 0.5, 0.0, 0.0, 0.0]])
     targets = rows[:, 2] + 0.5 + 0.1 * rows[:, 1]
     fitted = fit_overhead(rows, targets)  # three models: constant + per-kernel on the plain sum
     assert (fitted.constant, fitted.per_kernel, fitted.scale) == (pytest.approx(0.5), pytest.approx(0.1), 1.0)
@@ -198,6 +200,40 @@ def test_cli_predict_fails_listing_missing_kernels_then_builds_and_predicts(tmp_
     assert data["kernels"] == 3 and not data["calibrated"] and data["predicted_ms"] == data["kernel_sum_ms"] > 0
     assert (data["measured_kernels"], data["predicted_kernels"], data["clock"]) == (3, 0, "cpu")
     assert data["threads"] == 1 and data["input_size"] == [32, 32]
+
+
+def test_build_table_measures_channel_variants_too(tmp_path, capsys):
+    from archspec.cli import main
+
+    spec_path = tmp_path / "tiny.yaml"
+    archspec.save(archspec.validate(TINY), spec_path)
+    common = ["--table", str(tmp_path / "t.sqlite"), "--threads", "1", "--input-size", "32", "--no-calibrate"]
+    main(["latency", "build-table", str(spec_path), *common, "--variants", "1"])
+    keys = kernels(archspec.validate(TINY), (32, 32))
+    expected = len(set(keys)) + len({v for k in set(keys) for v in channel_variants(k, 1)} - set(keys))
+    assert f"({expected} measured now)" in capsys.readouterr().out and expected > len(set(keys))
+    main(["latency", "build-table", str(spec_path), *common, "--variants", "1"])  # resumable, variants included
+    assert "(0 measured now)" in capsys.readouterr().out
+
+
+def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
+    layer = {"kind": "layer", "block": {"type": "basic", "activation": "relu"}, "hw": [16, 16], "stride": 1,
+             "dilation": 1}
+    first = json.dumps(layer | {"first": True, "in": 64, "out": 128}, sort_keys=True, separators=(",", ":"))
+    repeat = json.dumps(layer | {"first": False, "in": 128, "out": 128}, sort_keys=True, separators=(",", ":"))
+    stem = json.dumps(layer | {"block": {"type": "conv", "kernel": 3}, "first": True, "in": 3, "out": 32},
+                      sort_keys=True, separators=(",", ":"))
+    variants = channel_variants(first, 3)
+    assert len(variants) == 3 and first not in variants and variants == channel_variants(first, 3)  # seeded
+    assert variants != channel_variants(first, 3, seed=1)
+    for variant in variants:
+        data = json.loads(variant)
+        assert 0.55 * 64 - 1 <= data["in"] <= 1.45 * 64 + 1 and 0.55 * 128 - 1 <= data["out"] <= 1.45 * 128 + 1
+        assert {k: v for k, v in data.items() if k not in ("in", "out")} == {
+            k: v for k, v in json.loads(first).items() if k not in ("in", "out")}
+    assert all(json.loads(v)["in"] == json.loads(v)["out"] for v in channel_variants(repeat, 3))
+    assert all(json.loads(v)["in"] == 3 for v in channel_variants(stem, 3))  # an image keeps its channels
+    assert channel_variants(json.dumps({"kind": "endpoint"}), 2) == []  # no channel fields: none
 
 
 # -- a read-only table, concurrent writers, damaged files (issue 12) ---------------------------------
@@ -281,7 +317,8 @@ def _calibration_rows(rng, n):
     kernels_count = rng.integers(10, 80, size=n).astype(float)
     kernel_ms = rng.uniform(2.0, 60.0, size=n)
     mparams = rng.uniform(0.5, 30.0, size=n)
-    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, np.zeros(n)])  # no cross-scale kernels
+    # no cross-scale kernels, none off the NCHWc channel block, no edge elements
+    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, np.zeros(n), np.zeros(n), np.zeros(n)])
 
 
 def test_the_overhead_fit_is_never_negative():
@@ -298,6 +335,90 @@ def test_the_overhead_fit_is_never_negative():
     few = fit_overhead(rows[:5], targets[:5])  # constant + per-kernel on the residual of the sum
     assert min(few.as_dict().values()) >= 0.0
     assert fit_overhead(rows[:1], rows[:1, 2] - 1.0).constant == 0.0
+
+
+def test_the_unaligned_share_is_fitted_where_one_scale_cannot_fit_both_kinds_of_model():
+    """Planted like the held-out benchmark: aligned models at 0.88x their kernel sum, models whose
+    kernels are off the NCHWc block at 0.88x + 0.4x of those kernels. The fit finds both, and the
+    leave-one-out validation accepts it; without the column (zeroed) no fit explains the data."""
+    from archspec.compiler.latency import validate_overhead
+    from archspec.compiler.latency.predictor import predict_rows
+
+    rng = np.random.default_rng(5)
+    rows = _calibration_rows(rng, 16)
+    rows[::2, 5] = rows[::2, 2] * rng.uniform(0.5, 0.9, size=8)  # every other model has unaligned kernels
+    targets = 0.88 * rows[:, 2] + 0.4 * rows[:, 5]
+    fitted = fit_overhead(rows, targets, ridge=0.0)
+    assert fitted.scale == pytest.approx(0.88, abs=1e-6) and fitted.unaligned == pytest.approx(0.4, abs=1e-6)
+    assert np.allclose(predict_rows(fitted, rows), targets)
+    assert validate_overhead(rows, targets).accepted
+    blind = rows.copy()
+    blind[:, 5] = 0.0
+    assert not np.allclose(predict_rows(fit_overhead(blind, targets, ridge=0.0), blind), targets, rtol=0.05)
+
+
+def test_the_reorder_saving_is_fitted_and_never_makes_a_kernel_negative():
+    """Planted: models at their kernel sum less 0.3 ms per million edge elements of their
+    blocked kernels. The fit finds the cost (a non-negative coefficient on the negated column);
+    a kernel whose edges would cost more than its time contributes zero, not less."""
+    from archspec.compiler.latency.predictor import predict_rows
+
+    rng = np.random.default_rng(6)
+    rows = _calibration_rows(rng, 16)
+    rows[:, 6] = -rng.uniform(0.5, 7.0, size=16)
+    targets = rows[:, 2] + 0.3 * rows[:, 6]
+    fitted = fit_overhead(rows, targets, ridge=0.0)
+    assert fitted.reorder == pytest.approx(0.3, abs=1e-6) and fitted.scale == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(predict_rows(fitted, rows), targets)
+    assert min(fitted.as_dict().values()) >= 0.0
+    edges = {"in_elems": 2_000_000, "out_elems": 1_000_000}
+    assert fitted.adjust(2.0, edges) == pytest.approx(2.0 - 0.3 * 3.0)
+    assert fitted.adjust(0.5, edges) == 0.0  # would be -0.4
+    assert fitted.adjust(2.0, edges, unaligned=True) == pytest.approx(2.0)  # plain layout: no reorders to save
+
+
+def test_kernels_off_the_nchwc_block_are_told_apart():
+    from archspec.compiler.latency.predictor import is_unaligned, nchwc_block
+
+    layer = {"kind": "layer", "block": {"type": "basic"}, "hw": [8, 8], "stride": 1, "dilation": 1, "first": True}
+    aligned = json.dumps(layer | {"in": 64, "out": 128})
+    off = json.dumps(layer | {"in": 64, "out": 166})
+    merge = json.dumps({"kind": "merge", "channels": 83, "hw": [8, 8], "terms": 2, "act": "relu"})
+    image = json.dumps(layer | {"in": 3, "out": 64})
+    assert not is_unaligned(aligned, 16) and is_unaligned(off, 16) and is_unaligned(merge, 8)
+    assert not is_unaligned(image, 8)  # fewer channels than a block run blocked (ORT's NCHW-input path)
+    assert not is_unaligned(off, None)  # no blocked layout: nothing is off it
+    assert nchwc_block("torch", "cpu") is None and nchwc_block("ort", "cuda") is None
+    # This CPU's block, as ORT's optimiser reports it: a convolution with that many channels runs
+    # blocked, one with a channel count off the block runs plain.
+    block = nchwc_block()
+    if block is not None:
+        assert block in (8, 16)
+        assert _conv_layout(block * 3) == "com.microsoft.nchwc" and _conv_layout(block * 3 + 1) != "com.microsoft.nchwc"
+
+
+def _conv_layout(channels: int) -> str:
+    """The domain of a 3x3 convolution with `channels` in and out, after ORT's optimiser."""
+    from archspec.compiler import lower
+
+    spec = archspec.validate({"type": "staged", "name": "probe",
+                              "stem": [{"type": "conv", "out_channels": channels, "kernel": 1, "stride": 1}],
+                              "stages": [{"block": {"type": "conv", "kernel": 3}, "depth": 1, "out_channels": channels,
+                                          "stride": 1}], "outputs": ["C0"]})
+    import onnx
+    import onnxruntime as ort
+
+    from archspec.compiler.onnx_writer import graph_to_onnx
+    from archspec.compiler.runtime import session_options
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = session_options(1)
+        options.optimized_model_filepath = f"{tmp}/optimized.onnx"
+        ort.InferenceSession(graph_to_onnx(lower(spec), (8, 8)).SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
+        nodes = onnx.load(options.optimized_model_filepath).graph.node
+    # the stage's convolution, after the stem's (a plain one is fused with its activation)
+    return [node.domain for node in nodes if node.op_type in ("Conv", "FusedConv")][-1]
 
 
 def test_a_poor_overhead_fit_is_refused_with_its_figures(tmp_path):

@@ -313,8 +313,11 @@ SPACE_SAMPLERS: dict[str, object] = {"search": _sample_search}
 @_table_options
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Also measure each spec end to end and refit the per-model overhead.")
+@click.option("--variants", type=click.IntRange(0, 8), default=0, show_default=True,
+              help="Also measure this many channel variants of each kernel (other channel counts, many off "
+                   "ONNX Runtime's NCHWc block), so the kernel models predict such kernels better.")
 def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads, input_size: str, clock: str,
-                calibrate: bool) -> None:
+                calibrate: bool, variants: int) -> None:
     """Measure every kernel of the given specs that the table lacks (resumable: measured
     kernels are skipped, each is saved as soon as it is measured), fit the per-type kernel
     models for unseen kernels and the per-model overhead."""
@@ -330,6 +333,12 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
     predictor = _predictor(table_path, runtime, provider, threads, clock)
     specs = _specs_from(files)
     keys = list(dict.fromkeys(k for spec in specs for k in predictor.missing(spec, size)))
+    if variants:
+        from archspec.compiler.latency.kernels import channel_variants
+
+        every = dict.fromkeys(k for spec in specs for k in predictor.kernels(spec, size))
+        keys += [v for v in dict.fromkeys(v for k in every for v in channel_variants(k, variants))
+                 if v not in every and not predictor.is_measured(v)]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[kernel]}"))
     with Progress(*columns) as progress:

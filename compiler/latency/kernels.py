@@ -227,3 +227,60 @@ def stem_conv_key(in_channels: int, out_channels: int, kernel: int, activation: 
 @functools.lru_cache(maxsize=64)
 def _conv_block(kernel: int, activation: str) -> ConvBlock:
     return ConvBlock(type="conv", kernel=kernel, activation=activation)
+
+
+# -- channel variants (sampling the shape space beyond the kernels a search meets) -------------
+VARIANT_FACTORS = (0.55, 1.45)
+"""Channel counts of a variant: the original's times a factor drawn uniformly from this range."""
+IMAGE_CHANNELS = 4
+"""An input with at most this many channels is an image (a stem's first convolution): kept."""
+
+
+def channel_variants(key: KernelKey, count: int = 1, seed: int = 0) -> list[KernelKey]:
+    """`count` kernels like `key` at other channel counts (seeded by `seed` and the key itself).
+
+    The kernel models learn each type from the kernels a search or table happened to measure;
+    these rarely cover channel counts off ONNX Runtime's NCHWc block, which take a slower path
+    (`model.CHANNEL_BLOCKS`). nn-Meter samples each kernel type's configuration space for its
+    predictors (Zhang et al., MobiSys 2021, section 4.2); this draws around the measured kernels
+    the same way. A repeated block (``first`` false: input width = output width) and a max-pool
+    keep their input and output equal; an image input keeps its channels. Variants whose graph
+    cannot be built (a block with groups that do not divide the new width) are left out."""
+    import random
+
+    from archspec.compiler.latency.model import key_features
+
+    data = json.loads(key)
+    fields = _VARIANT_FIELDS.get(data.get("kind"))
+    if not fields:
+        return []
+    rng = random.Random(f"{seed}:{key}")
+    variants: list[KernelKey] = []
+    for _ in range(4 * count):
+        if len(variants) == count:
+            break
+        new = dict(data)
+        for name in fields:
+            if isinstance(new.get(name), int) and not (name == "in" and new[name] <= IMAGE_CHANNELS):
+                new[name] = max(1, round(new[name] * rng.uniform(*VARIANT_FACTORS)))
+        if data.get("kind") == "layer" and _same_width(data):
+            new["in"] = new["out"]
+        variant = _key(new)
+        if variant == key or variant in variants:
+            continue
+        try:
+            key_features(variant)  # builds the kernel's graph: a variant that cannot exist is dropped
+        except (ValueError, KeyError, ZeroDivisionError):
+            continue
+        variants.append(variant)
+    return variants
+
+
+def _same_width(data: dict) -> bool:
+    """Whether a layer kernel must keep its input width equal to its output width."""
+    return not data.get("first", True) or data.get("block", {}).get("type") == "max_pool"
+
+
+_VARIANT_FIELDS = {"layer": ("in", "out"), "resample": ("in", "out", "width"), "merge": ("channels",),
+                   "classifier": ("in",)}
+"""Kernel kind -> the channel fields a variant redraws."""

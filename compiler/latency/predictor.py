@@ -26,16 +26,17 @@ model for its type (or with ``predict_unseen=False``) a missing kernel raises
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from archspec.compiler.latency.kernels import KernelKey, describe, kernel_graph
+from archspec.compiler.latency.kernels import KernelKey, channel_variants, describe, kernel_graph
 from archspec.compiler.latency.kernels import kernels as spec_kernels
 from archspec.compiler.latency.model import KernelPredictor, has_features, kernel_type, key_features
 from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable
@@ -159,6 +160,10 @@ class LatencyPredictor:
         return measured, len(keys) - measured
 
     # -- unseen kernels --------------------------------------------------------------------------
+    def is_measured(self, key: KernelKey) -> bool:
+        """Whether the table holds a measurement of `key` (a prediction does not count)."""
+        return key in self._ms
+
     def refit_kernel_model(self) -> None:
         """Fit the per-type kernel models on the measured kernels (and forget earlier predictions)."""
         self.kernel_model = KernelPredictor.fit(self._ms, self._features)
@@ -192,7 +197,7 @@ class LatencyPredictor:
         for key, (ms, features) in predictions.items():
             self._predicted[key] = ms
             self._features.setdefault(key, features)
-            self._adjusted[key] = self.coefficients.adjust_key(key, ms, features)
+            self._adjusted[key] = self._adjust(key, ms, features)
         return len(predictions)
 
     def judge_keys(self, keys: Iterable[KernelKey], *, design_per_type: int = DESIGN_KERNELS_PER_TYPE,
@@ -258,7 +263,7 @@ class LatencyPredictor:
         self._predicted.pop(key, None)  # a measurement overrides a prediction
         self._ms[key] = median_ms
         self._features[key] = features
-        self._adjusted[key] = self.coefficients.adjust_key(key, median_ms, features)
+        self._adjusted[key] = self._adjust(key, median_ms, features)
         return median_ms
 
     def measure_keys(self, keys: Iterable[KernelKey], progress: Callable[[KernelKey], None] | None = None,
@@ -272,6 +277,20 @@ class LatencyPredictor:
             done += 1
             if progress is not None:
                 progress(key)
+        return done
+
+    def measure_variants(self, keys: Iterable[KernelKey], per_key: int = 1, *, seed: int = 0,
+                         exclude: Iterable[KernelKey] = (), progress: Callable[[KernelKey], None] | None = None,
+                         budget_ms: float = 150.0) -> int:
+        """Measure `per_key` channel variants of each key (`kernels.channel_variants`: the same
+        kernel at other channel counts, many off the NCHWc block), so the kernel models see
+        channel counts the measured kernels lack; then refit them. Keys in `exclude` are not
+        measured (a benchmark keeps its held-out kernels out). Returns how many were measured."""
+        excluded = set(exclude)
+        variants = [v for key in _unique(keys) for v in channel_variants(key, per_key, seed) if v not in excluded]
+        done = self.measure_keys(variants, progress, budget_ms=budget_ms)
+        if done:
+            self.refit_kernel_model()
         return done
 
     def refine_keys(self, keys: Iterable[KernelKey], progress: Callable[[KernelKey], None] | None = None,
@@ -288,7 +307,7 @@ class LatencyPredictor:
                 self._predicted.pop(key, None)
                 self._ms[key] = stats.median_ms
                 self._features[key] = features
-                self._adjusted[key] = self.coefficients.adjust_key(key, stats.median_ms, features)
+                self._adjusted[key] = self._adjust(key, stats.median_ms, features)
                 lowered += previous is not None
             if progress is not None:
                 progress(key)
@@ -332,7 +351,7 @@ class LatencyPredictor:
         for run in self.table.calibration(self.context):
             keys = run.features.get("kernels", [])
             if keys and all(k in self._ms for k in keys):
-                rows.append(model_features(keys, self._ms, self._features))
+                rows.append(model_features(keys, self._ms, self._features, self.block))
                 targets.append(run.measured_ms)
         return np.array(rows, dtype=float).reshape(-1, len(Coefficients.FEATURES)), np.array(targets, dtype=float)
 
@@ -348,10 +367,20 @@ class LatencyPredictor:
                 self._coefficients = fit_overhead(rows, targets)
             else:
                 warnings.warn(CalibrationWarning(report.line()), stacklevel=2)
+        features = self._features
+        self._adjusted = {k: self._adjust(k, ms, features.get(k, {})) for k, ms in self._ms.items()}
+        self._adjusted.update({k: self._adjust(k, ms, features.get(k, {})) for k, ms in self._predicted.items()})
+
+    @property
+    def block(self) -> int | None:
+        """ONNX Runtime's NCHWc channel block in this predictor's runtime and provider (`nchwc_block`)."""
+        return nchwc_block(self.context.runtime, self.context.provider)
+
+    def _adjust(self, key: KernelKey, ms: float, features: dict) -> float:
+        """One kernel's share of a model's latency under the fitted overhead (`Coefficients.adjust_key`)."""
         coefficients = self.coefficients
-        self._adjusted = {k: coefficients.adjust_key(k, ms, self._features.get(k, {})) for k, ms in self._ms.items()}
-        self._adjusted.update({k: coefficients.adjust_key(k, ms, self._features.get(k, {}))
-                               for k, ms in self._predicted.items()})
+        aware = coefficients.unaligned or coefficients.reorder  # the block matters only to these terms
+        return coefficients.adjust_key(key, ms, features, self.block if aware else None)
 
 
 CROSS_SCALE_KINDS = frozenset({"resample", "merge"})
@@ -367,43 +396,130 @@ def is_cross_scale(key: KernelKey) -> bool:
     return kernel_type(key) in CROSS_SCALE_KINDS
 
 
+UNALIGNED_NOTE = """Kernels with an edge (input or output) channel count that is not a multiple of ONNX
+Runtime's NCHWc block (`nchwc_block`) run their convolutions (or their successors') in the plain layout. Timed alone,
+a kernel in the blocked layout pays a reorder into and out of it at its edges, which a whole
+model pays only at its own edges; an unaligned kernel pays nothing alone but, inside a model,
+sits between reorders of its neighbours and gets their layout's cold caches. On the held-out
+benchmark (idle machine, 1 thread) MAE-DET- and ResNet-like models, all aligned, ran 0.75-1.0x
+the sum of their kernels; SpineNet-like models at width 0.65 (channels 41, 83, 166, ...)
+1.2-1.4x, at width 0.5 0.9-1.0x. One scale cannot fit both: `Coefficients.unaligned` is the
+unaligned kernels' extra share."""
+
+
+@functools.lru_cache(maxsize=8)
+def nchwc_block(runtime: str = "ort", provider: str = "cpu") -> int | None:
+    """The channel block of ONNX Runtime's NCHWc layout here (8 or 16, by what its MLAS kernels
+    use on this CPU); None where nothing runs blocked (another runtime or provider, or a CPU
+    without NCHWc kernels). ORT's NCHWc transformer takes a convolution whose input channels are
+    a multiple of the block (or fewer than one block), so the probe asks ORT's optimiser about a
+    3x3 convolution with 24 input channels (blocked only with a block of 8), then with 16."""
+    if runtime != "ort" or provider != "cpu":
+        return None
+    for channels, block in ((24, 8), (16, 16)):
+        if _runs_blocked(channels):
+            return block
+    return None
+
+
+def _runs_blocked(channels: int) -> bool:
+    """Whether ORT's optimiser puts a 3x3 convolution with `channels` in and out into NCHWc."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from archspec.compiler.runtime import session_options
+
+    shape = [1, channels, 8, 8]
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [channels, channels, 3, 3], [0.0] * channels * channels * 9)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = session_options(1)
+        options.optimized_model_filepath = f"{tmp}/optimized.onnx"
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath)
+    return any(node.domain == "com.microsoft.nchwc" for node in optimized.graph.node)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def is_unaligned(key: KernelKey, block: int | None) -> bool:
+    """Whether a kernel's input or output channel count is off the NCHWc `block` (see
+    `UNALIGNED_NOTE`); never without a block."""
+    if not block:
+        return False
+    data = json.loads(key)
+    edges = (data.get("in"), data.get("out"), data.get("channels"))
+    # fewer channels than one block (an image, a narrow output) still run blocked
+    return any(isinstance(c, int) and c > block and c % block for c in edges)
+
+
 @dataclass(frozen=True)
 class Coefficients:
     """``ms = constant + sum over kernels of (scale * kernel_ms + per_kernel + per_mparam * params / 1e6)
-    + cross_scale * (sum of the cross-scale kernels' ms)``.
+    + cross_scale * (sum of the cross-scale kernels' ms) + unaligned * (sum of the unaligned kernels' ms)
+    - reorder * (sum of the other kernels' edge elements, in millions)``, each kernel's share at least 0.
 
-    `per_kernel` absorbs what measuring a kernel alone adds (a session run's fixed cost, layout
-    reorders at its edges); `scale` and `per_mparam` what running inside a model adds: weights
-    come from memory cold instead of hot from the cache of the previous timed run;
-    `cross_scale` what a cross-scale connection adds beyond its kernel (`CROSS_SCALE_KINDS`)."""
+    `per_kernel` absorbs what measuring a kernel alone adds (a session run's fixed cost);
+    `scale` and `per_mparam` what running inside a model adds: weights come from memory cold
+    instead of hot from the cache of the previous timed run; `cross_scale` what a cross-scale
+    connection adds beyond its kernel (`CROSS_SCALE_KINDS`); `unaligned` what a kernel off the
+    NCHWc channel block adds (`UNALIGNED_NOTE`); `reorder` the cost per million elements of the
+    layout reorders at the edges of a kernel in the blocked layout, which it pays when timed alone
+    and a whole model pays only at its own edges. Every coefficient is a cost, so none is negative."""
 
     constant: float = 0.0
     per_kernel: float = 0.0
     scale: float = 1.0
     per_mparam: float = 0.0
     cross_scale: float = 0.0
-    FEATURES: ClassVar[tuple[str, ...]] = ("constant", "kernels", "kernel_ms", "mparams", "cross_ms")
+    unaligned: float = 0.0
+    reorder: float = 0.0
+    FEATURES: ClassVar[tuple[str, ...]] = ("constant", "kernels", "kernel_ms", "mparams", "cross_ms", "unaligned_ms",
+                                           "minus_edge_melems")
 
-    def adjust(self, ms: float, features: dict, cross_scale: bool = False) -> float:
+    def adjust(self, ms: float, features: dict, cross_scale: bool = False, unaligned: bool = False) -> float:
         """One kernel's contribution to a model's latency (`cross_scale`: the kernel is one of
-        `CROSS_SCALE_KINDS`)."""
+        `CROSS_SCALE_KINDS`; `unaligned`: its edges are off the NCHWc block; otherwise its edges'
+        reorders, timed alone, are no cost inside a model). Never below zero."""
         value = self.scale * ms + self.per_kernel + self.per_mparam * features.get("params", 0) / 1e6
-        return value + self.cross_scale * ms if cross_scale else value
+        if cross_scale:
+            value += self.cross_scale * ms
+        if unaligned:
+            value += self.unaligned * ms
+        elif self.reorder:
+            value -= self.reorder * edge_melems(features)
+        return max(value, 0.0)
 
-    def adjust_key(self, key: KernelKey, ms: float, features: dict) -> float:
-        return self.adjust(ms, features, is_cross_scale(key))
+    def adjust_key(self, key: KernelKey, ms: float, features: dict, block: int | None = None) -> float:
+        return self.adjust(ms, features, is_cross_scale(key), is_unaligned(key, block))
 
     def as_dict(self) -> dict:
         return {"constant": self.constant, "per_kernel": self.per_kernel, "scale": self.scale,
-                "per_mparam": self.per_mparam, "cross_scale": self.cross_scale}
+                "per_mparam": self.per_mparam, "cross_scale": self.cross_scale, "unaligned": self.unaligned,
+                "reorder": self.reorder}
 
 
-def model_features(keys: Sequence[KernelKey], ms: dict, features: dict) -> list[float]:
+def edge_melems(features: Mapping) -> float:
+    """Millions of elements at a kernel's edges (its input and output maps): what the NCHWc
+    reorders of a kernel timed alone move."""
+    return (features.get("in_elems", 0) + features.get("out_elems", 0)) / 1e6
+
+
+def model_features(keys: Sequence[KernelKey], ms: dict, features: dict, block: int | None = None) -> list[float]:
     """[1, n_kernels, sum of kernel ms, sum of kernel params in millions, sum of the cross-scale
-    kernels' ms] of one model (`Coefficients.FEATURES`)."""
+    kernels' ms, sum of the unaligned kernels' ms, minus the edge elements (millions) of the others]
+    of one model (`Coefficients.FEATURES`; `block`: the NCHWc channel block, `nchwc_block`)."""
+    unaligned = [is_unaligned(k, block) for k in keys]
     return [1.0, float(len(keys)), float(sum(ms[k] for k in keys)),
             float(sum(features.get(k, {}).get("params", 0) for k in keys)) / 1e6,
-            float(sum(ms[k] for k in keys if is_cross_scale(k)))]
+            float(sum(ms[k] for k in keys if is_cross_scale(k))),
+            float(sum(ms[k] for k, off in zip(keys, unaligned) if off)),
+            -float(sum(edge_melems(features.get(k, {})) for k, off in zip(keys, unaligned) if not off))]
 
 
 RIDGE = 0.5
@@ -431,7 +547,7 @@ def fit_overhead(rows: np.ndarray, targets: np.ndarray, ridge: float | None = No
     ridge = RIDGE if ridge is None else ridge
     weights = 1.0 / np.maximum(targets, 1e-6)
     if len(rows) >= MIN_POINTS_FULL_FIT:
-        prior = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
+        prior = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
         # Scale each column's penalty by its typical weighted size, so the pull is unit-free.
         scale = np.sqrt(np.mean((rows * weights[:, None]) ** 2, axis=0)) + 1e-12
         penalty = np.sqrt(ridge) * np.diag(scale)
@@ -449,7 +565,7 @@ def predict_rows(coefficients: Coefficients, rows: np.ndarray) -> np.ndarray:
     """Model latencies of calibration rows (`Coefficients.FEATURES`)."""
     c, rows = coefficients, np.asarray(rows, dtype=float)
     return (c.constant * rows[:, 0] + c.per_kernel * rows[:, 1] + c.scale * rows[:, 2] + c.per_mparam * rows[:, 3]
-            + c.cross_scale * rows[:, 4])
+            + c.cross_scale * rows[:, 4] + c.unaligned * rows[:, 5] + c.reorder * rows[:, 6])
 
 
 def validate_overhead(rows: np.ndarray, targets: np.ndarray, *, max_error: float | None = None) -> CalibrationReport:
