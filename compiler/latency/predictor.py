@@ -36,7 +36,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from archspec.compiler.latency.kernels import KernelKey, channel_variants, describe, kernel_graph
+from archspec.compiler.latency.kernels import KernelKey, describe, kernel_graph
 from archspec.compiler.latency.kernels import kernels as spec_kernels
 from archspec.compiler.latency.model import KernelPredictor, has_features, kernel_type, key_features
 from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable
@@ -279,20 +279,6 @@ class LatencyPredictor:
                 progress(key)
         return done
 
-    def measure_variants(self, keys: Iterable[KernelKey], per_key: int = 1, *, seed: int = 0,
-                         exclude: Iterable[KernelKey] = (), progress: Callable[[KernelKey], None] | None = None,
-                         budget_ms: float = 150.0) -> int:
-        """Measure `per_key` channel variants of each key (`kernels.channel_variants`: the same
-        kernel at other channel counts, many off the NCHWc block), so the kernel models see
-        channel counts the measured kernels lack; then refit them. Keys in `exclude` are not
-        measured (a benchmark keeps its held-out kernels out). Returns how many were measured."""
-        excluded = set(exclude)
-        variants = [v for key in _unique(keys) for v in channel_variants(key, per_key, seed) if v not in excluded]
-        done = self.measure_keys(variants, progress, budget_ms=budget_ms)
-        if done:
-            self.refit_kernel_model()
-        return done
-
     def refine_keys(self, keys: Iterable[KernelKey], progress: Callable[[KernelKey], None] | None = None,
                     *, budget_ms: float = 150.0) -> int:
         """Measure kernels again and keep the lower of the two medians: a second sample taken at
@@ -397,14 +383,15 @@ def is_cross_scale(key: KernelKey) -> bool:
 
 
 UNALIGNED_NOTE = """Kernels with an edge (input or output) channel count that is not a multiple of ONNX
-Runtime's NCHWc block (`nchwc_block`) run their convolutions (or their successors') in the plain layout. Timed alone,
-a kernel in the blocked layout pays a reorder into and out of it at its edges, which a whole
-model pays only at its own edges; an unaligned kernel pays nothing alone but, inside a model,
-sits between reorders of its neighbours and gets their layout's cold caches. On the held-out
-benchmark (idle machine, 1 thread) MAE-DET- and ResNet-like models, all aligned, ran 0.75-1.0x
-the sum of their kernels; SpineNet-like models at width 0.65 (channels 41, 83, 166, ...)
-1.2-1.4x, at width 0.5 0.9-1.0x. One scale cannot fit both: `Coefficients.unaligned` is the
-unaligned kernels' extra share."""
+Runtime's NCHWc block (`nchwc_block`) run their convolutions (or their successors') in the plain
+layout. Timed alone, a kernel in the blocked layout pays a reorder into and out of it at its
+edges, which a whole model pays only at its own edges; an unaligned kernel pays nothing alone
+but, inside a model, sits between reorders of its neighbours and gets their layout's cold caches. On the held-out
+benchmark (idle machine, 1 thread; averages per run) MAE-DET- and ResNet-like models, all
+aligned, ran 0.84-0.95x the sum of their kernels, SpineNet-like models at width 0.5 0.87-1.03x,
+and at width 0.65 (channels 41, 83, 166, 332) 1.06-1.27x. One scale cannot fit both:
+`Coefficients.unaligned` is the unaligned kernels' extra share, `Coefficients.reorder` the
+aligned ones' saving."""
 
 
 @functools.lru_cache(maxsize=8)
