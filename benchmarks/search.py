@@ -48,6 +48,8 @@ import time
 import types
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # `search` package: look in the project root instead.
@@ -83,9 +85,9 @@ def stand_in_measure(counter: list):
 
 def config_budget(text: str) -> str:
     """The config's latency budget as a phrase: "40 ms, 1 thread(s)"."""
-    limit = re.search(r"\n  max_latency_ms: ([^\n]*)", text).group(1)
-    threads = re.search(r"\n  latency_threads: ([^\n]*)", text)
-    return f"{limit} ms, {threads.group(1) + ' thread(s)' if threads else 'all cores'}"
+    budgets = yaml.safe_load(text)["budgets"]
+    threads = budgets.get("latency_threads")
+    return f"{budgets['max_latency_ms']:g} ms, {f'{threads} thread(s)' if threads else 'all cores'}"
 
 
 def paper_scale(args) -> None:

@@ -341,12 +341,9 @@ class _Run:
 
     def one(self, proposal: Proposal) -> None:
         """`round` for a round of one proposal: the same steps, in the same order."""
-        trial_id, genotype, stored = len(self.trials), proposal.genotype, self.stored
+        trial_id, genotype = len(self.trials), proposal.genotype
         outcome = None
-        if trial_id < len(stored):
-            if stored[trial_id].genotype != genotype:
-                raise ValueError(STORED_MISMATCH.format(trial_id))
-        elif genotype is not None and genotype not in self.seen:
+        if self.needs_evaluation(trial_id, genotype):
             start = time.perf_counter()
             outcome = self.executor.evaluate([(trial_id, genotype)])[0]
             self.timings.evaluate += time.perf_counter() - start
@@ -404,10 +401,7 @@ class _Run:
         jobs, queued = [], set()
         for trial_id, proposal in enumerate(proposals, first):
             genotype = proposal.genotype
-            if trial_id < len(self.stored):
-                if self.stored[trial_id].genotype != genotype:
-                    raise ValueError(STORED_MISMATCH.format(trial_id))
-            elif genotype is not None and genotype not in self.seen and genotype not in queued:
+            if self.needs_evaluation(trial_id, genotype) and genotype not in queued:
                 jobs.append((trial_id, genotype))
                 queued.add(genotype)
         if not jobs:
@@ -416,6 +410,16 @@ class _Run:
         outcomes = self.executor.evaluate(jobs)
         self.timings.evaluate += time.perf_counter() - start
         return {genotype: outcome for (_, genotype), outcome in zip(jobs, outcomes)}
+
+    def needs_evaluation(self, trial_id: int, genotype) -> bool:
+        """Whether trial `trial_id` must be evaluated: not stored (when resuming, the stored trial
+        must match the replayed proposal: a `ValueError` otherwise), not rejected, not seen."""
+        stored = self.stored
+        if trial_id < len(stored):
+            if stored[trial_id].genotype != genotype:
+                raise ValueError(STORED_MISMATCH.format(trial_id))
+            return False
+        return genotype is not None and genotype not in self.seen
 
     def status(self) -> str:
         """The progress bar's status line."""

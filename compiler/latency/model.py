@@ -84,11 +84,14 @@ SHAPE_FEATURES = ("macs", "params", "in_elems", "out_elems", "activations", "in"
 """Shape features of the correction (logarithms): the work terms, the kernel's shape parameters, and
 how many of its channel counts are not multiples of 8 and of 16 (`channel_counts`)."""
 CHANNEL_BLOCKS = (8, 16)
-"""ONNX Runtime's CPU convolutions run in a blocked channel layout (NCHWc, 8 channels a block with
-AVX2, 16 with AVX-512) only when channel counts divide into blocks; other counts take a slower
-path. On the 2-core AVX-512 development machine a bottleneck block with 664 channels at 1x1 took
-0.046 ms against 0.009 ms with 512, and SpineNet-like models at width scale 0.65 (channels 41,
-83, 166, 332, 664) had their blocks under-predicted by 15-65% before this feature."""
+"""ONNX Runtime's CPU convolutions run in a blocked channel layout (NCHWc; a block is 8 or 16
+channels by the CPU's MLAS kernels, 8 on the development machine, whatever its AVX-512 flags:
+`predictor.nchwc_block` asks ORT) only when channel counts divide into blocks; other counts take
+a slower path. The kernel models learn from both counts, as the block of the machine that
+measured the table is not part of a kernel's features. On the 2-core development machine a
+bottleneck block with 664 channels at 1x1 took 0.046 ms against 0.009 ms with 512, and
+SpineNet-like models at width scale 0.65 (channels 41, 83, 166, 332, 664) had their blocks
+under-predicted by 15-65% before this feature."""
 CORRECTION_ALPHA = 3.0
 """Ridge strength of the correction: it only bends the physical model, never replaces it."""
 MAX_CORRECTION = 0.7
