@@ -1,6 +1,7 @@
 """Accuracy and speed of the latency predictor (compiler.latency) on held-out random architectures.
 
     .venv/bin/python benchmarks/latency_predictor.py [--tests 60] [--design 30] [--calibration 16] [--threads 1]
+                                                     [--passes 3] [--save FILE | --replay FILE]
 
 Draws seeded random architectures (ResNet-like stage allocations with dilations, MAE-DET-like
 widths/depths, SpineNet level permutations) in three disjoint sets, then in one run:
@@ -18,6 +19,11 @@ widths/depths, SpineNet level permutations) in three disjoint sets, then in one 
    every pass beside their models, but join the table only now;
 6. times `LatencyPredictor.predict` on a warm table (predictions per second).
 
+Steps 1-3 and the test kernels' timings are the measurements; `--save FILE` writes them all
+(kernel medians and features, models' specs, sizes and times per pass) as JSON, and
+`--replay FILE` scores them again without timing anything: the way to compare kernel models or
+overhead terms on the very same measurements, free of the machine's noise between runs.
+
 Prints the timing's own repeatability first: the test models' times pass against pass, and
 against one more timing at the end (the *noise floor*: what a predictor that knew that later
 time exactly would score). Then the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
@@ -33,6 +39,8 @@ core (wall-clock medians of the same model drift by +/-25% here while others run
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import random
@@ -50,6 +58,7 @@ from archspec.errors import SpecError  # noqa: E402
 from archspec.compiler.latency import (Coefficients, LatencyPredictor, LatencyTable, fit_overhead,  # noqa: E402
                                        measure_end_to_end, measure_kernel, validate_overhead)
 from archspec.compiler.latency.kernels import channel_variants  # noqa: E402
+from archspec.compiler.latency.model import kernel_type  # noqa: E402
 from archspec.compiler.latency.predictor import is_unaligned, model_features, predict_rows  # noqa: E402
 from archspec.compiler.latency.table import CalibrationRun  # noqa: E402
 
@@ -158,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
     parser.add_argument("--variants", type=int, default=1,
                         help="channel variants of each training kernel to measure too (kernels.channel_variants)")
+    parser.add_argument("--save", type=Path, help="write every measurement to this JSON file (never overwritten)")
+    parser.add_argument("--replay", type=Path, help="score the measurements of a --save file again (no timing)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -172,6 +183,36 @@ def main(argv: list[str] | None = None) -> int:
     seen = {(archspec.fingerprint(s), sizes[id(s)]) for s in calibration + design}
     overlap = sum((archspec.fingerprint(s), sizes[id(s)]) in seen for s in tests)
 
+    if args.replay:
+        dataset = json.loads(args.replay.read_text())
+        print(f"replaying {args.replay}: measured {dataset['meta']['when']} on machine {dataset['meta']['machine']}, "
+              f"threads {dataset['meta']['threads']}, clock {dataset['meta']['clock']}", flush=True)
+    else:
+        dataset = measure(args, calibration, design, tests, sizes, overlap)
+        if args.save:
+            write_atomic(args.save, json.dumps(dataset, sort_keys=True))
+            print(f"measurements saved to {args.save} (score them again with --replay)", flush=True)
+    score(dataset, verbose=args.verbose, started=started)
+    return 0
+
+
+def write_atomic(path: Path, text: str) -> None:
+    if path.exists():
+        raise SystemExit(f"{path}: exists; the benchmark does not overwrite files")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def stats_entry(stats, features) -> dict:
+    return {"stats": dataclasses.asdict(stats), "features": features, "conditions": getattr(stats, "conditions", None)}
+
+
+def measure(args, calibration, design, tests, sizes, overlap) -> dict:
+    """Every timing the benchmark scores, as JSON data: the training kernels (design and
+    calibration architectures, and their channel variants), the calibration and test models end
+    to end, and the test models' kernels (kept apart: they join the table only for the
+    measured-kernel figures)."""
     with tempfile.TemporaryDirectory() as tmp:
         table = LatencyTable(args.table or Path(tmp) / "latency.sqlite")
         clock = args.clock or ("cpu" if args.threads == 1 else "wall")
@@ -221,13 +262,56 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(calibration)} calibration models {t2 - t1:.0f} s, {len(tests)} test models "
                   f"{t3 - t2:.0f} s end to end, their {len(test_keys)} kernels {time.perf_counter() - t3:.0f} s; "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        predictor.refit_kernel_model()
+        # The noise floor: the test models timed once more, minutes later. A predictor that knew
+        # this later time exactly would score no better than `print_repeatability` reports.
+        again = [measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms for s in tests]
+        stored = table.kernels(predictor.context)
+        stored_features = table.kernel_features(predictor.context)
+        train = {k: {"median_ms": stored[k], "features": stored_features.get(k, {})} for k in train_keys}
+        context = predictor.context
+        table.close()
+
+    def model(spec, ms, **extra):
+        return {"name": spec.name, "spec": archspec.to_data(spec), "size": list(sizes[id(spec)]), "ms": ms, **extra}
+
+    return {"meta": {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": context.machine, "threads": context.threads,
+                     "clock": context.clock, "seed": args.seed, "passes": args.passes, "variants": args.variants},
+            "train": train,
+            "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
+            "calibration": [model(s, ms) for s, ms in zip(calibration, calibration_ms)],
+            "tests": [model(s, ms, passes=[p[i] for p in test_passes], again=again[i])
+                      for i, (s, ms) in enumerate(zip(tests, measured_ms))]}
+
+
+class StoredStats:
+    """A stored kernel median in the shape `LatencyTable.put_kernel` takes."""
+
+    def __init__(self, median_ms: float):
+        self.median_ms = self.p10_ms = self.p90_ms = self.min_ms = median_ms
+        self.std_ms, self.repeats = 0.0, 0
+
+
+def score(dataset: dict, *, verbose: bool, started: float) -> None:
+    """Fit the predictor on the training kernels and calibration models of `dataset` and score it
+    on the test models: from predicted kernels only, then with the test kernels measured."""
+    meta = dataset["meta"]
+    calibration = [(archspec.validate(m["spec"]), tuple(m["size"]), m["ms"]) for m in dataset["calibration"]]
+    tests = [(archspec.validate(m["spec"]), tuple(m["size"]), m["ms"]) for m in dataset["tests"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        table = LatencyTable(Path(tmp) / "latency.sqlite")
+        predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
+        context = predictor.context
+        for key, entry in dataset["train"].items():
+            table.put_kernel(context, key, StoredStats(entry["median_ms"]), entry["features"])
+        predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
         print("kernel models: " + ", ".join(f"{kind} ({m.kernels} kernels, {m.median_error:.1%} in-sample)"
                                              for kind, m in sorted(predictor.kernel_model.models.items())))
+        test_keys = list(dict.fromkeys(k for spec, size, _ in tests for k in predictor.kernels(spec, size)))
+        assert not set(predictor._ms) & set(test_keys)
 
-        def row(spec):
+        def row(spec, size):
             """Calibration features of a spec: measured kernels where the table has them, else predicted."""
-            keys = predictor.kernels(spec, sizes[id(spec)])
+            keys = predictor.kernels(spec, size)
             predictor.predict_missing(keys)
             values = {k: predictor._ms[k] if k in predictor._ms else predictor._predicted[k] for k in keys}
             return model_features(keys, values, predictor._features, predictor.block)
@@ -235,60 +319,64 @@ def main(argv: list[str] | None = None) -> int:
         # Predicted-only: the overhead is fitted on the calibration models' measured times against
         # their kernel sums (a calibration kernel a test model shares is predicted, not measured).
         t0 = time.perf_counter()
-        rows = np.array([row(s) for s in calibration])
-        validation = validate_overhead(rows, np.array(calibration_ms))
-        coefficients = fit_overhead(rows, np.array(calibration_ms)) if validation.accepted else Coefficients()
+        rows = np.array([row(spec, size) for spec, size, _ in calibration])
+        calibration_ms = np.array([ms for _, _, ms in calibration])
+        validation = validate_overhead(rows, calibration_ms)
+        coefficients = fit_overhead(rows, calibration_ms) if validation.accepted else Coefficients()
         print(f"predicted-only {validation.line()}; coefficients "
               f"{', '.join(f'{k}={v:.4g}' for k, v in coefficients.as_dict().items())}", flush=True)
-        assert not set(predictor._ms) & set(test_keys)
-        test_rows = np.array([row(s) for s in tests])
+        test_rows = np.array([row(spec, size) for spec, size, _ in tests])
         predicted_only = list(predict_rows(coefficients, test_rows))
         predicted_sums = list(test_rows[:, 2])
         first_prediction_s = time.perf_counter() - t0
-        assert all(predictor.sources(s, sizes[id(s)])[0] == 0 for s in tests)
+        assert all(predictor.sources(spec, size)[0] == 0 for spec, size, _ in tests)
         snapshot = dict(predictor._predicted)
 
         # Measured kernels: the test kernels timed in the passes join the table; calibrate as usual.
         t0 = time.perf_counter()
-        for key, (stats, features) in test_kernels.items():
-            table.put_kernel(predictor.context, key, stats, features, stats.conditions)
-        predictor = LatencyPredictor(table, threads=args.threads, clock=clock)
-        for spec in calibration + tests:
-            predictor.measure_missing(spec, sizes[id(spec)], budget_ms=args.budget_ms)
-        for spec, ms in zip(calibration, calibration_ms):
-            size = sizes[id(spec)]
-            table.put_calibration(predictor.context, CalibrationRun(archspec.fingerprint(spec), size[0], size[1],
-                                                                    spec.name, ms,
-                                                                    {"kernels": predictor.kernels(spec, size)}))
+        for key, entry in dataset["test_kernels"].items():
+            table.put_kernel(context, key, StoredStats(entry["stats"]["median_ms"]), entry["features"],
+                             entry.get("conditions"))
+        predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
+        assert not any(predictor.missing(spec, size) for spec, size, _ in calibration + tests)
+        for spec, size, ms in calibration:
+            table.put_calibration(context, CalibrationRun(archspec.fingerprint(spec), size[0], size[1], spec.name, ms,
+                                                          {"kernels": predictor.kernels(spec, size)}))
         predictor._fit()
         print(f"measured-kernel {predictor.calibration_report.line() if predictor.calibration_report else ''}; "
               f"coefficients {', '.join(f'{k}={v:.4g}' for k, v in predictor.coefficients.as_dict().items())}")
         kernel_errors = np.array([snapshot[k] / predictor._ms[k] - 1.0 for k in test_keys if k in snapshot])
-        measured_pred = [predictor.predict(s, sizes[id(s)]) for s in tests]
-        sums = [predictor.kernel_sum(s, sizes[id(s)])[0] for s in tests]
-        print(f"measured-kernel step (test kernels from the passes into the table, refits): "
-              f"{time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
-        speed = predictions_per_second(predictor, tests, sizes)
-        # The noise floor: the test models timed once more, minutes later. A predictor that knew
-        # this later time exactly would score no better than `print_repeatability` reports.
-        again = [measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms for s in tests]
+        kernel_errors_by_type: dict[str, list[float]] = {}
+        for k in test_keys:
+            if k in snapshot:
+                kernel_errors_by_type.setdefault(kernel_type(k), []).append(snapshot[k] / predictor._ms[k] - 1.0)
+        measured_pred = [predictor.predict(spec, size) for spec, size, _ in tests]
+        sums = [predictor.kernel_sum(spec, size)[0] for spec, size, _ in tests]
+        print(f"measured-kernel step (test kernels into the table, refits): {time.perf_counter() - t0:.1f} s", flush=True)
+        speed = predictions_per_second(predictor, tests)
         table.close()
 
-    if args.verbose:
-        for spec, p, q, m, k in zip(tests, predicted_only, measured_pred, measured_ms, sums):
-            print(f"{spec.name:<20} {sizes[id(spec)][0]:>4} predicted-only {p:8.2f} measured-kernels {q:8.2f} "
+    names = [spec.name for spec, _, _ in tests]
+    measured_ms = [ms for _, _, ms in tests]
+    if verbose:
+        for (spec, size, m), p, q, k in zip(tests, predicted_only, measured_pred, sums):
+            print(f"{spec.name:<20} {size[0]:>4} predicted-only {p:8.2f} measured-kernels {q:8.2f} "
                   f"kernel sum {k:8.2f} end to end {m:8.2f} errors {(p - m) / m:+.1%} {(q - m) / m:+.1%}")
     print()
     print(f"kernel models on {len(kernel_errors)} unseen test kernels: median |error| "
           f"{np.median(np.abs(kernel_errors)):.1%}, within +/-10% {np.mean(np.abs(kernel_errors) <= 0.1):.1%}")
+    for kind, errors in sorted(kernel_errors_by_type.items()):
+        errors = np.array(errors)
+        print(f"  {kind:<22} {len(errors):>4} kernels: median |error| {np.median(np.abs(errors)):6.1%}, "
+              f"mean error {np.mean(errors):+6.1%}, within +/-10% {np.mean(np.abs(errors) <= 0.1):6.1%}")
     print(f"predicted-only step (features and kernel models of every unseen kernel, overhead fit, "
           f"{len(tests)} predictions): {first_prediction_s:.2f} s")
-    print_repeatability(test_passes, again, measured_ms)
+    passes = [[m["passes"][i] for m in dataset["tests"]] for i in range(len(dataset["tests"][0]["passes"]))]
+    print_repeatability(passes, [m["again"] for m in dataset["tests"]], measured_ms)
     print("== predicted kernels only (no kernel of a test model measured) ==")
-    report(tests, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
+    report(names, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
     print("== measured kernels ==")
-    report(tests, measured_pred, sums, measured_ms, speed, time.perf_counter() - started)
-    return 0
+    report(names, measured_pred, sums, measured_ms, speed, time.perf_counter() - started)
 
 
 def within(values, reference) -> tuple[float, float, float]:
@@ -308,26 +396,26 @@ def print_repeatability(passes: list[list[float]], again: list[float], kept: lis
           f"score {ten:.1%} within +/-10% and {five:.1%} within +/-5% of the kept times (median |error| {median:.1%})")
 
 
-def predictions_per_second(predictor, specs, sizes, seconds: float = 1.0) -> dict[str, float]:
+def predictions_per_second(predictor, models, seconds: float = 1.0) -> dict[str, float]:
     """Predictions per second on a warm table, per family, without the per-object memo (every
     call decomposes its spec from scratch, as for a freshly mutated candidate)."""
     from archspec.compiler.latency.kernels import clear_memo
 
     rates = {}
-    families = sorted({s.name.rsplit("_", 1)[0] for s in specs})
+    families = sorted({spec.name.rsplit("_", 1)[0] for spec, _, _ in models})
     for family in families + ["all"]:
-        chosen = [s for s in specs if family == "all" or s.name.rsplit("_", 1)[0] == family]
+        chosen = [(spec, size) for spec, size, _ in models if family == "all" or spec.name.rsplit("_", 1)[0] == family]
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            for spec in chosen:
+            for spec, size in chosen:
                 clear_memo()
-                predictor.predict(spec, sizes[id(spec)])
+                predictor.predict(spec, size)
             count += len(chosen)
         rates[family] = count / (time.perf_counter() - start)
     return rates
 
 
-def report(tests, predictions, sums, measured, speed: dict[str, float], elapsed: float) -> None:
+def report(names, predictions, sums, measured, speed: dict[str, float], elapsed: float) -> None:
     predicted, actual, raw = np.array(predictions), np.array(measured), np.array(sums)
     error = (predicted - actual) / actual
     raw_error = (raw - actual) / actual
@@ -336,9 +424,9 @@ def report(tests, predictions, sums, measured, speed: dict[str, float], elapsed:
     # end to end / kernel sum: how the whole model composes from its kernels, per family
     print(f"{'family':<14}{'models':>7}{'within 10%':>12}{'within 5%':>11}{'median |err|':>14}{'max |err|':>11}"
           f"{'e2e / kernel sum':>18}")
-    families = sorted({s.name.rsplit('_', 1)[0] for s in tests})
+    families = sorted({name.rsplit('_', 1)[0] for name in names})
     for family in families + ["all"]:
-        mask = np.array([family == "all" or s.name.rsplit("_", 1)[0] == family for s in tests])
+        mask = np.array([family == "all" or name.rsplit("_", 1)[0] == family for name in names])
         e = np.abs(error[mask])
         ratio = actual[mask] / raw[mask]
         print(f"{family:<14}{mask.sum():>7}{np.mean(e <= 0.10):>12.1%}{np.mean(e <= 0.05):>11.1%}"

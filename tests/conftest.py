@@ -36,6 +36,27 @@ def pytest_configure(config):
         sys.modules["torch"].set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def no_speed_probe(monkeypatch):
+    """Measurements in tests run without the speed probe (`compiler/latency/probe.py`): it
+    buys steadier figures, which no test reads, for a probe per batch and up to half a second
+    of waiting per measurement on a noisy machine (a search test measuring its front took 16 s
+    without it and 28 s with it). The tests of the probe and of a measurement's conditions put
+    it back (`with_speed_probe`)."""
+    import archspec.compiler.latency.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "speed_probe", lambda threads, clock: None)
+
+
+@pytest.fixture
+def with_speed_probe(monkeypatch):
+    """The real speed probe, as measurements outside the tests use it."""
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.compiler.latency.probe import speed_probe
+
+    monkeypatch.setattr(predictor_module, "speed_probe", speed_probe)
+
+
 def zoo_ids(paths=ZOO):
     return [p.stem for p in paths]
 

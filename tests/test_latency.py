@@ -15,6 +15,8 @@ from archspec import compiler
 from archspec.compiler.latency import (Coefficients, Context, LatencyPredictor, LatencyTable, MissingKernelError,
                               default_table_path, describe, fit_overhead, kernel_graph, kernels)
 from archspec.compiler.latency.kernels import channel_variants, staged_kernels, staged_kernels_from_layers
+from archspec.compiler.latency.predictor import MAX_ATTEMPTS
+from archspec.compiler.latency.probe import SLOW_TOLERANCE
 from archspec.compiler.latency.table import CalibrationRun
 from archspec.compiler.runtime import LatencyStats
 from tests.conftest import ZOO, zoo_ids
@@ -607,15 +609,86 @@ PRAGMA user_version = 1;""")
     assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
 
 
-def test_measured_kernels_record_their_conditions(tmp_path):
+def test_measured_kernels_record_their_conditions(tmp_path, with_speed_probe):
     spec = archspec.validate(TINY)
     predictor = LatencyPredictor(LatencyTable(tmp_path / "t.sqlite"), threads=1)
     key = predictor.kernels(spec, (16, 16))[0]
     predictor.measure_kernel(key, budget_ms=3.0)
     conditions = predictor.table.conditions(predictor.context, key)
     assert conditions["clock"] == "cpu" and predictor.context.clock == "cpu"  # the steadier clock at 1 thread
-    assert conditions["repeats"] >= 9 and 1 <= conditions["attempts"] <= 2
-    assert set(conditions) >= {"spread", "cpu_wall_ratio", "load_average", "stable", "batch_medians_ms"}
+    assert conditions["repeats"] >= 9 and 1 <= conditions["attempts"] <= MAX_ATTEMPTS
+    assert set(conditions) >= {"spread", "cpu_wall_ratio", "load_average", "stable", "batch_medians_ms", "probe_ratio",
+                               "slow_phase"}
+    # the kept batch is the fastest of a fast phase (its probe within the tolerance), unless none was
+    assert conditions["slow_phase"] or conditions["probe_ratio"] <= 1 + SLOW_TOLERANCE
+    assert conditions["probe_ratio"] >= 1.0
+
+
+def _probed_measurement(monkeypatch, ratios, **patches):
+    """measure_kernel with a fake speed probe that returns `ratios` in turn and a fake ORT whose
+    kernel takes 2 ms times the ratio of the latest probe (the machine's current phase)."""
+    import archspec.compiler.latency.predictor as predictor_module
+    import archspec.compiler.runtime as runtime
+    from archspec.compiler.latency.probe import SpeedProbe
+    from archspec.compiler.runtime import LatencyStats
+
+    ratios, phase, probes = iter(ratios), [1.0], [0]
+
+    class Probe:
+        wait_fast = SpeedProbe.wait_fast
+
+        def ratio(self):
+            phase[0] = next(ratios)
+            probes[0] += 1
+            return phase[0]
+
+    def fake_session(session, shape, *, warmup=0, repeat=1, threads=1, clock="cpu", **_):
+        ms = 2.0 * phase[0]
+        return LatencyStats.from_samples([ms] * max(repeat, 1), runtime="ort", provider="cpu", threads=threads,
+                                         repeats=repeat, warmup=warmup, clock=clock)
+
+    monkeypatch.setattr(predictor_module, "speed_probe", lambda threads, clock: Probe())
+    monkeypatch.setattr(runtime, "measure_session", fake_session)
+    for name, value in patches.items():
+        monkeypatch.setattr(predictor_module, name, value)
+    key = LatencyPredictor(LatencyTable(":memory:"), threads=1).kernels(archspec.validate(TINY), (16, 16))[0]
+    stats, _ = predictor_module.measure_kernel(key, Context("m", "ort", "cpu", 1, "cpu"), budget_ms=30.0)
+    return stats, probes[0]
+
+
+def test_a_slow_phase_is_waited_out(monkeypatch):
+    """Timed runs start when the speed probe says the machine is fast: a slow phase at the start
+    (probes 30% above the fastest) is waited out, and no batch of it is kept."""
+    stats, probes = _probed_measurement(monkeypatch, [1.3, 1.3, 1.3] + [1.0] * 50, MAX_WAIT_S=60.0)
+    assert stats.median_ms == pytest.approx(2.0)  # not the 2.6 ms of the slow phase
+    conditions = stats.conditions
+    assert conditions["slow_phase"] is False and conditions["probe_ratio"] == 1.0 and conditions["stable"]
+    assert conditions["attempts"] == 1 and conditions["batch_medians_ms"] == [2.0, 2.0, 2.0]
+    assert probes == 3 + 1 + 3  # three slow probes waited out, the fast one, one after each batch
+
+
+def test_a_slow_phase_that_outlasts_the_wait_is_recorded(monkeypatch):
+    """Past `MAX_WAIT_S` the measurement stops waiting: batches of the slow phase that agree
+    settle it, as they would without a probe, and the conditions record that no batch ran in a
+    fast phase."""
+    stats, _ = _probed_measurement(monkeypatch, [1.3] * 200, MAX_WAIT_S=0.0)
+    assert stats.median_ms == pytest.approx(2.6)
+    conditions = stats.conditions
+    assert conditions["slow_phase"] is True and conditions["probe_ratio"] == 1.3
+    assert conditions["attempts"] == 1 and conditions["stable"] and conditions["batch_medians_ms"] == [2.6] * 3
+
+
+def test_a_slow_batch_that_agrees_with_a_fast_one_settles_it(monkeypatch):
+    """A graph the slow phase did not slow: its slow-phase batch agrees with the fast one, and
+    three batches settle the measurement."""
+    import archspec.compiler.latency.predictor as predictor_module
+
+    batches = [(_fake_stats(2.0), 1.0, 1.0), (_fake_stats(2.02), 1.0, 1.3), (_fake_stats(2.5), 1.0, 1.3)]
+    assert predictor_module._settled(batches, waited_out=False)
+    assert not predictor_module._settled(batches[::2], waited_out=False)  # 2.5 ms does not agree
+    slow = [(stats, cpu, 1.3) for stats, cpu, _ in batches]
+    assert not predictor_module._settled(slow, waited_out=False)  # keep waiting for a fast phase
+    assert predictor_module._settled(slow, waited_out=True)
 
 
 def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):

@@ -205,6 +205,8 @@ TREES = 50
 """Extremely randomised trees of the pooled residual correction (`TreeCorrection`)."""
 MIN_KERNELS_FOR_TREES = 20
 """Measured kernels a type needs before its tree correction is fitted."""
+TREE_MIN_LEAF = 2
+"""Kernels a leaf of the trees holds at least."""
 
 
 class TreeCorrection:
@@ -221,7 +223,7 @@ class TreeCorrection:
         from sklearn.ensemble import ExtraTreesRegressor
 
         self.types = list(types)
-        forest = ExtraTreesRegressor(TREES, min_samples_leaf=2, random_state=0, n_jobs=1)
+        forest = ExtraTreesRegressor(TREES, min_samples_leaf=TREE_MIN_LEAF, random_state=0, n_jobs=1)
         forest.fit(np.array([self.vector(k, features[k]) for k in keys]), log_ratio)
         self.forest = forest
         """The fitted scikit-learn model (the tests check the node-array walk against its `predict`)."""

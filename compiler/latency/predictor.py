@@ -39,6 +39,7 @@ import numpy as np
 from archspec.compiler.latency.kernels import KernelKey, describe, kernel_graph
 from archspec.compiler.latency.kernels import kernels as spec_kernels
 from archspec.compiler.latency.model import KernelPredictor, has_features, kernel_type, key_features
+from archspec.compiler.latency.probe import SLOW_TOLERANCE, speed_probe
 from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable
 from archspec.compiler.runtime import LatencyStats
 
@@ -585,9 +586,13 @@ def default_clock(runtime: str, provider: str, threads: int) -> str:
 
 
 STABLE_TOLERANCE = 0.03
-"""Batches stop once the two lowest batch medians agree within this (relative)."""
+"""Batches stop once the two lowest batch medians of fast phases agree within this (relative)..."""
+STABLE_SLACK_MS = 0.001
+"""... or within this (absolute): a CPU timer does not pin a kernel of a few microseconds to 3%."""
 MAX_BATCHES = 6
 MAX_ATTEMPTS = 2
+MAX_WAIT_S = 0.5
+"""Seconds one measurement may wait in all for fast phases of the machine (`probe.SpeedProbe.wait_fast`)."""
 DISTURBED_RATIO = 0.85
 """A batch whose process CPU time is below this share of threads x wall time was disturbed:
 another process held a core the measurement needed."""
@@ -602,15 +607,20 @@ class MeasuredStats(LatencyStats):
 
 def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float | None, min_repeat: int,
                    max_repeat: int, warmup: int = 5):
-    """Time a graph robustly against load from other processes.
+    """Time a graph robustly against load from other processes and the host's slow phases.
 
     Timed runs come in batches; each batch also records wall time and the process's CPU time.
-    Batches continue until the two lowest batch medians agree within `STABLE_TOLERANCE` (at most
-    `MAX_BATCHES`); a batch whose CPU time falls short of threads x wall time by more than
-    `DISTURBED_RATIO` was disturbed (another process held a core). An attempt that is disturbed
-    or unstable is repeated (up to `MAX_ATTEMPTS`, after a short pause) and the lowest median is
-    kept: load only ever adds time. The kept batch's statistics come back as `MeasuredStats`
-    with the conditions (clock, repeats, batches, attempts, spread, CPU/wall ratio, load average)."""
+    On the CPU a speed probe (`probe.SpeedProbe`) is timed just before and after each batch, and
+    a batch starts only once the probe says the machine is in a fast phase (`wait_fast`, at most
+    `MAX_WAIT_S` of waiting per measurement); a batch whose probe, before or after it, ran more
+    than `probe.SLOW_TOLERANCE` above the process's fastest was taken in a slow phase. Batches
+    continue until another batch agrees with the lowest fast-phase median within
+    `STABLE_TOLERANCE` (`_settled`; at most `MAX_BATCHES`). A batch whose CPU time falls short of threads x wall time by more
+    than `DISTURBED_RATIO` was disturbed (another process held a core). An attempt that is
+    disturbed or unsettled is repeated (up to `MAX_ATTEMPTS`), and the lowest median of the
+    fast-phase batches is kept (of all batches, when none was fast): load only ever adds time.
+    The kept batch's statistics come back as `MeasuredStats` with the conditions (clock,
+    repeats, batches, attempts, spread, CPU/wall ratio, probe ratio, slow phase, load average)."""
     shape = (1, channels, *size)
     if context.runtime == "ort":
         from archspec.compiler.onnx_writer import graph_to_onnx
@@ -631,45 +641,66 @@ def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float 
         def run(repeat: int, warm: int):
             return measure_torch(module, shape, threads=context.threads, warmup=warm, repeat=repeat,
                                  clock=context.clock)
+    probe = speed_probe(context.threads, context.clock) if context.provider == "cpu" else None
     if budget_ms is not None:
-        probe = run(3, warmup)
-        once = max(probe.min_ms, 1e-3)
+        probe_run = run(3, warmup)
+        once = max(probe_run.min_ms, 1e-3)
         total = int(min(max_repeat, max(min_repeat, budget_ms / once)))
     else:
         run(0 if warmup == 0 else 1, warmup)
         total = max_repeat
     batch = max(3, total // 3)
-    best, best_conditions, attempts, total_repeats = None, None, 0, 0
+    deadline = time.perf_counter() + MAX_WAIT_S
+    best, best_rank, best_conditions, attempts, total_repeats = None, None, None, 0, 0
     for attempt in range(MAX_ATTEMPTS):
         attempts += 1
-        batches = []
+        batches = []  # (stats, CPU/wall ratio, probe ratio)
+        before = probe.wait_fast(deadline) if probe else 1.0
         for _ in range(MAX_BATCHES):
+            if before > 1 + SLOW_TOLERANCE and probe:
+                before = probe.wait_fast(deadline)
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            stats = run(batch, 0)
+            stats = run(batch, 1 if probe else 0)  # one untimed run: the probe just used the caches
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-            batches.append((stats, cpu / max(wall, 1e-9)))
+            after = probe.ratio() if probe else 1.0
+            batches.append((stats, cpu / max(wall, 1e-9), max(before, after)))
+            before = after  # the probe after one batch is the probe before the next
             total_repeats += batch
-            medians = sorted(s.median_ms for s, _ in batches)
-            if len(batches) >= 3 and medians[1] <= medians[0] * (1 + STABLE_TOLERANCE):
+            if len(batches) >= 3 and _settled(batches, time.perf_counter() >= deadline):
                 break
-        medians = sorted(s.median_ms for s, _ in batches)
-        stable = len(medians) >= 2 and medians[1] <= medians[0] * (1 + STABLE_TOLERANCE)
-        ratio = min(r for _, r in batches) / context.threads
+        fast = [item for item in batches if item[2] <= 1 + SLOW_TOLERANCE]
+        stable = _settled(batches, time.perf_counter() >= deadline)
+        ratio = min(r for _, r, _ in batches) / context.threads
         disturbed = ratio < DISTURBED_RATIO and context.clock == "wall"
-        kept = min(batches, key=lambda item: item[0].median_ms)[0]
-        if best is None or kept.median_ms < best.median_ms:
-            best = kept
+        kept, _, probe_ratio = min(fast or batches, key=lambda item: item[0].median_ms)
+        rank = (not fast, kept.median_ms)  # a fast-phase batch beats any batch of a slow phase
+        if best is None or rank < best_rank:
+            best, best_rank = kept, rank
             best_conditions = {"clock": context.clock, "stable": stable, "disturbed": disturbed,
+                               "slow_phase": not fast, "probe_ratio": round(probe_ratio, 3),
                                "cpu_wall_ratio": round(ratio, 3),
                                "spread": round((kept.p90_ms - kept.p10_ms) / max(kept.median_ms, 1e-9), 4),
-                               "batch_medians_ms": [round(m, 5) for m in medians]}
+                               "batch_medians_ms": sorted(round(s.median_ms, 5) for s, _, _ in batches)}
         if stable and not disturbed:
             break
-        time.sleep(0.05 * (attempt + 1))  # let a burst of load pass before the next attempt
+        time.sleep(0.05)  # let a burst of load pass
     best_conditions.update(repeats=total_repeats, batch=batch, attempts=attempts,
                            load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
     fields = {name: getattr(best, name) for name in best.__dataclass_fields__}
     return MeasuredStats(**fields, conditions=best_conditions)
+
+
+def _settled(batches, waited_out: bool) -> bool:
+    """Whether another batch agrees with the lowest fast-phase median within `STABLE_TOLERANCE`
+    (or `STABLE_SLACK_MS`); a slow-phase batch that agrees counts (the phase did not slow this
+    graph). Without a fast-phase batch, once the wait for one ran out, whether the two lowest
+    medians of all batches agree (the machine is slow throughout, and no wait will change that)."""
+    medians = sorted(s.median_ms for s, _, _ in batches)
+    fast = [s.median_ms for s, _, probe_ratio in batches if probe_ratio <= 1 + SLOW_TOLERANCE]
+    if fast:
+        lowest = min(fast)
+        return sum(1 for m in medians if m <= lowest * (1 + STABLE_TOLERANCE) + STABLE_SLACK_MS) >= 2
+    return waited_out and len(medians) >= 2 and medians[1] <= medians[0] * (1 + STABLE_TOLERANCE) + STABLE_SLACK_MS
 
 
 def measure_kernel(key: KernelKey, context: Context, *, budget_ms: float = 150.0, min_repeat: int = 15,
