@@ -15,9 +15,9 @@ says the machine is fast (waiting at most `predictor.MAX_WAIT_S` per measurement
 batches of fast phases. On that machine, in an hour when fast phases were rare (a probe every
 50 ms for 20 s was within 6% of the fastest for 15% of the time), back-to-back measurements of
 66 kernels agreed within 10% for 3-41% of the kernels (median difference 15-51%) without the
-probe and for 65-82% (median 3.3-5.6%) with it. The probe only classifies batches; it never rescales a time
-(how much a slow phase slows a kernel depends on the kernel: the correlation of the probe with
-the five models above was 0.4-0.8).
+probe and for 65-82% (median 3.3-5.6%) with it. The probe only classifies batches; it never
+rescales a time (how much a slow phase slows a kernel depends on the kernel: the correlation of
+the probe with the five models above was 0.4-0.8).
 """
 
 from __future__ import annotations
