@@ -8,8 +8,8 @@ widths/depths, SpineNet level permutations) in three disjoint sets, then in one 
 
 1. measures every kernel of the *design* and *calibration* architectures in isolation into a
    fresh table, with `--variants` channel variants of each (`kernels.channel_variants`, as
-   `archspec latency build-table --variants` measures them), leaving out any kernel a test
-   architecture uses;
+   `archspec latency build-table --variants` measures them; `--variants-of`), leaving out any
+   kernel a test architecture uses;
 2. measures the calibration models end to end and fits the per-model overhead (non-negative,
    validated leave-one-out); fits the per-type kernel models on the measured kernels;
 3. measures each held-out test model end to end on ONNX Runtime (only to score: these times
@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
     parser.add_argument("--variants", type=int, default=1,
                         help="channel variants of each training kernel to measure too (kernels.channel_variants)")
+    parser.add_argument("--variants-of", choices=["design", "training"], default="design",
+                        help="variants of every design kernel (default), or only of those in the training table "
+                             "(not shared with a test model; the behaviour before)")
     parser.add_argument("--save", type=Path, help="write every measurement to this JSON file (never overwritten)")
     parser.add_argument("--replay", type=Path, help="score the measurements of a --save file again (no timing)")
     args = parser.parse_args(argv)
@@ -224,14 +227,19 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         test_keys = list(dict.fromkeys(k for s in tests for k in predictor.kernels(s, sizes[id(s)])))
         # The training table never holds a test model's kernel, even one a training model shares:
         # the predicted-only figures judge kernels the predictor has never measured.
-        train_keys = [k for k in dict.fromkeys(k for s in calibration + design for k in predictor.kernels(s, sizes[id(s)]))
-                      if k not in set(test_keys)]
+        design_keys = list(dict.fromkeys(k for s in calibration + design for k in predictor.kernels(s, sizes[id(s)])))
+        train_keys = [k for k in design_keys if k not in set(test_keys)]
         if args.variants:
-            # Channel variants of the design kernels (none equal to a test kernel) join the training set.
+            # Channel variants of every design kernel join the training set, also of those withheld
+            # because a test model shares them (a variant is another kernel; none equal to a test
+            # kernel is kept): as `build-table --variants` measures the variants of every kernel of
+            # a space. Without them, kernel types whose few configurations the design and test
+            # models share (SpineNet-like merges, the stems) had almost no training kernels.
             held_out = set(test_keys)
-            variants = list(dict.fromkeys(v for k in train_keys for v in channel_variants(k, args.variants, args.seed)
+            source = design_keys if args.variants_of == "design" else train_keys
+            variants = list(dict.fromkeys(v for k in source for v in channel_variants(k, args.variants, args.seed)
                                           if v not in held_out))
-            print(f"{len(variants)} channel variants of the training kernels join them "
+            print(f"{len(variants)} channel variants of the {args.variants_of} kernels join them "
                   f"({sum(predictor.block and is_unaligned(v, predictor.block) for v in variants)} off the NCHWc block "
                   f"of {predictor.block})", flush=True)
             train_keys += [v for v in variants if v not in set(train_keys)]
@@ -275,7 +283,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         return {"name": spec.name, "spec": archspec.to_data(spec), "size": list(sizes[id(spec)]), "ms": ms, **extra}
 
     return {"meta": {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": context.machine, "threads": context.threads,
-                     "clock": context.clock, "seed": args.seed, "passes": args.passes, "variants": args.variants},
+                     "clock": context.clock, "seed": args.seed, "passes": args.passes, "variants": args.variants,
+                     "variants_of": args.variants_of},
             "train": train,
             "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
             "calibration": [model(s, ms) for s, ms in zip(calibration, calibration_ms)],
