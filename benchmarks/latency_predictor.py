@@ -61,6 +61,8 @@ from archspec.compiler.latency.kernels import channel_variants  # noqa: E402
 from archspec.compiler.latency.model import kernel_type  # noqa: E402
 from archspec.compiler.latency.predictor import is_unaligned, model_features, predict_rows  # noqa: E402
 from archspec.compiler.latency.table import CalibrationRun  # noqa: E402
+from archspec.compiler.runtime import LatencyStats  # noqa: E402
+from archspec.files import MiB, atomic_write_text, read_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,25 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     seen = {(archspec.fingerprint(s), sizes[id(s)]) for s in calibration + design}
     overlap = sum((archspec.fingerprint(s), sizes[id(s)]) in seen for s in tests)
 
+    if args.save and args.save.exists():  # refused before minutes of measuring, not after
+        parser.exit(2, f"{args.save}: exists; the benchmark does not overwrite files\n")
     if args.replay:
-        dataset = json.loads(args.replay.read_text())
+        dataset = json.loads(read_text(args.replay, kind="benchmark measurement file", max_bytes=256 * MiB))
         print(f"replaying {args.replay}: measured {dataset['meta']['when']} on machine {dataset['meta']['machine']}, "
               f"threads {dataset['meta']['threads']}, clock {dataset['meta']['clock']}", flush=True)
     else:
         dataset = measure(args, calibration, design, tests, sizes, overlap)
         if args.save:
-            write_atomic(args.save, json.dumps(dataset, sort_keys=True))
+            atomic_write_text(args.save, json.dumps(dataset, sort_keys=True))
             print(f"measurements saved to {args.save} (score them again with --replay)", flush=True)
     score(dataset, verbose=args.verbose, started=started)
     return 0
-
-
-def write_atomic(path: Path, text: str) -> None:
-    if path.exists():
-        raise SystemExit(f"{path}: exists; the benchmark does not overwrite files")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def stats_entry(stats, features) -> dict:
@@ -292,12 +288,11 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                       for i, (s, ms) in enumerate(zip(tests, measured_ms))]}
 
 
-class StoredStats:
-    """A stored kernel median in the shape `LatencyTable.put_kernel` takes."""
-
-    def __init__(self, median_ms: float):
-        self.median_ms = self.p10_ms = self.p90_ms = self.min_ms = median_ms
-        self.std_ms, self.repeats = 0.0, 0
+def stored_stats(median_ms: float, context) -> LatencyStats:
+    """A saved kernel median as the `LatencyStats` that `LatencyTable.put_kernel` takes (the
+    predictor reads only the median)."""
+    return LatencyStats(median_ms, median_ms, median_ms, median_ms, 0.0, context.runtime, context.provider,
+                        context.threads, 0, 0, clock=context.clock)
 
 
 def score(dataset: dict, *, verbose: bool, started: float) -> None:
@@ -311,7 +306,7 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
         predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
         context = predictor.context
         for key, entry in dataset["train"].items():
-            table.put_kernel(context, key, StoredStats(entry["median_ms"]), entry["features"])
+            table.put_kernel(context, key, stored_stats(entry["median_ms"], context), entry["features"])
         predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
         print("kernel models: " + ", ".join(f"{kind} ({m.kernels} kernels, {m.median_error:.1%} in-sample)"
                                              for kind, m in sorted(predictor.kernel_model.models.items())))
@@ -344,7 +339,7 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
         # Measured kernels: the test kernels timed in the passes join the table; calibrate as usual.
         t0 = time.perf_counter()
         for key, entry in dataset["test_kernels"].items():
-            table.put_kernel(context, key, StoredStats(entry["stats"]["median_ms"]), entry["features"],
+            table.put_kernel(context, key, stored_stats(entry["stats"]["median_ms"], context), entry["features"],
                              entry.get("conditions"))
         predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
         assert not any(predictor.missing(spec, size) for spec, size, _ in calibration + tests)

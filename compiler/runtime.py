@@ -274,13 +274,24 @@ def _input_shape_of(session) -> tuple[int, ...]:
     return tuple(dims)
 
 
+def bind_random_input(session, shape: Sequence[int], device: str = "cpu", seed: int = 0):
+    """An I/O binding of `session` with a seeded random input of `shape` and every output on
+    `device`: bound once, so timed runs copy nothing between host and device."""
+    import onnxruntime as ort
+
+    data = np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(session.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(data, device, 0))
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device)
+    return binding
+
+
 def measure_session(session, input_shape: Sequence[int] | None = None, *, provider: str = "cpu",
                     threads: int | None = None, warmup: int = 10, repeat: int = 50, seed: int = 0,
                     clock: str = "wall") -> LatencyStats:
     """Time `session.run_with_iobinding` on a random input; inputs and outputs live on the
     provider's device and are bound once, so no copies are timed."""
-    import onnxruntime as ort
-
     threads = threads or session.get_session_options().intra_op_num_threads
     if clock == "cpu" and provider != "cpu":
         raise ValueError("clock 'cpu' times the CPU provider only")
@@ -288,12 +299,7 @@ def measure_session(session, input_shape: Sequence[int] | None = None, *, provid
 
     shape = tuple(input_shape) if input_shape is not None else _input_shape_of(session)
     device = DEVICE_TYPES[provider]
-    data = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    binding = session.io_binding()
-    value = ort.OrtValue.ortvalue_from_numpy(data, device, 0)
-    binding.bind_ortvalue_input(session.get_inputs()[0].name, value)
-    for output in session.get_outputs():
-        binding.bind_output(output.name, device)
+    binding = bind_random_input(session, shape, device, seed)
     synchronize = binding.synchronize_outputs if device != "cpu" else (lambda: None)
     for _ in range(warmup):
         session.run_with_iobinding(binding)

@@ -39,7 +39,7 @@ import numpy as np
 from archspec.compiler.latency.kernels import KernelKey, describe, kernel_graph
 from archspec.compiler.latency.kernels import kernels as spec_kernels
 from archspec.compiler.latency.model import KernelPredictor, has_features, kernel_type, key_features
-from archspec.compiler.latency.probe import SLOW_TOLERANCE, speed_probe
+from archspec.compiler.latency.probe import is_fast, speed_probe
 from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable
 from archspec.compiler.runtime import LatencyStats
 
@@ -586,7 +586,8 @@ def default_clock(runtime: str, provider: str, threads: int) -> str:
 
 
 STABLE_TOLERANCE = 0.03
-"""Batches stop once the two lowest batch medians of fast phases agree within this (relative)..."""
+"""Batches stop once another batch agrees with the lowest fast-phase median within this
+(relative; `_settled`)..."""
 STABLE_SLACK_MS = 0.001
 """... or within this (absolute): a CPU timer does not pin a kernel of a few microseconds to 3%."""
 MAX_BATCHES = 6
@@ -615,9 +616,9 @@ def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float 
     `MAX_WAIT_S` of waiting per measurement); a batch whose probe, before or after it, ran more
     than `probe.SLOW_TOLERANCE` above the process's fastest was taken in a slow phase. Batches
     continue until another batch agrees with the lowest fast-phase median within
-    `STABLE_TOLERANCE` (`_settled`; at most `MAX_BATCHES`). A batch whose CPU time falls short of threads x wall time by more
-    than `DISTURBED_RATIO` was disturbed (another process held a core). An attempt that is
-    disturbed or unsettled is repeated (up to `MAX_ATTEMPTS`), and the lowest median of the
+    `STABLE_TOLERANCE` (`_settled`; at most `MAX_BATCHES`). A batch whose CPU time falls short
+    of threads x wall time by more than `DISTURBED_RATIO` was disturbed (another process held a
+    core). An attempt that is disturbed or unsettled is repeated (up to `MAX_ATTEMPTS`), and the lowest median of the
     fast-phase batches is kept (of all batches, when none was fast): load only ever adds time.
     The kept batch's statistics come back as `MeasuredStats` with the conditions (clock,
     repeats, batches, attempts, spread, CPU/wall ratio, probe ratio, slow phase, load average)."""
@@ -657,7 +658,7 @@ def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float 
         batches = []  # (stats, CPU/wall ratio, probe ratio)
         before = probe.wait_fast(deadline) if probe else 1.0
         for _ in range(MAX_BATCHES):
-            if before > 1 + SLOW_TOLERANCE and probe:
+            if probe and not is_fast(before):
                 before = probe.wait_fast(deadline)
             wall0, cpu0 = time.perf_counter(), time.process_time()
             stats = run(batch, 1 if probe else 0)  # one untimed run: the probe just used the caches
@@ -668,7 +669,7 @@ def _measure_graph(graph, size, channels, context: Context, *, budget_ms: float 
             total_repeats += batch
             if len(batches) >= 3 and _settled(batches, time.perf_counter() >= deadline):
                 break
-        fast = [item for item in batches if item[2] <= 1 + SLOW_TOLERANCE]
+        fast = [item for item in batches if is_fast(item[2])]
         stable = _settled(batches, time.perf_counter() >= deadline)
         ratio = min(r for _, r, _ in batches) / context.threads
         disturbed = ratio < DISTURBED_RATIO and context.clock == "wall"
@@ -696,7 +697,7 @@ def _settled(batches, waited_out: bool) -> bool:
     graph). Without a fast-phase batch, once the wait for one ran out, whether the two lowest
     medians of all batches agree (the machine is slow throughout, and no wait will change that)."""
     medians = sorted(s.median_ms for s, _, _ in batches)
-    fast = [s.median_ms for s, _, probe_ratio in batches if probe_ratio <= 1 + SLOW_TOLERANCE]
+    fast = [s.median_ms for s, _, probe_ratio in batches if is_fast(probe_ratio)]
     if fast:
         lowest = min(fast)
         return sum(1 for m in medians if m <= lowest * (1 + STABLE_TOLERANCE) + STABLE_SLACK_MS) >= 2

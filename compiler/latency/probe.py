@@ -38,29 +38,26 @@ SLOW_TOLERANCE = 0.06
 """A probe more than this share above the process's fastest marks a slow phase."""
 
 
+def is_fast(ratio: float) -> bool:
+    """Whether a probe ratio (`SpeedProbe.ratio`) says the machine is in a fast phase."""
+    return ratio <= 1 + SLOW_TOLERANCE
+
+
 class SpeedProbe:
     """Times `PROBE_SPEC` on ONNX Runtime's CPU provider with the measurement's threads and clock,
     and remembers the fastest probe of the process."""
 
     def __init__(self, threads: int, clock: str):
-        import numpy as np
-        import onnxruntime as ort
-
         from archspec import validate
         from archspec.compiler import lower
         from archspec.compiler.onnx_writer import graph_to_onnx
-        from archspec.compiler.runtime import create_session, timer_for
+        from archspec.compiler.runtime import bind_random_input, create_session, timer_for
 
         graph = lower(validate(PROBE_SPEC))
         self.session = create_session(graph_to_onnx(graph, PROBE_SIZE).SerializeToString(), provider="cpu",
                                       threads=threads)
         self.timer = timer_for(clock, threads)
-        # bound once: a probe times the runs alone, not the binding
-        self.binding = self.session.io_binding()
-        data = np.random.default_rng(0).standard_normal((1, 3, *PROBE_SIZE), dtype=np.float32)
-        self.binding.bind_ortvalue_input(self.session.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(data))
-        for output in self.session.get_outputs():
-            self.binding.bind_output(output.name, "cpu")
+        self.binding = bind_random_input(self.session, (1, 3, *PROBE_SIZE))  # a probe times the runs alone
         self.session.run_with_iobinding(self.binding)
         self.fastest = min(self.time_ms() for _ in range(3))
 
@@ -84,7 +81,7 @@ class SpeedProbe:
         `time.perf_counter()` passes `deadline`; returns the last ratio."""
         while True:
             ratio = self.ratio()
-            if ratio <= 1 + SLOW_TOLERANCE or time.perf_counter() >= deadline:
+            if is_fast(ratio) or time.perf_counter() >= deadline:
                 return ratio
 
 
