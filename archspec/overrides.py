@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from archspec.errors import SpecError, format_path
+from archspec.parsing import load_yaml
 
 _TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -60,7 +61,7 @@ def parse_value(raw: str, key: str = "") -> Any:
         number = float(raw)
         return int(raw) if re.fullmatch(r"[+-]?\d+", raw) else number
     try:
-        return yaml.safe_load(raw) if raw else ""
+        return load_yaml(raw) if raw else ""  # strict: no alias bombs, no deep nesting, no duplicate keys
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "not a YAML value"
         raise SpecError(key, f"--set value {raw!r} is not valid YAML ({problem})") from None

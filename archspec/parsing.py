@@ -5,6 +5,7 @@
   so a 1 KB "billion laughs" document parses instantly, and then anything that walks it
   (validation, ``json.dumps`` for a run's identity) runs out of memory. The expanded size is
   computed on the node graph (each shared node once) and refused before construction.
+- Collections may not nest deeper than `MAX_DEPTH`.
 - Scalars resolve as in YAML 1.2 for numbers: no sexagesimal ``1:04`` (= 64 in YAML 1.1),
   and ``1e9`` / ``37.6e9`` are floats (YAML 1.1 reads them as strings).
 """
@@ -16,6 +17,7 @@ import re
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
@@ -26,8 +28,29 @@ thousand)."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+MAX_DEPTH = 100
+"""Deepest nesting of collections a YAML document may have (a real spec or search config has
+about ten levels). PyYAML's scanner is quadratic in the nesting of flow collections: a 10 KB
+line of ``[`` took seconds to reach Python's recursion limit; refused at this depth, it takes
+milliseconds."""
+
+
 class StrictLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` without duplicate keys, alias bombs or YAML 1.1 sexagesimal numbers."""
+    """`yaml.SafeLoader` without duplicate keys, alias bombs, deep nesting or YAML 1.1
+    sexagesimal numbers."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        # the composer pulls tokens lazily: stopping here stops the scanner at this depth too
+        if self._depth >= MAX_DEPTH:
+            raise ComposerError(None, None, f"the document is nested more than {MAX_DEPTH} levels deep",
+                                self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_document(self, node: Node) -> Any:
         size = expanded_size(node)

@@ -59,7 +59,7 @@ from archspec.compiler.latency import (Coefficients, LatencyPredictor, LatencyTa
                                        measure_end_to_end, measure_kernel, validate_overhead)
 from archspec.compiler.latency.kernels import channel_variants  # noqa: E402
 from archspec.compiler.latency.model import kernel_type  # noqa: E402
-from archspec.compiler.latency.predictor import is_unaligned, model_features, predict_rows  # noqa: E402
+from archspec.compiler.latency.predictor import is_unaligned, predict_rows  # noqa: E402
 from archspec.compiler.latency.table import CalibrationRun  # noqa: E402
 from archspec.compiler.runtime import LatencyStats  # noqa: E402
 from archspec.files import MiB, atomic_write_text, read_text  # noqa: E402
@@ -307,53 +307,46 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
         context = predictor.context
         for key, entry in dataset["train"].items():
             table.put_kernel(context, key, stored_stats(entry["median_ms"], context), entry["features"])
-        predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
+        predictor.reload()
         print("kernel models: " + ", ".join(f"{kind} ({m.kernels} kernels, {m.median_error:.1%} in-sample)"
                                              for kind, m in sorted(predictor.kernel_model.models.items())))
         test_keys = list(dict.fromkeys(k for spec, size, _ in tests for k in predictor.kernels(spec, size)))
-        assert not set(predictor._ms) & set(test_keys)
-
-        def row(spec, size):
-            """Calibration features of a spec: measured kernels where the table has them, else predicted."""
-            keys = predictor.kernels(spec, size)
-            predictor.predict_missing(keys)
-            values = {k: predictor._ms[k] if k in predictor._ms else predictor._predicted[k] for k in keys}
-            return model_features(keys, values, predictor._features, predictor.block)
+        assert not any(predictor.is_measured(k) for k in test_keys)
 
         # Predicted-only: the overhead is fitted on the calibration models' measured times against
         # their kernel sums (a calibration kernel a test model shares is predicted, not measured).
         t0 = time.perf_counter()
-        rows = np.array([row(spec, size) for spec, size, _ in calibration])
+        rows = np.array([predictor.model_row(spec, size) for spec, size, _ in calibration])
         calibration_ms = np.array([ms for _, _, ms in calibration])
         validation = validate_overhead(rows, calibration_ms)
         coefficients = fit_overhead(rows, calibration_ms) if validation.accepted else Coefficients()
         print(f"predicted-only {validation.line()}; coefficients "
               f"{', '.join(f'{k}={v:.4g}' for k, v in coefficients.as_dict().items())}", flush=True)
-        test_rows = np.array([row(spec, size) for spec, size, _ in tests])
+        test_rows = np.array([predictor.model_row(spec, size) for spec, size, _ in tests])
         predicted_only = list(predict_rows(coefficients, test_rows))
         predicted_sums = list(test_rows[:, 2])
         first_prediction_s = time.perf_counter() - t0
         assert all(predictor.sources(spec, size)[0] == 0 for spec, size, _ in tests)
-        snapshot = dict(predictor._predicted)
+        predicted_kernels = predictor.kernel_values(test_keys)
 
-        # Measured kernels: the test kernels timed in the passes join the table; calibrate as usual.
+        # Measured kernels: the test kernels timed in the passes and the calibration runs join the
+        # table; the predictor reads it again and fits the overhead as usual.
         t0 = time.perf_counter()
         for key, entry in dataset["test_kernels"].items():
             table.put_kernel(context, key, stored_stats(entry["stats"]["median_ms"], context), entry["features"],
                              entry.get("conditions"))
-        predictor = LatencyPredictor(table, threads=meta["threads"], clock=meta["clock"])
-        assert not any(predictor.missing(spec, size) for spec, size, _ in calibration + tests)
         for spec, size, ms in calibration:
             table.put_calibration(context, CalibrationRun(archspec.fingerprint(spec), size[0], size[1], spec.name, ms,
                                                           {"kernels": predictor.kernels(spec, size)}))
-        predictor._fit()
+        predictor.reload()
+        assert not any(predictor.missing(spec, size) for spec, size, _ in calibration + tests)
         print(f"measured-kernel {predictor.calibration_report.line() if predictor.calibration_report else ''}; "
               f"coefficients {', '.join(f'{k}={v:.4g}' for k, v in predictor.coefficients.as_dict().items())}")
-        kernel_errors = np.array([snapshot[k] / predictor._ms[k] - 1.0 for k in test_keys if k in snapshot])
+        measured_kernels = predictor.kernel_values(test_keys)
         kernel_errors_by_type: dict[str, list[float]] = {}
         for k in test_keys:
-            if k in snapshot:
-                kernel_errors_by_type.setdefault(kernel_type(k), []).append(snapshot[k] / predictor._ms[k] - 1.0)
+            kernel_errors_by_type.setdefault(kernel_type(k), []).append(predicted_kernels[k] / measured_kernels[k] - 1.0)
+        kernel_errors = np.array([e for errors in kernel_errors_by_type.values() for e in errors])
         measured_pred = [predictor.predict(spec, size) for spec, size, _ in tests]
         sums = [predictor.kernel_sum(spec, size)[0] for spec, size, _ in tests]
         print(f"measured-kernel step (test kernels into the table, refits): {time.perf_counter() - t0:.1f} s", flush=True)

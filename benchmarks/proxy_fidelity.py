@@ -55,6 +55,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -649,8 +650,8 @@ class Task:
 
     key: str
     """``name:seed`` (stand-alone), ``name:proxy`` or ``supernet``."""
-    kind: str
-    """``standalone``, ``proxy`` or ``supernet``."""
+    kind: Literal["standalone", "proxy", "supernet"]
+    """What is trained (`TASK_KINDS`)."""
     spec: dict
     """The detector (stand-alone), the backbone (proxy); empty for the supernet."""
     data: str
@@ -662,23 +663,36 @@ class Task:
     """The search config (as data) of the proxy_train evaluator or of the supernet."""
 
 
-def finished(task: Task) -> bool:
-    """Whether the task's result is on disk already (read back, not trained)."""
-    if task.kind == "proxy":
-        return proxy_cached(task)
-    if task.kind == "supernet":
-        return supernet_trained(task)
+def standalone_ap(task: Task, stopper: Stopper) -> float:
+    return trained_ap(archspec.validate(task.spec), Path(task.data), Path(task.run), task.schedule, task.seed,
+                      stopper)
+
+
+def standalone_trained(task: Task) -> bool:
     return (Path(task.run) / "result.json").exists()
 
 
-def score_task(task: Task, stopper: Stopper) -> float | None:
+@dataclass(frozen=True)
+class TaskKind:
+    """How a kind of task is run and how its finished result is recognised."""
+
+    score: Callable[[Task, Stopper], float | None]
     """The task's AP (None for the supernet, which is scored path by path afterwards)."""
-    if task.kind == "proxy":
-        return proxy_ap(task, stopper)
-    if task.kind == "supernet":
-        return train_supernet_task(task, stopper)
-    return trained_ap(archspec.validate(task.spec), Path(task.data), Path(task.run), task.schedule, task.seed,
-                      stopper)
+    finished: Callable[[Task], bool]
+    """Whether the task's result is on disk already (read back, not trained)."""
+
+
+TASK_KINDS = {"standalone": TaskKind(standalone_ap, standalone_trained),
+              "proxy": TaskKind(proxy_ap, proxy_cached),
+              "supernet": TaskKind(train_supernet_task, supernet_trained)}
+
+
+def finished(task: Task) -> bool:
+    return TASK_KINDS[task.kind].finished(task)
+
+
+def score_task(task: Task, stopper: Stopper) -> float | None:
+    return TASK_KINDS[task.kind].score(task, stopper)
 
 
 def run_task(task: Task, threads: int = 1) -> float | None:

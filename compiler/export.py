@@ -32,11 +32,12 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from archspec.registry import Registry
+
+if TYPE_CHECKING:  # onnx costs a second to import (ml_dtypes): not for a process that never exports
+    import onnx
 
 METADATA_SPEC = "archspec.spec"
 METADATA_FINGERPRINT = "archspec.fingerprint"
@@ -89,6 +90,7 @@ def export_onnx(module, example_input, path: str | Path, *, output_names: Sequen
 def _export_onnx_to(module, example_input, path: Path, *, output_names: Sequence[str],
                     input_names: Sequence[str], dynamic_batch: bool, opset: int | None,
                     metadata: dict[str, str] | None) -> Path:
+    import onnx
     import torch
 
     args = example_input if isinstance(example_input, tuple) else (example_input,)
@@ -204,6 +206,7 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
 def load_onnx_model(path: str | Path) -> onnx.ModelProto:
     """An ONNX file's model proto, read through `archspec.files` (a regular file under the cap;
     external data is never loaded); `ValueError` naming the file when it is not ONNX."""
+    import onnx
     from google.protobuf.message import DecodeError
 
     from archspec.files import read_bytes
@@ -319,6 +322,8 @@ def save_direct(model: onnx.ModelProto, path: str | Path, metadata: dict[str, st
     """Stamp a model written by the direct writer (``archspec.exporter: direct`` and `metadata`),
     check it with the full checker, and write it atomically (a failed or killed export leaves the
     file that was there before, or none)."""
+    import onnx
+
     from archspec.files import atomic_path
 
     set_metadata(model, {METADATA_EXPORTER: "direct", **metadata})
@@ -364,6 +369,7 @@ def optimize_onnx(path: str | Path, output: str | Path | None = None) -> Path:
     Only the *basic* level is saved: it keeps standard ONNX operators, so the file stays portable
     and passes the checker. The extended/layout levels produce hardware-specific contrib
     operators; ONNX Runtime applies them when a session is created anyway."""
+    import onnx
     import onnxruntime as ort
 
     path = Path(path)

@@ -10,4 +10,15 @@ Modules: `boxes` (IoU, box coding, NMS with ONNX semantics), `model`, `losses`, 
 Shapes and costs come from `compiler.detector`, without torch.
 """
 
-from archspec.detection import export as _export  # noqa: F401  (registers the ``detector`` ONNX exporter)
+from archspec.compiler.export import EXPORTERS
+
+
+def _export_detector_spec(spec, path, **options):
+    """The ``detector`` ONNX exporter (`detection.export.export_detector_spec`), imported when
+    used: the exporter's onnx import costs a second that training and search workers never need."""
+    from archspec.detection.export import export_detector_spec
+
+    return export_detector_spec(spec, path, **options)
+
+
+EXPORTERS.register("detector", _export_detector_spec)

@@ -276,6 +276,18 @@ def collate(batch):
     return torch.stack(images), list(targets)
 
 
+def batches(dataset, indices: list[int], size: int):
+    """Collated mini-batches of `dataset` at `indices`, in that order, `size` images each (the
+    last one shorter)."""
+    for at in range(0, len(indices), size):
+        yield collate([dataset[i] for i in indices[at:at + size]])
+
+
+def seeded_subset(rng: random.Random, total: int, wanted: int) -> list[int]:
+    """`wanted` indices out of `total`, seeded, in increasing order (all when fewer)."""
+    return sorted(rng.sample(range(total), min(wanted, total)))
+
+
 def make_loader(dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, num_workers: int = 0):
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,

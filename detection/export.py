@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from archspec.compiler.detector import CANDIDATE_OUTPUTS, DirectExportUnsupported, detector_to_onnx
-from archspec.compiler.export import (DEFAULT_EXPORTER, EXPORTERS, ExportFallbackWarning, _check_exporter,
+from archspec.compiler.export import (DEFAULT_EXPORTER, ExportFallbackWarning, _check_exporter,
                                       _direct_opset, export_onnx, save_direct, set_metadata, spec_metadata)
 from archspec.files import atomic_path
 
@@ -179,5 +179,3 @@ def export_detector_spec(spec, path: str | Path, *, input_size=None, dynamic_bat
     return export_detector(spec, path, module=module, weights=weights, input_size=input_size,
                            dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, seed=seed)
 
-
-EXPORTERS.register("detector", export_detector_spec)

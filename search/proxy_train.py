@@ -49,7 +49,7 @@ import torch
 
 import archspec
 from archspec.compiler.resources import ResourceLimitError, guard_memory
-from archspec.detection.coco import coco_evaluate, coco_subset, collate, open_split, split_paths
+from archspec.detection.coco import batches, coco_evaluate, coco_subset, open_split, seeded_subset, split_paths
 from archspec.detection.losses import detection_loss
 from archspec.detection.model import build_detector
 from archspec.detection.train import TrainOptions, coco_results, lr_schedule, warmup_steps
@@ -57,7 +57,6 @@ from archspec.errors import SpecError
 from archspec.files import atomic_write_text, read_text
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
-from archspec.search.supernet_eval import seeded_subset
 from archspec.sizes import parse_input_size
 
 CACHE_VERSION = 1
@@ -164,9 +163,8 @@ class ProxyTrainer:
         for epoch in range(settings.epochs):
             self.train_set.set_epoch(epoch)
             order = torch.randperm(len(self.train_indices), generator=torch.Generator().manual_seed(seed + epoch))
-            for at in range(0, len(order), settings.batch_size):
-                images, targets = collate([self.train_set[self.train_indices[i]]
-                                           for i in order[at:at + settings.batch_size].tolist()])
+            for images, targets in batches(self.train_set, [self.train_indices[i] for i in order.tolist()],
+                                           settings.batch_size):
                 loss = detection_loss(model, model(images.to(self.device)), targets).total
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"proxy training, epoch {epoch + 1}: the loss is {float(loss)}; "
@@ -178,10 +176,8 @@ class ProxyTrainer:
                 scheduler.step()
 
     def _validation_ap(self, model) -> tuple[float, float]:
-        size = self.settings.batch_size
-        batches = (collate([self.val_set[i] for i in self.val_indices[at:at + size]])
-                   for at in range(0, len(self.val_indices), size))
-        metrics = coco_evaluate(self.val_gt, coco_results(model, self.val_set, batches, self.device))
+        mini_batches = batches(self.val_set, self.val_indices, self.settings.batch_size)
+        metrics = coco_evaluate(self.val_gt, coco_results(model, self.val_set, mini_batches, self.device))
         return metrics["AP"], metrics["AP50"]
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 import archspec
-from archspec.detection.coco import coco_evaluate, coco_subset, collate, open_split
+from archspec.detection.coco import batches, coco_evaluate, coco_subset, open_split, seeded_subset
 from archspec.detection.train import coco_results
 from archspec.search.budgets import BudgetChecker
 from archspec.search.evaluators import Outcome, checked_spec
@@ -166,7 +166,7 @@ class SupernetEvaluator:
             m.momentum = None
         self.supernet.train()
         with torch.no_grad():
-            for images, _ in self._batches(self.train_set, self.calibration):
+            for images, _ in batches(self.train_set, self.calibration, self.settings.batch_size):
                 if paths is not None:
                     self.supernet.select(next(paths))
                 self.supernet(images.to(self.device))
@@ -175,15 +175,10 @@ class SupernetEvaluator:
     def _validation_ap(self, paths=None) -> tuple[float, float]:
         model = self.supernet
         select = None if paths is None else (lambda: model.select(next(paths)))  # a path per mini-batch
-        results = coco_results(model, self.val_set, self._batches(self.val_set, self.validation), self.device,
+        results = coco_results(model, self.val_set, batches(self.val_set, self.validation, self.settings.batch_size), self.device,
                                before_batch=select)
         metrics = coco_evaluate(self.val_gt, results)
         return metrics["AP"], metrics["AP50"]
-
-    def _batches(self, dataset, indices: list[int]):
-        size = self.settings.batch_size
-        for at in range(0, len(indices), size):
-            yield collate([dataset[i] for i in indices[at:at + size]])
 
 
 def candidate_fingerprint(space, genotype, spec) -> str:
@@ -215,9 +210,5 @@ class PathSampler:
         while True:
             yield self.space.complete(self.genotype, rng) if self.partial else self.genotype
 
-
-def seeded_subset(rng: random.Random, total: int, wanted: int) -> list[int]:
-    """`wanted` indices out of `total`, seeded, in increasing order (all when fewer)."""
-    return sorted(rng.sample(range(total), min(wanted, total)))
 
 

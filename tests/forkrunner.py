@@ -37,6 +37,7 @@ def preload() -> None:
     import matplotlib.figure  # noqa: F401
     import onnxruntime  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401 - what a torch optimizer imports on first use (~3 s: most of a train case)
 
 
 def run_child(job: dict) -> None:

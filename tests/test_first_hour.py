@@ -295,6 +295,24 @@ def test_set_values_are_typed_by_yaml_scalar_parsing():
     assert isinstance(data["budgets"]["input_size"], int)
 
 
+@pytest.mark.parametrize("value, problem", [
+    ("[" * 101 + "]" * 101, "nested more than 100 levels deep"),
+    ("{a: 1, a: 2}", "duplicate key 'a'"),
+    ("[&a [1, 1], *a, *a, *a]", None),
+])
+def test_set_values_are_parsed_as_strictly_as_spec_files(value, problem):
+    """`--set` values go through the spec files' YAML loader: depth limit, duplicate keys, YAML 1.2 numbers."""
+    from archspec.errors import SpecError
+    from archspec.overrides import parse_value
+
+    if problem is None:
+        assert parse_value(value) == [[1, 1]] * 4
+        assert parse_value("[" * 100 + "]" * 100) is not None and parse_value("1:04") == "1:04"
+        return
+    with pytest.raises(SpecError, match=problem):
+        parse_value(value, "a.b")
+
+
 def test_search_takes_set_and_a_resume_must_repeat_it(tmp_path):
     config = "examples/search/crnas_resnet50.yaml"
     out = tmp_path / "run"

@@ -546,6 +546,40 @@ def test_measured_kernels_override_predictions_and_outputs_count_both(planted_ta
     assert (data["measured_kernels"], data["predicted_kernels"]) == (1, 2)
 
 
+def test_reload_reads_what_another_predictor_stored_and_model_rows_use_either_source(planted_table, tmp_path):
+    import shutil
+
+    from archspec.compiler.latency.model import key_features
+    from archspec.compiler.latency.predictor import MissingKernelError, model_features
+
+    path, train = planted_table
+    table_path = tmp_path / "t.sqlite"
+    shutil.copy(path, table_path)
+    spec = archspec.validate({"type": "staged", "name": "mixed",
+                              "stem": [{"type": "conv", "out_channels": 16, "stride": 2, "kernel": 3}],
+                              "stages": [{"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 8},
+                                          "depth": 2, "out_channels": 40, "stride": 2}]})
+    reader, writer = LatencyPredictor(LatencyTable(table_path), threads=1), LatencyPredictor(LatencyTable(table_path), threads=1)
+    keys = reader.kernels(spec, (32, 32))
+    predicted = {k: reader.kernel_model.predict(k)[0] for k in keys}
+    features = {k: dict(key_features(k)) for k in keys}
+    assert reader.kernel_values(keys) == pytest.approx(predicted)
+    row = reader.model_row(spec, (32, 32))
+    assert row == pytest.approx(model_features(keys, predicted, features, reader.block))
+    assert row[2] == pytest.approx(sum(predicted[k] for k in keys))  # the plain kernel sum, repeats counted
+    # Another predictor stores a measurement: the reader sees it only after reload().
+    writer.table.put_kernel(writer.context, keys[0], _fake_stats(7.0), features[keys[0]])
+    assert not reader.is_measured(keys[0])
+    reader.reload()
+    assert reader.is_measured(keys[0]) and reader.kernel_values(keys)[keys[0]] == 7.0
+    assert reader.sources(spec, (32, 32)) == (1, 2)
+    assert reader.kernel_sum(spec, (32, 32))[0] == pytest.approx(7.0 + sum(predicted[k] for k in keys[1:]))
+    # Without kernel models, an unmeasured kernel is named, not guessed.
+    blind = LatencyPredictor(LatencyTable(table_path), threads=1, predict_unseen=False)
+    with pytest.raises(MissingKernelError):
+        blind.kernel_values(keys)
+
+
 def test_search_judges_with_a_design_set_then_predicts(planted_table):
     """`judge_keys`: a type's first kernels are measured (the design set), the rest predicted."""
     from archspec.compiler.latency.model import kernel_type
@@ -717,12 +751,17 @@ def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
         "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 3.6, latency_input_size: 64}",
         "trials: 40"]) + "\n")
     shared = tmp_path / "shared.sqlite"
-    result = run_search(config, tmp_path / "one", progress=False, latency_table=shared)
+
+    def front_ms(spec, size, context):  # the front's end-to-end times: planted, not what this test is about
+        return 1.0
+
+    result = run_search(config, tmp_path / "one", progress=False, latency_table=shared, measure_latency=front_ms)
     first = len(calls)
     assert result.latency_kernels.startswith(f"latency kernels: {first} measured by this run, 0 already in the table")
     assert first > 0 and shared.exists() and not (tmp_path / "one" / "latency.sqlite").exists()
-    run_search(config, tmp_path / "two", progress=False, latency_table=shared)
+    again = run_search(config, tmp_path / "two", progress=False, latency_table=shared, measure_latency=front_ms)
     assert len(calls) == first  # every kernel came from the shared table
+    assert again.best_spec == result.best_spec is not None
     # The CLI's option: a path, or alone the user cache.
     monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(tmp_path / "cache.sqlite"))
     assert _latency_table_path("user-cache") == tmp_path / "cache.sqlite"

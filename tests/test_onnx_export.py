@@ -159,11 +159,24 @@ def test_given_weights_are_used_strictly(tmp_path):
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
 
 
+def test_training_and_search_workers_do_not_import_onnx():
+    """onnx (with ml_dtypes) takes a second or more to import: a training run or a spawned search
+    worker that never exports must not pay it (the detector exporter is registered lazily)."""
+    code = ("import sys\nimport archspec.detection.train, archspec.search.run, archspec.search.executor\n"
+            "import archspec.search.supernet_eval, archspec.search.proxy_train\n"
+            "from archspec.compiler.export import EXPORTERS\nassert 'detector' in EXPORTERS\n"
+            "print(sorted(m for m in ('onnx', 'ml_dtypes') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_random_weights_export_without_torch_and_repeat_by_seed(tmp_path):
     """Random weights need no torch at all (not even imported), for a backbone and a detector;
     the same seed writes the same file."""
     code = (
         "import sys; import archspec, archspec.detection\n"
+        "assert 'onnx' not in sys.modules, 'importing archspec.detection imported onnx'\n"
         "from archspec.compiler.export import export\n"
         f"root, out = {str(ROOT)!r}, {str(tmp_path)!r}\n"
         "r18 = archspec.load(root + '/examples/backbones/resnet18.yaml')\n"

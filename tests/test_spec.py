@@ -180,6 +180,27 @@ def test_schema_documents_every_field():
             assert prop.get("description"), f"{name}.{field} has no description"
 
 
+@pytest.mark.parametrize("style", ["flow list", "flow mapping", "block list"])
+def test_yaml_nested_past_the_limit_is_refused_at_the_limit(style):
+    """A document whose deepest path holds more than `MAX_DEPTH` nodes is one error; at the limit it loads."""
+    from archspec.parsing import MAX_DEPTH
+
+    def nested(depth: int) -> str:  # root mapping, depth - 2 collections, a scalar
+        inner = depth - 2
+        if style == "block list":
+            return "\n".join(["b:"] + ["  " * (i + 1) + "-" for i in range(inner)]) + " 1\n"
+        opening, closing = ("[", "]") if style == "flow list" else ("{a: ", "}")
+        return "b: " + opening * inner + "1" + closing * inner + "\n"
+
+    value = archspec.io.parse_text(nested(MAX_DEPTH))["b"]
+    for _ in range(MAX_DEPTH - 2):
+        value = value[0] if isinstance(value, list) else value["a"]
+    assert value == 1
+    with pytest.raises(SpecError, match=rf"deep.yaml: invalid YAML at line \d+ column \d+: the document is nested "
+                                        rf"more than {MAX_DEPTH} levels deep"):
+        archspec.io.parse_text(nested(MAX_DEPTH + 1), source="deep.yaml")
+
+
 def test_importing_archspec_does_not_import_torch():
     code = "import archspec, archspec.cli, archspec.cli.spec_commands, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

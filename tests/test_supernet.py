@@ -13,6 +13,7 @@ import torch
 
 import archspec
 from archspec.compiler.fastcosts import fast_costs
+from archspec.detection.coco import batches
 from archspec.detection.model import build_detector
 from archspec.detection.train import TrainOptions
 from archspec.search_config import load_search_config
@@ -357,7 +358,7 @@ def activation_statistics(evaluator, genotype) -> list[torch.Tensor]:
     supernet.train()
     try:
         with torch.no_grad():
-            for images, _ in evaluator._batches(evaluator.val_set, evaluator.validation):
+            for images, _ in batches(evaluator.val_set, evaluator.validation, evaluator.settings.batch_size):
                 supernet(images)
     finally:
         supernet.eval()

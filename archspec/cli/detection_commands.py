@@ -73,6 +73,7 @@ def _hard_writer(given: dict, seed: int, knobs: tuple[str, ...]):
     from pydantic import ValidationError
 
     from archspec.detection.synthetic import HardPreset, synthesize_hard
+    from archspec.parsing import load_yaml
 
     settings = {**given, "seed": seed}
     for knob in knobs:
@@ -82,7 +83,7 @@ def _hard_writer(given: dict, seed: int, knobs: tuple[str, ...]):
             raise click.UsageError(f"--knob {knob!r}: expected NAME=VALUE with NAME one of "
                                    f"{', '.join(HardPreset.model_fields)}")
         try:
-            settings[name] = yaml.safe_load(raw)
+            settings[name] = load_yaml(raw)
         except yaml.YAMLError:
             raise click.UsageError(f"--knob {knob!r}: the value is not a YAML scalar or list") from None
     try:

@@ -115,17 +115,22 @@ class LatencyPredictor:
         self.context = Context(machine["hash"], runtime, provider, threads, clock)
         timer_for(clock, self.context.threads)  # a clear error for clock 'cpu' with several threads
         table.add_machine(machine)
-        self._ms = table.kernels(self.context)
-        self._features = table.kernel_features(self.context)
+        self.predict_unseen = predict_unseen
+        self.measured = 0
+        """Kernels this predictor measured itself (not read from another process's measurement)."""
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the table again (what other predictors or processes stored since), refit the
+        kernel models and the overhead on it, and forget earlier predictions."""
+        self._ms = self.table.kernels(self.context)
+        self._features = self.table.kernel_features(self.context)
         self._coefficients: Coefficients | None = None
         self._adjusted: dict[KernelKey, float] = {}
-        self.predict_unseen = predict_unseen
         self._predicted: dict[KernelKey, float] = {}
         """Kernel -> predicted ms, for kernels not measured (a measurement replaces the entry)."""
         self.kernel_model = KernelPredictor({})
         self.calibration_report: CalibrationReport | None = None
-        self.measured = 0
-        """Kernels this predictor measured itself (not read from another process's measurement)."""
         self.refit_kernel_model()
         self._fit()
 
@@ -150,9 +155,24 @@ class LatencyPredictor:
 
     def kernel_sum(self, spec, input_size=(224, 224)) -> tuple[float, int]:
         """(sum of the kernel latencies in ms, measured or predicted, number of kernels)."""
-        self._lookup_sum(self._adjusted, spec, input_size)  # predicts what is missing, or raises
         keys = self.kernels(spec, input_size)
-        return sum([self._ms[k] if k in self._ms else self._predicted[k] for k in keys]), len(keys)
+        values = self.kernel_values(keys)
+        return sum([values[k] for k in keys]), len(keys)
+
+    def kernel_values(self, keys: Iterable[KernelKey]) -> dict[KernelKey, float]:
+        """Kernel -> ms before the overhead model: measured where the table has it, else predicted
+        (predicting what is missing; `MissingKernelError` for a kernel no model applies to)."""
+        keys = _unique(keys)
+        self.predict_missing(keys)
+        if self.unpredictable(keys):
+            raise MissingKernelError(self.unpredictable(keys), self.context)
+        return {k: self._ms[k] if k in self._ms else self._predicted[k] for k in keys}
+
+    def model_row(self, spec, input_size=(224, 224)) -> list[float]:
+        """The spec's features of the overhead model (`Coefficients.FEATURES`), from its measured
+        or predicted kernels: what a calibration run of it would contribute."""
+        keys = self.kernels(spec, input_size)
+        return model_features(keys, self.kernel_values(keys), self._features, self.block)
 
     def sources(self, spec, input_size=(224, 224)) -> tuple[int, int]:
         """(kernels of the spec taken from measurements, kernels predicted), counting repeats."""
