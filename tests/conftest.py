@@ -36,16 +36,19 @@ def pytest_configure(config):
         sys.modules["torch"].set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def no_speed_probe(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def no_speed_probe():
     """Measurements in tests run without the speed probe (`compiler/latency/probe.py`): it
     buys steadier figures, which no test reads, for a probe per batch and up to half a second
     of waiting per measurement on a noisy machine (a search test measuring its front took 16 s
-    without it and 28 s with it). The tests of the probe and of a measurement's conditions put
-    it back (`with_speed_probe`)."""
+    without it and 28 s with it). Session-wide, so that module-scoped fixtures run without it
+    too (the proxy-fidelity benchmark's miniature run spent 12 of its 31 s in the probe). The
+    tests of the probe and of a measurement's conditions put it back (`with_speed_probe`)."""
     import archspec.compiler.latency.predictor as predictor_module
 
-    monkeypatch.setattr(predictor_module, "speed_probe", lambda threads, clock: None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor_module, "speed_probe", lambda threads, clock: None)
+        yield
 
 
 @pytest.fixture
