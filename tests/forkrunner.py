@@ -31,10 +31,13 @@ def preload() -> None:
     import archspec.compiler.export  # noqa: F401
     import archspec.detection  # noqa: F401
     import archspec.detection.deploy  # noqa: F401
+    import archspec.detection.export  # noqa: F401 - imported by the commands that export (with onnx: ~1.5 s)
+    import archspec.compiler.onnx_writer  # noqa: F401
     import archspec.detection.train  # noqa: F401
     import archspec.search.run  # noqa: F401
     import matplotlib.backends.backend_agg  # noqa: F401 - a search's pareto.png, its report page's heat maps
     import matplotlib.figure  # noqa: F401
+    import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401 - what a torch optimizer imports on first use (~3 s: most of a train case)

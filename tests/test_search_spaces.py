@@ -3,6 +3,7 @@ that keeps the space's rules, or is rejected with a reason. And the CR-NAS and S
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import Counter
@@ -27,6 +28,11 @@ def _space(name):
     return config, make_space(config.space, base)
 
 
+@functools.cache
+def _spinenet49():
+    return archspec.load(ROOT / "examples/backbones/spinenet49.yaml")
+
+
 def _respects(name, config, space, spec) -> None:
     """The space's own rules, read back from the decoded spec (not from the genotype)."""
     if name == "crnas_resnet50":
@@ -35,7 +41,7 @@ def _respects(name, config, space, spec) -> None:
         assert all(d in choices for d, choices in zip(depths, config.space.depth_choices))
         assert all(stage.dilations and set(stage.dilations) <= set(config.space.dilations) for stage in spec.stages)
     elif name == "spinenet49_permute":
-        base = archspec.load(ROOT / "examples/backbones/spinenet49.yaml")
+        base = _spinenet49()
         for flag in (True, False):
             assert Counter(b.level for b in spec.blocks if b.output == flag) == \
                 Counter(b.level for b in base.blocks if b.output == flag)
