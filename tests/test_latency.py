@@ -507,11 +507,9 @@ def test_kernel_models_predict_unseen_shapes_of_a_planted_table(planted_table):
         assert ms == pytest.approx(_planted_ms(key), rel=1e-4), (kernel_type(key), key)
 
 
-def test_measured_kernels_override_predictions_and_outputs_count_both(planted_table, tmp_path, capsys, monkeypatch):
+def _mixed_model_on_a_planted_copy(planted_table, tmp_path):
+    """(a copy of the planted table, its training keys, a small spec none of whose kernels it holds)."""
     import shutil
-
-    from archspec.cli import main
-    from archspec.compiler.latency import predictor as predictor_module
 
     path, train = planted_table
     table_path = tmp_path / "t.sqlite"
@@ -520,6 +518,14 @@ def test_measured_kernels_override_predictions_and_outputs_count_both(planted_ta
                               "stem": [{"type": "conv", "out_channels": 16, "stride": 2, "kernel": 3}],
                               "stages": [{"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 8},
                                           "depth": 2, "out_channels": 40, "stride": 2}]})
+    return table_path, train, spec
+
+
+def test_measured_kernels_override_predictions_and_outputs_count_both(planted_table, tmp_path, capsys, monkeypatch):
+    from archspec.cli import main
+    from archspec.compiler.latency import predictor as predictor_module
+
+    table_path, train, spec = _mixed_model_on_a_planted_copy(planted_table, tmp_path)
     predictor = LatencyPredictor(LatencyTable(table_path), threads=1)
     keys = predictor.kernels(spec, (32, 32))
     assert not set(keys) & set(train)
@@ -547,18 +553,10 @@ def test_measured_kernels_override_predictions_and_outputs_count_both(planted_ta
 
 
 def test_reload_reads_what_another_predictor_stored_and_model_rows_use_either_source(planted_table, tmp_path):
-    import shutil
-
     from archspec.compiler.latency.model import key_features
     from archspec.compiler.latency.predictor import MissingKernelError, model_features
 
-    path, train = planted_table
-    table_path = tmp_path / "t.sqlite"
-    shutil.copy(path, table_path)
-    spec = archspec.validate({"type": "staged", "name": "mixed",
-                              "stem": [{"type": "conv", "out_channels": 16, "stride": 2, "kernel": 3}],
-                              "stages": [{"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 8},
-                                          "depth": 2, "out_channels": 40, "stride": 2}]})
+    table_path, _, spec = _mixed_model_on_a_planted_copy(planted_table, tmp_path)
     reader, writer = LatencyPredictor(LatencyTable(table_path), threads=1), LatencyPredictor(LatencyTable(table_path), threads=1)
     keys = reader.kernels(spec, (32, 32))
     predicted = {k: reader.kernel_model.predict(k)[0] for k in keys}
