@@ -178,4 +178,3 @@ def export_detector_spec(spec, path: str | Path, *, input_size=None, dynamic_bat
     """`compiler.export.EXPORTERS` entry for ``type: detector``."""
     return export_detector(spec, path, module=module, weights=weights, input_size=input_size,
                            dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, seed=seed)
-

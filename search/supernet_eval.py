@@ -175,8 +175,8 @@ class SupernetEvaluator:
     def _validation_ap(self, paths=None) -> tuple[float, float]:
         model = self.supernet
         select = None if paths is None else (lambda: model.select(next(paths)))  # a path per mini-batch
-        results = coco_results(model, self.val_set, batches(self.val_set, self.validation, self.settings.batch_size), self.device,
-                               before_batch=select)
+        mini_batches = batches(self.val_set, self.validation, self.settings.batch_size)
+        results = coco_results(model, self.val_set, mini_batches, self.device, before_batch=select)
         metrics = coco_evaluate(self.val_gt, results)
         return metrics["AP"], metrics["AP50"]
 
@@ -209,6 +209,3 @@ class PathSampler:
         rng = random.Random(f"supernet-undecided:{self.key}:{phase}")
         while True:
             yield self.space.complete(self.genotype, rng) if self.partial else self.genotype
-
-
-

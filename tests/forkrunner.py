@@ -29,10 +29,10 @@ def preload() -> None:
     import archspec.cli.search_commands  # noqa: F401
     import archspec.cli.spec_commands  # noqa: F401
     import archspec.compiler.export  # noqa: F401
+    import archspec.compiler.onnx_writer  # noqa: F401
     import archspec.detection  # noqa: F401
     import archspec.detection.deploy  # noqa: F401
     import archspec.detection.export  # noqa: F401 - imported by the commands that export (with onnx: ~1.5 s)
-    import archspec.compiler.onnx_writer  # noqa: F401
     import archspec.detection.train  # noqa: F401
     import archspec.search.run  # noqa: F401
     import matplotlib.backends.backend_agg  # noqa: F401 - a search's pareto.png, its report page's heat maps

@@ -147,11 +147,16 @@ class LatencyPredictor:
             return sum([table[k] for k in keys]), len(keys)
         except KeyError:
             pass
+        self._predict_or_raise(keys)
+        return sum([table[k] for k in keys]), len(keys)
+
+    def _predict_or_raise(self, keys: Sequence[KernelKey]) -> None:
+        """Predict the kernels of `keys` not known yet; `MissingKernelError` naming every one no
+        model applies to."""
         self.predict_missing(keys)
-        try:
-            return sum([table[k] for k in keys]), len(keys)
-        except KeyError:
-            raise MissingKernelError(self.unpredictable(keys), self.context) from None
+        unknown = self.unpredictable(keys)
+        if unknown:
+            raise MissingKernelError(unknown, self.context)
 
     def kernel_sum(self, spec, input_size=(224, 224)) -> tuple[float, int]:
         """(sum of the kernel latencies in ms, measured or predicted, number of kernels)."""
@@ -163,9 +168,7 @@ class LatencyPredictor:
         """Kernel -> ms before the overhead model: measured where the table has it, else predicted
         (predicting what is missing; `MissingKernelError` for a kernel no model applies to)."""
         keys = _unique(keys)
-        self.predict_missing(keys)
-        if self.unpredictable(keys):
-            raise MissingKernelError(self.unpredictable(keys), self.context)
+        self._predict_or_raise(keys)
         return {k: self._ms[k] if k in self._ms else self._predicted[k] for k in keys}
 
     def model_row(self, spec, input_size=(224, 224)) -> list[float]:
