@@ -380,6 +380,12 @@ class Budgets(Spec):
     latency_threads: Annotated[int, Field(ge=1, le=1024)] | None = None
     """Intra-op threads the latency budget refers to (default: physical cores). With 1 on the CPU,
     kernels are timed by the thread's CPU time, which load from other processes hardly moves."""
+    latency_table: Literal["run", "machine"] = "run"
+    """Where the latency kernels a search measures are kept: `run`, the run's own OUT/latency.sqlite
+    (each run measures its design kernels again); `machine`, this machine's shared table
+    ($ARCHSPEC_LATENCY_TABLE or ~/.cache/archspec/latency.sqlite), so every later run of the config
+    on this machine measures nothing and judges every candidate as the first one did. The
+    `--latency-table` option overrides it."""
 
     @model_validator(mode="after")
     def _minimum_within_maximum(self) -> "Budgets":

@@ -1,13 +1,15 @@
 """Reproducibility of a latency-budgeted search: the same config run twice, once with a competing
 CPU-bound process on the machine.
 
-    .venv/bin/python benchmarks/latency_repro.py [--trials 5000] [--hogs 1] [--shared]
+    .venv/bin/python benchmarks/latency_repro.py [--trials 5000] [--hogs 1] [--own]
 
 Runs the shipped latency-budgeted MAE-DET search (examples/search/maedet_r50_budget.yaml) from
 an empty latency table, then again with `--hogs` processes spinning on the CPU for the whole
-second run. Without `--shared` each run measures its own table (the hard case: every measured
-kernel is measured again under load); with `--shared` the second run uses the first run's table
-(`--latency-table`), as two runs of one config on one machine should.
+second run. By default both runs are the config as shipped: its kernels go into the machine's
+table (`budgets.latency_table: machine`; here a fresh file through $ARCHSPEC_LATENCY_TABLE, empty
+when the first run starts), which the second run then shares, as every later run of the config
+on one machine does. With `--own` each run measures into its own empty table
+(`budgets.latency_table=run`: the hard case, every design kernel is measured again under load).
 
 Prints, for each run, trials/s, kernels measured, kernels predicted, and then: the share of
 candidates judged by both runs (same fingerprint) on which they agree about the latency budget,
@@ -42,6 +44,7 @@ def _spin(stop) -> None:
 
 
 def run_once(config: Path, out: Path, trials: int, table: Path, overrides: tuple[str, ...] = ()) -> dict:
+    """One run of `config` as it is (its own table choice); `table` is where its kernels go."""
     import sqlite3
 
     from archspec.compiler.latency import LatencyTable
@@ -49,7 +52,7 @@ def run_once(config: Path, out: Path, trials: int, table: Path, overrides: tuple
 
     before = LatencyTable(table).count() if table.exists() else 0
     start, cpu_start = time.perf_counter(), time.process_time()
-    result = run_search(config, out, max_trials=trials, progress=False, latency_table=table, overrides=overrides)
+    result = run_search(config, out, max_trials=trials, progress=False, overrides=overrides)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     after = sqlite3.connect(table).execute("SELECT COUNT(*) FROM kernels").fetchone()[0]
     best = (out / "best.yaml").read_text() if (out / "best.yaml").exists() else ""
@@ -60,15 +63,6 @@ def run_once(config: Path, out: Path, trials: int, table: Path, overrides: tuple
             "summary": getattr(result, "latency_kernels", ""),
             "best": best, "best_fingerprint": getattr(result, "best_fingerprint", None),
             "rows": _rows(out / "trials.csv")}
-
-
-def copy_table(source: Path, target: Path) -> None:
-    """A copy of a latency table, including what its write-ahead log still holds (a file copy
-    of the main file alone would miss it)."""
-    import sqlite3
-
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -91,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--hogs", type=int, default=1, help="competing CPU-bound processes in the second run")
-    parser.add_argument("--shared", action="store_true", help="the second run uses the first run's table")
+    parser.add_argument("--own", action="store_true",
+                        help="each run measures into its own empty table (budgets.latency_table=run)")
     parser.add_argument("--keep", type=Path, help="keep the run folders here")
     parser.add_argument("--once", action="store_true", help="only the first run (search speed from an empty table)")
     parser.add_argument("--latency-threads", type=int, default=None,
                         help="override budgets.latency_threads (1: the CPU-time clock); default: the config's")
     args = parser.parse_args(argv)
     overrides = (f"budgets.latency_threads={args.latency_threads}",) if args.latency_threads else ()
+    overrides += ("budgets.latency_table=run",) if args.own else ()
 
     text = CONFIG.read_text().replace("base: maedet_r50_base.yaml", f"base: {CONFIG.parent / 'maedet_r50_base.yaml'}")
     budgets = yaml.safe_load(text)["budgets"]
@@ -110,27 +106,30 @@ def main(argv: list[str] | None = None) -> int:
         config.write_text(text)
         print(f"{CONFIG.name}: {args.trials} trials per run, max_latency_ms {budget:g}, latency threads {threads}; "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        first = run_once(config, folder / "quiet", args.trials, folder / "quiet.sqlite", overrides)
+        machine = folder / "machine.sqlite"
+        os.environ["ARCHSPEC_LATENCY_TABLE"] = str(machine)  # the machine's table, empty at the start
+
+        def table(run: str) -> Path:
+            return folder / run / "latency.sqlite" if args.own else machine
+
+        first = run_once(config, folder / "quiet", args.trials, table("quiet"), overrides)
         print(f"run 1 (empty table): {first['wall_s']:.1f} s, {first['trials_per_s']:.1f} trials/s "
               f"({first['cpu_s']:.1f} s of CPU time: {first['trials_per_cpu_s']:.1f} trials per CPU second), "
               f"{first['measured']} kernels measured; load average {os.getloadavg()[0]:.1f}\n  {first['summary']}",
               flush=True)
         if args.once:
             return 0
-        second_table = folder / "loaded.sqlite"
-        if args.shared:
-            copy_table(folder / "quiet.sqlite", second_table)
         stop = multiprocessing.Event()
         hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.hogs)]
         for hog in hogs:
             hog.start()
         try:
-            second = run_once(config, folder / "loaded", args.trials, second_table, overrides)
+            second = run_once(config, folder / "loaded", args.trials, table("loaded"), overrides)
         finally:
             stop.set()
             for hog in hogs:
                 hog.join(timeout=10)
-        print(f"run 2 ({args.hogs} competing process(es), {'shared' if args.shared else 'its own empty'} table): "
+        print(f"run 2 ({args.hogs} competing process(es), {'its own empty' if args.own else 'the shared machine'} table): "
               f"{second['wall_s']:.1f} s, {second['trials_per_s']:.1f} trials/s ({second['cpu_s']:.1f} s of CPU "
               f"time), {second['measured']} kernels measured; load average {os.getloadavg()[0]:.1f}\n  "
               f"{second['summary']}", flush=True)

@@ -7,21 +7,23 @@ process turns keys into a latency (`latency`), measuring missing kernels itself.
 then the only writer of the latency table (OUT/latency.sqlite, or a shared one), and it measures
 in trial order, as a serial run does.
 
-Kernels the table lacks are not all measured: per kernel type, the first
-`DESIGN_KERNELS_PER_TYPE` kernels met (in trial order: a seeded design set drawn from the
-space's own candidates) are measured, then the type's regression is fitted on them and predicts
-the rest (`LatencyPredictor.judge_keys`). From an empty table a search measures a few dozen
-kernels per type once, then runs at prediction speed; a shared table fits the same models, so
-two runs of one config judge every candidate alike.
+Kernels are not all measured: per kernel type, the first `DESIGN_KERNELS_PER_TYPE` kernels
+met (in trial order: a seeded design set drawn from the space's own candidates) are measured, or
+read from the table when stored there, then the type's regression is fitted on them alone and
+predicts the rest (`LatencyPredictor.judge_keys`, `KeyPredictor`). From an empty table a search
+measures a few dozen kernels per type once, then runs at prediction speed; a run on a table that
+holds its design sets measures nothing and judges every candidate as the run that measured them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from archspec.compiler.fastcosts import fast_costs
 from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
-from archspec.compiler.latency.predictor import DESIGN_KERNELS_PER_TYPE
+from archspec.compiler.latency.predictor import DESIGN_KERNELS_PER_TYPE, Coefficients
 from archspec.compiler.latency.kernels import kernels
 from archspec.sizes import parse_input_size
 
@@ -112,8 +114,24 @@ class BudgetChecker:
 
 
 class KeyPredictor(LatencyPredictor):
-    """A predictor that works from kernel keys, so the process holding the table never needs
-    the spec (evaluation workers send keys)."""
+    """A search's predictor. It works from kernel keys, so the process holding the table never
+    needs the spec (evaluation workers send keys).
+
+    It judges from its design sets alone. It starts from none of the table's kernels and no
+    overhead fit: each design kernel is read from the table when stored there (measured and
+    stored otherwise), and every other kernel is predicted by its type's model, fitted on that
+    type's design set. Which kernels form a design set depends only on the trial order, so a
+    run's judgements depend only on its config, its seed and the stored values of its design
+    kernels. Whatever else a shared table holds (other configs' design sets, `build-table`'s
+    kernels and calibration runs, the run's own front measured end to end) never changes them:
+    two runs of one config on one table agree on every candidate, and a resumed run judges as
+    it did before the kill."""
+
+    def starting_kernels(self):
+        return {}, {}
+
+    def calibration_rows(self):
+        return np.zeros((0, len(Coefficients.FEATURES))), np.zeros(0)
 
     def predict_keys(self, keys) -> float:
         # The same sum, in the same order, as LatencyPredictor.predict: equal to the last bit.

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import archspec
+from archspec.compiler.latency.table import default_table_path
 from archspec.files import atomic_path, atomic_write_text
 from archspec.search.store import Trial, TrialStore
 
@@ -180,11 +181,10 @@ class NextSteps:
     latency_input_size: str | None = None
     """The latency budget's input size; None without a latency budget."""
     latency_options: str = ""
-    """The budget's runtime and provider as `archspec latency` options."""
+    """The budget's runtime, provider and threads as `archspec latency` options (the context the
+    run's kernels were measured in), with `--table` unless the run used the machine's table."""
     supernet: str | None = None
     """The supernet run folder of a one-shot search (absolute), whose weights fine-tuning may start from."""
-    latency_table: str = "latency.sqlite"
-    """The latency table the run used: the run's own, or the shared one of `--latency-table` (absolute)."""
 
 
 def write_pareto(path: Path, selection: Selection) -> None:
@@ -306,8 +306,8 @@ def next_commands(steps: NextSteps, detector, has_best: bool) -> list[str]:
             f"  archspec eval {folder}/train --data {data}",
             f"  archspec export best.yaml --weights {folder}/train/best.pt -o {folder}/best.onnx",
             f"  archspec detect {folder}/best.onnx {image} --out {folder}/detections"]
-    latency = (f"  archspec latency predict best.yaml --input-size {steps.latency_input_size}{steps.latency_options} "
-               f"--table {steps.latency_table}" if steps.latency_input_size else
+    latency = (f"  archspec latency predict best.yaml --input-size {steps.latency_input_size}{steps.latency_options}"
+               if steps.latency_input_size else
                f"  archspec latency predict best.yaml --input-size {steps.input_size} --measure-missing")
     return ["", "next, in this run folder: best.yaml is a backbone; inspect, export and time it:",
             f"  archspec summary best.yaml --input-size {steps.input_size}",
@@ -331,12 +331,22 @@ def next_steps(config, latency_table: str | Path | None = None) -> NextSteps:
     latency = (_size_text(budgets.latency_input_size or budgets.input_size)
                if budgets.max_latency_ms is not None else None)
     options = "".join(f" --{name} {value}" for name, value, default in
-                      (("runtime", budgets.latency_runtime, "ort"), ("provider", budgets.latency_provider, "cpu"))
+                      (("runtime", budgets.latency_runtime, "ort"), ("provider", budgets.latency_provider, "cpu"),
+                       ("threads", budgets.latency_threads, None), ("table", _table_option(latency_table), None))
                       if value != default)
     data = getattr(config.evaluator, "data", None)  # a trained evaluator's data folder (absolute once resolved)
     supernet = config.evaluator.run if config.evaluator.type == "supernet" else None
-    return NextSteps(str(data) if data else None, size, latency, options, supernet,
-                     str(latency_table) if latency_table else "latency.sqlite")
+    return NextSteps(str(data) if data else None, size, latency, options, supernet)
+
+
+def _table_option(latency_table: str | Path | None) -> str | None:
+    """`--table` of the commands run in the run folder: the run's own table, a shared one, or
+    none for the machine's table (`archspec latency`'s default)."""
+    if not latency_table:
+        return "latency.sqlite"
+    if Path(latency_table).resolve() == default_table_path().expanduser().resolve():
+        return None
+    return shlex.quote(str(latency_table))
 
 
 def _size_text(size) -> str:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
 
+from archspec.compiler.latency.table import default_table_path
 from archspec.errors import SpecError
 from archspec.files import RunFolder, atomic_path
 from archspec.search_config import load_search_config
@@ -194,8 +195,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         store.close()
         raise
     store.set_meta("config", config_meta(config, base))  # what `archspec report RUN` rebuilds the space from
-    # The latency table: --latency-table (shared across runs), else the one the run started with, else its own.
-    latency_table = Path(latency_table).expanduser().resolve() if latency_table else store.meta("latency_table")
+    latency_table = _latency_table(latency_table, store, config.budgets)
     if latency_table:
         store.set_meta("latency_table", str(latency_table))
     checker = BudgetChecker(config.budgets, Path(latency_table) if latency_table else out / "latency.sqlite")
@@ -240,6 +240,18 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     result.timings = timings
     result.latency_kernels = checker.latency_summary()
     return result
+
+
+def _latency_table(option: str | Path | None, store: TrialStore, budgets) -> str | Path | None:
+    """The latency table a run uses: --latency-table (shared across runs), else the one the run
+    started with, else the machine's (`budgets.latency_table: machine`), else None: its own."""
+    if option:
+        return Path(option).expanduser().resolve()
+    if store.meta("latency_table"):
+        return store.meta("latency_table")
+    if budgets.latency_table == "machine" and budgets.max_latency_ms is not None:
+        return default_table_path().expanduser().resolve()
+    return None
 
 
 # -- rounds --------------------------------------------------------------------------------------

@@ -51,6 +51,23 @@ def no_speed_probe():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_latency_table(tmp_path_factory):
+    """The machine's latency table (`budgets.latency_table: machine`, `--latency-table` alone,
+    `latency predict`) is never the user's cache in tests. Session-wide for module fixtures;
+    `own_latency_table` gives each test an empty one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARCHSPEC_LATENCY_TABLE", str(tmp_path_factory.mktemp("machine") / "latency.sqlite"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def own_latency_table(session_latency_table, tmp_path_factory, monkeypatch):
+    """Each test starts from an empty machine table: what one test measured never decides
+    what another measures."""
+    monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(tmp_path_factory.mktemp("machine") / "latency.sqlite"))
+
+
 @pytest.fixture
 def with_speed_probe(monkeypatch):
     """The real speed probe, as measurements outside the tests use it."""

@@ -772,6 +772,81 @@ def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
     assert trials("one") == trials("two")
 
 
+def _featured_stand_in(calls: list, factor: float = 1.0):
+    """A deterministic stand-in for ONNX Runtime that returns the kernel's real features, so
+    design sets form and the kernel models predict as in a real search."""
+    from archspec.compiler.latency.model import key_features
+    from archspec.compiler.runtime import LatencyStats
+
+    def fake(key, context, **_):
+        calls.append(key)
+        ms = factor * _planted_ms(key)
+        return LatencyStats(ms, ms, ms, ms, 0.0, context.runtime, context.provider, context.threads, 1, 0), \
+            dict(key_features(key))
+
+    return fake
+
+
+def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
+    """`budgets.latency_table: machine`: runs of one config share the machine's table, and
+    what else that table gains between them (another spec's kernels of the same types, measured
+    far off, and calibration runs) changes no judgement: the second run reads its design kernels
+    from the table, measures nothing, and repeats the first trial for trial."""
+    import csv
+
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.compiler.latency import LatencyPredictor, LatencyTable
+    from archspec.compiler.latency.kernels import kernels
+    from archspec.compiler.latency.table import CalibrationRun
+    from archspec.search.run import run_search
+
+    calls = []
+    monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in(calls))
+    machine = tmp_path / "machine.sqlite"
+    monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(machine))
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    base = root / "examples/search/maedet_r50_base.yaml"
+    config = tmp_path / "search.yaml"
+    config.write_text("\n".join([
+        "type: search", f"base: {base}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 16}",
+        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 1.2, latency_input_size: 64,",
+        "          latency_table: machine}",
+        "trials: 60"]) + "\n")
+
+    def front_ms(spec, size, context):
+        return 1.0
+
+    first = run_search(config, tmp_path / "one", progress=False, measure_latency=front_ms)
+    assert machine.exists() and not (tmp_path / "one" / "latency.sqlite").exists()
+    measured = len(calls)
+    assert first.latency_kernels.startswith(f"latency kernels: {measured} measured by this run, 0 already")
+    assert "predicted by the kernel models (fitted on: layer:k1kxk1 (24))" in first.latency_kernels  # a design set
+    design = LatencyTable(machine).count()
+    # Another config's kernels of the same types, timed 5x slower, and calibration runs on them.
+    predictor = LatencyPredictor(LatencyTable(machine))
+    monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in([], factor=5.0))
+    other = archspec.load(base)
+    foreign = [k for size in (48, 80, 96) for k in kernels(other, (size, size))]
+    predictor.measure_keys(foreign)
+    for size in (48, 80, 96):
+        keys = kernels(other, (size, size))
+        predictor.table.put_calibration(predictor.context, CalibrationRun(
+            f"other{size}", size, size, "other", 9 * sum(_planted_ms(k) for k in keys), {"kernels": keys}))
+    assert LatencyTable(machine).count() > design
+    monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in(calls))
+    second = run_search(config, tmp_path / "two", progress=False, measure_latency=front_ms)
+    assert len(calls) == measured  # every design kernel came from the table
+    assert second.latency_kernels.startswith(f"latency kernels: 0 measured by this run, {measured} already")
+
+    def trials(run):
+        with open(tmp_path / run / "trials.csv") as handle:
+            return [row[:-1] for row in csv.reader(handle)]
+
+    assert trials("one") == trials("two")
+    assert any(row[2].startswith("max_latency_ms") for row in trials("one"))  # the budget binds
+
+
 def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
     """The pooled residual correction is evaluated by our own walk over the trees' node arrays;
     it must give exactly the forest's prediction (kernels with a shape-dependent planted factor)."""

@@ -175,12 +175,20 @@ def test_without_a_latency_budget_nothing_is_measured_and_best_is_the_top_score(
     assert archspec.fingerprint(archspec.load(out / "best.yaml").backbone) == top["fingerprint"]
 
 
-def test_a_backbone_search_keeps_a_backbone_best_and_says_how_to_get_a_detector(tmp_path):
-    # The example without its detector template (the same base and space): best.yaml is the backbone.
+@pytest.mark.parametrize("table, options", [("machine", "--threads 1"), ("run", "--threads 1 --table latency.sqlite")])
+def test_a_backbone_search_keeps_a_backbone_best_and_says_how_to_get_a_detector(tmp_path, monkeypatch, table, options):
+    """The example without its detector template (the same base and space): best.yaml is the
+    backbone, and report.txt's closing commands run as printed in the run folder. The latency
+    command names the context the run's kernels were measured in (1 thread) and the table they
+    are in: none for the machine's table (the example's), which is the command's default."""
     import yaml
+    from click.testing import CliRunner
+
+    from archspec.cli import cli
 
     data = yaml.safe_load(EXAMPLE.read_text())
     del data["detector"]
+    data["budgets"]["latency_table"] = table
     config = tmp_path / "backbone.yaml"
     config.write_text(yaml.safe_dump(data))
     run_search(config, tmp_path / "run", max_trials=10, progress=False, measure_latency=Planted())
@@ -189,8 +197,15 @@ def test_a_backbone_search_keeps_a_backbone_best_and_says_how_to_get_a_detector(
     report = (tmp_path / "run" / "report.txt").read_text()
     commands = [line.strip() for line in report.splitlines() if line.startswith("  archspec ")]
     assert [shlex.split(c)[1] for c in commands] == ["summary", "export", "latency"]
-    assert "--input-size 128" in commands[0] and "--table latency.sqlite" in commands[2]
+    assert "--input-size 128" in commands[0]
+    assert commands[2] == f"archspec latency predict best.yaml --input-size 128 {options}"
     assert "add a `detector:` template" in report
+    monkeypatch.chdir(tmp_path / "run")
+    for command in commands:
+        done = CliRunner().invoke(cli, shlex.split(command)[1:])
+        assert done.exit_code == 0, (command, done.output)
+    # best.yaml's kernels are all in the run's design sets: found in that table and context
+    assert "(7 kernels: 7 measured, 0 predicted" in done.output and "ort/cpu/1 threads, cpu clock" in done.output
 
 
 def test_search_to_detector_runs_the_report_commands_end_to_end(tmp_path, monkeypatch):

@@ -34,8 +34,8 @@ from archspec.cli.options import max_memory_option, resume_hint_on_interrupt, se
 @click.option("--quiet", is_flag=True, help="No progress bar (there is none either when the output is not a terminal).")
 @click.option("--latency-table", is_flag=False, flag_value="user-cache", default=None, metavar="[PATH]",
               help="Latency table shared across runs, so that two runs of one config agree: PATH, or alone the "
-                   "user cache ($ARCHSPEC_LATENCY_TABLE or ~/.cache/archspec/latency.sqlite). Default: "
-                   "OUT/latency.sqlite.")
+                   "user cache ($ARCHSPEC_LATENCY_TABLE or ~/.cache/archspec/latency.sqlite). Default: the config's "
+                   "budgets.latency_table: OUT/latency.sqlite (run) or the user cache (machine).")
 @set_option
 def search(config: Path, out: Path, resume: bool, seed: int | None, max_trials: int | None, workers: int,
            executor_name: str | None, address: str | None, cpus_per_worker: float, gpus_per_worker: float,

@@ -123,8 +123,7 @@ class LatencyPredictor:
     def reload(self) -> None:
         """Read the table again (what other predictors or processes stored since), refit the
         kernel models and the overhead on it, and forget earlier predictions."""
-        self._ms = self.table.kernels(self.context)
-        self._features = self.table.kernel_features(self.context)
+        self._ms, self._features = self.starting_kernels()
         self._coefficients: Coefficients | None = None
         self._adjusted: dict[KernelKey, float] = {}
         self._predicted: dict[KernelKey, float] = {}
@@ -133,6 +132,11 @@ class LatencyPredictor:
         self.calibration_report: CalibrationReport | None = None
         self.refit_kernel_model()
         self._fit()
+
+    def starting_kernels(self) -> tuple[dict[KernelKey, float], dict[KernelKey, dict]]:
+        """(kernel -> ms, kernel -> features) the predictor starts from: every kernel the table
+        holds for its context."""
+        return self.table.kernels(self.context), self.table.kernel_features(self.context)
 
     # -- prediction ------------------------------------------------------------------------------
     def kernels(self, spec, input_size=(224, 224)) -> list[KernelKey]:
