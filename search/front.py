@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import archspec
-from archspec.compiler.latency.table import default_table_path
+from archspec.compiler.latency.table import CalibrationRun, default_table_path
 from archspec.files import atomic_path, atomic_write_text
 from archspec.search.store import Trial, TrialStore
 
@@ -139,8 +139,11 @@ def measure_front(front: list[Trial], space, checker, store: TrialStore,
     """(trial id -> measured ms, the setting in words) for every front member, measured in the
     latency budget's context: the backbone, since that is what the budget's predictor sums
     kernels of. A member measured before in this context (same fingerprint) is read from the
-    store; a new measurement is committed at once, so a kill loses at most the one in progress."""
-    context, size = checker.predictor().context, checker.latency_size
+    store, or from the latency table's calibration runs, where each measurement also goes: a run
+    sharing a table with an earlier run of its config measures nothing and chooses the same best.
+    A new measurement is committed at once, so a kill loses at most the one in progress."""
+    predictor = checker.predictor()
+    context, size = predictor.context, checker.latency_size
     digest = context_digest(context, size)
     setting = (f"{context.runtime}, provider {context.provider}, {context.threads} thread"
                f"{'s' if context.threads != 1 else ''}, {context.clock} clock, {size[0]}x{size[1]}")
@@ -149,12 +152,16 @@ def measure_front(front: list[Trial], space, checker, store: TrialStore,
         key = f"{MEASURED_KEY}:{digest}:{trial.fingerprint}"
         stored = store.meta(key)
         if stored is None:
-            spec = space.decode(trial.genotype)
-            if measure is None:
-                ms = measure_end_to_end_ms(spec, size, context, expected_ms=trial.metrics.get("latency_ms"),
-                                           limit_ms=limit_ms)
-            else:
-                ms = float(measure(spec, size, context))
+            ms = predictor.table.calibration_ms(context, trial.fingerprint, size)  # an earlier run's front
+            if ms is None:
+                spec = space.decode(trial.genotype)
+                if measure is None:
+                    ms = measure_end_to_end_ms(spec, size, context, expected_ms=trial.metrics.get("latency_ms"),
+                                               limit_ms=limit_ms)
+                else:
+                    ms = float(measure(spec, size, context))
+                predictor.table.put_calibration(context, CalibrationRun(
+                    trial.fingerprint, size[0], size[1], spec.name, ms, {"kernels": checker.latency_kernels(spec)}))
             store.set_meta(key, json.dumps(ms))
         else:
             ms = float(json.loads(stored))

@@ -128,16 +128,18 @@ def config_from_meta(text: str, source: str):
 
 def measured_latencies(table_path: Path, fingerprints: set[str], budgets, size: tuple[int, int]) -> dict[str, float]:
     """Fingerprint -> measured end-to-end latency (ms) of the candidates with a calibration run in
-    the table at the latency input size, runtime and provider of the budgets (latest first)."""
+    the table at the latency input size, runtime, provider and (when the budgets set them) threads
+    of the budgets, by either clock (CPU-time rows are stored under `<runtime>:cpu`; latest first)."""
     import sqlite3
 
     if not table_path.is_file():
         return {}
     db = sqlite3.connect(f"file:{table_path}?mode=ro", uri=True)
+    runtime, threads = budgets.latency_runtime, budgets.latency_threads
     try:
-        rows = db.execute("SELECT fingerprint, measured_ms FROM calibration WHERE runtime = ? AND provider = ? "
-                          "AND height = ? AND width = ? ORDER BY measured_at",
-                          (budgets.latency_runtime, budgets.latency_provider, *size)).fetchall()
+        rows = db.execute("SELECT fingerprint, measured_ms FROM calibration WHERE runtime IN (?, ?) AND provider = ? "
+                          "AND height = ? AND width = ? AND (? IS NULL OR threads = ?) ORDER BY measured_at",
+                          (runtime, f"{runtime}:cpu", budgets.latency_provider, *size, threads, threads)).fetchall()
     except sqlite3.DatabaseError:
         return {}
     finally:

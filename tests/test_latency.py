@@ -668,6 +668,7 @@ def _probed_measurement(monkeypatch, ratios, **patches):
 
     class Probe:
         wait_fast = SpeedProbe.wait_fast
+        waits_out = 0
 
         def ratio(self):
             phase[0] = next(ratios)
@@ -697,6 +698,44 @@ def test_a_slow_phase_is_waited_out(monkeypatch):
     assert conditions["slow_phase"] is False and conditions["probe_ratio"] == 1.0 and conditions["stable"]
     assert conditions["attempts"] == 1 and conditions["batch_medians_ms"] == [2.0, 2.0, 2.0]
     assert probes == 3 + 1 + 3  # three slow probes waited out, the fast one, one after each batch
+
+
+def test_a_slow_spell_stops_the_waiting_until_a_probe_is_fast(monkeypatch):
+    """After `SPELL_WAITS` waits in a row ran out, a wait probes once and returns; a fast probe
+    ends the spell, and the next slow phase is waited for again."""
+    import archspec.compiler.latency.probe as probe_module
+    from archspec.compiler.latency.probe import SPELL_WAITS, SpeedProbe
+
+    now = [0.0]
+
+    def clock():  # each look at the clock: 0.125 s later (exact in binary)
+        now[0] += 0.125
+        return now[0]
+
+    monkeypatch.setattr(probe_module.time, "perf_counter", clock)
+    phases, probes = iter([1.3] * 100), [0]
+
+    class Probe:
+        wait_fast = SpeedProbe.wait_fast
+        waits_out = 0
+
+        def ratio(self):
+            probes[0] += 1
+            return next(phases)
+
+    probe = Probe()
+
+    def probes_of_a_wait(limit_s=0.5):
+        before = probes[0]
+        probe.wait_fast(now[0] + limit_s)
+        return probes[0] - before
+
+    assert [probes_of_a_wait() for _ in range(SPELL_WAITS)] == [4] * SPELL_WAITS  # waited out, each
+    assert [probes_of_a_wait() for _ in range(4)] == [1] * 4  # the spell: no more waiting
+    phases = iter([1.0] + [1.3] * 100)
+    assert probes_of_a_wait() == 1 and probe.waits_out == 0  # fast: the spell is over
+    assert probes_of_a_wait() == 4  # a slow phase is waited for again
+    assert probes_of_a_wait(limit_s=0.0) == 1 and probe.waits_out == 1  # no time to wait: not a wait
 
 
 def test_a_slow_phase_that_outlasts_the_wait_is_recorded(monkeypatch):
@@ -791,11 +830,13 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
     """`budgets.latency_table: machine`: runs of one config share the machine's table, and
     what else that table gains between them (another spec's kernels of the same types, measured
     far off, and calibration runs) changes no judgement: the second run reads its design kernels
-    from the table, measures nothing, and repeats the first trial for trial."""
+    and its front's end-to-end times from the table, measures nothing, repeats the first trial
+    for trial and chooses the same best."""
     import csv
+    import warnings
 
     import archspec.compiler.latency.predictor as predictor_module
-    from archspec.compiler.latency import LatencyPredictor, LatencyTable
+    from archspec.compiler.latency import CalibrationWarning, LatencyPredictor, LatencyTable
     from archspec.compiler.latency.kernels import kernels
     from archspec.compiler.latency.table import CalibrationRun
     from archspec.search.run import run_search
@@ -824,7 +865,9 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
     assert "predicted by the kernel models (fitted on: layer:k1kxk1 (24))" in first.latency_kernels  # a design set
     design = LatencyTable(machine).count()
     # Another config's kernels of the same types, timed 5x slower, and calibration runs on them.
-    predictor = LatencyPredictor(LatencyTable(machine))
+    with warnings.catch_warnings():  # the front's planted times make a poor overhead fit, refused
+        warnings.simplefilter("ignore", CalibrationWarning)
+        predictor = LatencyPredictor(LatencyTable(machine))
     monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in([], factor=5.0))
     other = archspec.load(base)
     foreign = [k for size in (48, 80, 96) for k in kernels(other, (size, size))]
@@ -835,9 +878,15 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
             f"other{size}", size, size, "other", 9 * sum(_planted_ms(k) for k in keys), {"kernels": keys}))
     assert LatencyTable(machine).count() > design
     monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in(calls))
-    second = run_search(config, tmp_path / "two", progress=False, measure_latency=front_ms)
+
+    def not_again(spec, size, context):
+        raise AssertionError("the front was measured by the first run")
+
+    second = run_search(config, tmp_path / "two", progress=False, measure_latency=not_again)
     assert len(calls) == measured  # every design kernel came from the table
     assert second.latency_kernels.startswith(f"latency kernels: 0 measured by this run, {measured} already")
+    assert second.best_spec == first.best_spec is not None and second.front_measured == first.front_measured
+    assert (tmp_path / "one" / "pareto.csv").read_text() == (tmp_path / "two" / "pareto.csv").read_text()
 
     def trials(run):
         with open(tmp_path / run / "trials.csv") as handle:

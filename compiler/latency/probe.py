@@ -36,6 +36,11 @@ PROBE_RUNS = 9
 """Timed runs per probe (the median is its time): about 3 ms in all."""
 SLOW_TOLERANCE = 0.06
 """A probe more than this share above the process's fastest marks a slow phase."""
+SPELL_WAITS = 3
+"""Waits in a row that ran out without a fast phase, after which measurements stop waiting for
+one (a slow spell) until a probe is fast again. On the development machine fast phases were at
+times absent for minutes: a search's 36 design kernels then took 0.6-4 s each, nearly all of it
+waiting out `MAX_WAIT_S`, with 35 of the 36 kept from slow phases all the same."""
 
 
 def is_fast(ratio: float) -> bool:
@@ -60,6 +65,8 @@ class SpeedProbe:
         self.binding = bind_random_input(self.session, (1, 3, *PROBE_SIZE))  # a probe times the runs alone
         self.session.run_with_iobinding(self.binding)
         self.fastest = min(self.time_ms() for _ in range(3))
+        self.waits_out = 0
+        """Waits in a row that ran out (`SPELL_WAITS`)."""
 
     def time_ms(self) -> float:
         """Median ms of `PROBE_RUNS` runs."""
@@ -78,10 +85,19 @@ class SpeedProbe:
 
     def wait_fast(self, deadline: float) -> float:
         """Probe until the machine is in a fast phase (ratio within `SLOW_TOLERANCE`) or
-        `time.perf_counter()` passes `deadline`; returns the last ratio."""
+        `time.perf_counter()` passes `deadline`; returns the last ratio. In a slow spell (the
+        last `SPELL_WAITS` waits ran out) it probes once, without waiting."""
+        if self.waits_out >= SPELL_WAITS:
+            deadline = 0.0
+        probes = 0
         while True:
             ratio = self.ratio()
-            if is_fast(ratio) or time.perf_counter() >= deadline:
+            probes += 1
+            if is_fast(ratio):
+                self.waits_out = 0
+                return ratio
+            if time.perf_counter() >= deadline:
+                self.waits_out += probes > 1  # it waited, for nothing
                 return ratio
 
 
