@@ -56,7 +56,8 @@ class ReportOptions:
     max_yaml: int = MAX_YAML
     """Most candidates whose YAML is embedded."""
     latency_table: Path | None = None
-    """Table to read measured latencies (calibration runs) from; default: the run's latency.sqlite."""
+    """Table to read measured latencies (calibration runs) from; default: the one the run used
+    (its own latency.sqlite, or the shared table it records)."""
 
 
 @dataclass
@@ -75,6 +76,9 @@ class RunData:
     """The run's choice of best when it measured its front (`FRONT_CHOICE_KEY`): ``best`` (a
     trial id, or None when no measured latency fits) and ``measured`` (fingerprint -> ms).
     None: the best is the top score."""
+    latency_table: str | None = None
+    """The latency table the run used when it was not its own RUN/latency.sqlite (a shared one,
+    or the machine's), as the run folder records it."""
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -91,6 +95,7 @@ def load_run(run: str | Path, config_path: str | Path | None = None) -> RunData:
     store = TrialStore(db)
     try:
         stored_config, trials, choice = store.meta("config"), store.trials(), store.meta(FRONT_CHOICE_KEY)
+        latency_table = store.meta("latency_table")
     finally:
         store.close()
     if config_path is not None:
@@ -100,7 +105,7 @@ def load_run(run: str | Path, config_path: str | Path | None = None) -> RunData:
     else:
         raise ValueError(f"{db}: the run does not record its config (an older run); pass --config CONFIG.yaml")
     return RunData(config.name, config, base, make_space(config.space, base), trials,
-                   choice=json.loads(choice) if choice else None)
+                   choice=json.loads(choice) if choice else None, latency_table=latency_table)
 
 
 FRONT_CHOICE_KEY = "front_choice"
@@ -180,7 +185,7 @@ def write_report(run: str | Path, output: str | Path | None = None, *, data: Run
     data = data or load_run(run, config_path)
     if options.latency_table is not None and not Path(options.latency_table).is_file():
         raise FileNotFoundError(f"{options.latency_table}: no such latency table")
-    table = options.latency_table or run / "latency.sqlite"
+    table = options.latency_table or data.latency_table or run / "latency.sqlite"
     budgets = data.config.budgets
     latency_size = budgets.latency_input_size or budgets.input_size
     size = (latency_size, latency_size) if isinstance(latency_size, int) else (latency_size[0], latency_size[-1])

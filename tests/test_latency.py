@@ -894,6 +894,16 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
 
     assert trials("one") == trials("two")
     assert any(row[2].startswith("max_latency_ms") for row in trials("one"))  # the budget binds
+    # `archspec report RUN` reads the table the run recorded, whatever the environment says now.
+    from archspec.search.report import ReportOptions, write_report
+    from tests.test_report import page_data
+
+    other = next(row[3] for row in trials("one")[1:] if row[1] == "feasible" and int(row[0]) not in first.front_measured)
+    predictor.table.put_calibration(predictor.context, CalibrationRun(other, 64, 64, "timed by hand", 2.5, {}))
+    monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(tmp_path / "elsewhere.sqlite"))
+    page = page_data(write_report(tmp_path / "one", tmp_path / "page.html", options=ReportOptions(erf=False)).read_text())
+    shown = {fp: ms for fp, ms in zip(page["trials"]["fingerprint"], page["trials"]["measured"]) if ms is not None}
+    assert shown[other] == 2.5 and len(shown) > 1  # the front's measurements too
 
 
 def test_the_tree_correction_walk_equals_scikit_learn(planted_table):

@@ -88,7 +88,8 @@ def _save_atomic(path: Path, write) -> Path:
 @click.option("--erf-images", type=click.IntRange(min=1, max=256), default=2, show_default=True,
               help="Random images the ERF is averaged over.")
 @click.option("--latency-table", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Latency table with calibration runs for measured latencies [default: RUN/latency.sqlite].")
+              help="Latency table with calibration runs for measured latencies [default: the one the run used: "
+                   "RUN/latency.sqlite, or the shared table it records].")
 def report(run: Path, output: Path | None, config_path: Path | None, top_k: int, erf: bool, erf_size: int,
            erf_images: int, latency_table: Path | None) -> None:
     """Write a search run's report page: one self-contained HTML file (works offline): config and
