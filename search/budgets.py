@@ -17,12 +17,14 @@ holds its design sets measures nothing and judges every candidate as the run tha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from archspec.compiler.fastcosts import fast_costs
 from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
+from archspec.compiler.latency.model import has_features, kernel_type
 from archspec.compiler.latency.predictor import DESIGN_KERNELS_PER_TYPE, Coefficients
 from archspec.compiler.latency.kernels import kernels
 from archspec.sizes import parse_input_size
@@ -36,7 +38,8 @@ class BudgetChecker:
     """Evaluates a spec against `Budgets`; returns its metrics and the first budget it breaks."""
 
     def __init__(self, budgets, latency_table: Path | None = None, *, predict_unseen: bool = True,
-                 design_per_type: int = DESIGN_KERNELS_PER_TYPE):
+                 design_per_type: int = DESIGN_KERNELS_PER_TYPE, design: Sequence[str] = (),
+                 on_design: Callable[[list[str]], None] | None = None):
         self.budgets = budgets
         size = budgets.input_size
         self.input_size = parse_input_size(size)
@@ -46,6 +49,10 @@ class BudgetChecker:
         self.predict_unseen = predict_unseen
         """False: every kernel a candidate needs is measured (the exact-match table of old)."""
         self.design_per_type = design_per_type
+        self.design = list(design)
+        """The run's design kernels so far, in the order they were met (a resumed run's, from its store)."""
+        self.on_design = on_design
+        """Called with the design kernels whenever they grow (the run records them, for a resume)."""
         self._predictor = None
 
     def predictor(self):
@@ -54,7 +61,8 @@ class BudgetChecker:
             self._predictor = KeyPredictor(table, runtime=self.budgets.latency_runtime,
                                            provider=self.budgets.latency_provider,
                                            threads=getattr(self.budgets, "latency_threads", None),
-                                           predict_unseen=self.predict_unseen)
+                                           predict_unseen=self.predict_unseen, design=self.design,
+                                           design_per_type=self.design_per_type)
         return self._predictor
 
     def cheap_ok(self, spec) -> bool:
@@ -85,7 +93,10 @@ class BudgetChecker:
         measured while their type's design set is incomplete (each committed to the table as soon
         as it is measured), predicted by the type's regression after."""
         predictor = self.predictor()
+        known = len(predictor.design)
         predictor.judge_keys(keys, design_per_type=self.design_per_type, budget_ms=DESIGN_BUDGET_MS)
+        if len(predictor.design) > known and self.on_design is not None:
+            self.on_design(predictor.design)
         return predictor.predict_keys(keys)
 
     def latency_summary(self) -> str:
@@ -124,11 +135,39 @@ class KeyPredictor(LatencyPredictor):
     run's judgements depend only on its config, its seed and the stored values of its design
     kernels. Whatever else a shared table holds (other configs' design sets, `build-table`'s
     kernels and calibration runs, the run's own front measured end to end) never changes them:
-    two runs of one config on one table agree on every candidate, and a resumed run judges as
-    it did before the kill."""
+    two runs of one config on one table agree on every candidate. A resumed run starts from the
+    design kernels its run recorded (`design`), read from the table, and so judges as it did
+    before the kill."""
+
+    def __init__(self, table: LatencyTable, *, design: Sequence[str] = (),
+                 design_per_type: int = DESIGN_KERNELS_PER_TYPE, **settings):
+        self.design: list[str] = list(dict.fromkeys(design))
+        """The design sets' kernels in the order they were met (measured or read from the table)."""
+        self.design_per_type = design_per_type
+        super().__init__(table, **settings)
+        lost = [key for key in self.design if key not in self._ms]
+        if lost:  # gone from the table since the run recorded them: measured again, the best a resume can do
+            for key in lost:
+                self.measure_kernel(key, budget_ms=DESIGN_BUDGET_MS)
+            self.reload()
 
     def starting_kernels(self):
-        return {}, {}
+        ms, features = {}, {}
+        for key in self.design:
+            stored = self.table.kernel(self.context, key)
+            if stored is not None:
+                ms[key], features[key] = stored
+        return ms, features
+
+    def measure_kernel(self, key, *, budget_ms: float = 150.0) -> float:
+        ms = super().measure_kernel(key, budget_ms=budget_ms)
+        kind = kernel_type(key)
+        # What judge_keys counts into the type's design set (a kernel with features, while the set is
+        # incomplete); kernels measured beyond it need no record: a resume reads them from the table.
+        if has_features(self._features[key]) and key not in self.design and \
+                sum(kernel_type(k) == kind for k in self.design) < self.design_per_type:
+            self.design.append(key)
+        return ms
 
     def calibration_rows(self):
         return np.zeros((0, len(Coefficients.FEATURES))), np.zeros(0)

@@ -198,7 +198,10 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     latency_table = _latency_table(latency_table, store, config.budgets)
     if latency_table:
         store.set_meta("latency_table", str(latency_table))
-    checker = BudgetChecker(config.budgets, Path(latency_table) if latency_table else out / "latency.sqlite")
+    # The design kernels measured so far (a resume starts from them), recorded as they grow.
+    checker = BudgetChecker(config.budgets, Path(latency_table) if latency_table else out / "latency.sqlite",
+                            design=json.loads(store.meta(DESIGN_KEY) or "[]"),
+                            on_design=lambda keys: store.set_meta(DESIGN_KEY, json.dumps(keys)))
 
     def admit(genotype) -> bool:
         try:
@@ -240,6 +243,10 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     result.timings = timings
     result.latency_kernels = checker.latency_summary()
     return result
+
+
+DESIGN_KEY = "latency_design"
+"""Trial store meta key of the run's latency design kernels, in the order they were met (`KeyPredictor`)."""
 
 
 def _latency_table(option: str | Path | None, store: TrialStore, budgets) -> str | Path | None:

@@ -906,6 +906,47 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
     assert shown[other] == 2.5 and len(shown) > 1  # the front's measurements too
 
 
+def test_a_resumed_search_judges_from_the_design_sets_its_run_recorded(tmp_path, monkeypatch):
+    """A search judges from its design sets alone, so a resume must start from the ones its run
+    met: a run stopped after 20 trials and resumed to 60 equals an uninterrupted 60-trial run,
+    and between them the two parts measure the kernels the whole run measured, in its order."""
+    import csv
+
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.search.run import DESIGN_KEY, run_search
+    from archspec.search.store import TrialStore
+
+    calls = []
+    monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in(calls))
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    config = tmp_path / "search.yaml"
+    config.write_text("\n".join([
+        "type: search", f"base: {root / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 16}",
+        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 1.2, latency_input_size: 64}",
+        "trials: 60"]) + "\n")
+
+    def front_ms(spec, size, context):
+        return 1.0
+
+    run_search(config, tmp_path / "whole", progress=False, measure_latency=front_ms)
+    whole, calls[:] = list(calls), []
+    run_search(config, tmp_path / "resumed", max_trials=20, progress=False, measure_latency=front_ms)
+    store = TrialStore(tmp_path / "resumed" / "trials.sqlite")
+    design = json.loads(store.meta(DESIGN_KEY) or "[]")
+    store.close()
+    assert sum('"k1kxk1"' in key for key in design) == 24  # the block type's design set, complete
+    run_search(config, tmp_path / "resumed", resume=True, progress=False, measure_latency=front_ms)
+    assert calls == whole  # no design kernel measured twice, the same kernels measured after the stop
+
+    def trials(run):
+        with open(tmp_path / run / "trials.csv") as handle:
+            return [row[:-1] for row in csv.reader(handle)]
+
+    assert trials("resumed") == trials("whole")
+    assert any(row[2].startswith("max_latency_ms") for row in trials("whole"))  # the budget binds
+
+
 def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
     """The pooled residual correction is evaluated by our own walk over the trees' node arrays;
     it must give exactly the forest's prediction (kernels with a shape-dependent planted factor)."""
