@@ -19,7 +19,7 @@ from archspec.compiler.latency.predictor import MAX_ATTEMPTS
 from archspec.compiler.latency.probe import SLOW_TOLERANCE
 from archspec.compiler.latency.table import CalibrationRun
 from archspec.compiler.runtime import LatencyStats
-from tests.conftest import ZOO, zoo_ids
+from tests.conftest import ROOT, ZOO, zoo_ids
 
 TINY = {"type": "staged", "name": "tiny",
         "stem": [{"type": "conv", "out_channels": 8, "stride": 2}],
@@ -762,6 +762,22 @@ def test_a_slow_batch_that_agrees_with_a_fast_one_settles_it(monkeypatch):
     assert predictor_module._settled(slow, waited_out=True)
 
 
+def _maedet_search(tmp_path, max_latency_ms: float, trials: int, extra: str = ""):
+    """A small latency-budgeted MAE-DET search config (64 px latency input, population 16)."""
+    config = tmp_path / "search.yaml"
+    config.write_text("\n".join([
+        "type: search", f"base: {ROOT / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
+        "strategy: {type: maedet_evolution, population: 16}",
+        f"budgets: {{input_size: 480, max_flops: 37.6e9, max_latency_ms: {max_latency_ms}, latency_input_size: 64"
+        f"{extra}}}", f"trials: {trials}"]) + "\n")
+    return config
+
+
+def _front_ms(spec, size, context) -> float:
+    """The front's end-to-end times: planted, not what the search tests here are about."""
+    return 1.0
+
+
 def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
     """`--latency-table`: the second run of a config measures nothing and judges alike."""
     import csv
@@ -780,18 +796,9 @@ def test_a_latency_table_shared_by_two_search_runs(tmp_path, monkeypatch):
         return LatencyStats(ms, ms, ms, ms, 0.0, context.runtime, context.provider, context.threads, 1, 0), {}
 
     monkeypatch.setattr(predictor_module, "measure_kernel", fake)
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent
-    config = tmp_path / "search.yaml"
-    config.write_text("\n".join([
-        "type: search", f"base: {root / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
-        "strategy: {type: maedet_evolution, population: 16}",
-        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 3.6, latency_input_size: 64}",
-        "trials: 40"]) + "\n")
+    config = _maedet_search(tmp_path, 3.6, 40)
     shared = tmp_path / "shared.sqlite"
-
-    def front_ms(spec, size, context):  # the front's end-to-end times: planted, not what this test is about
-        return 1.0
-
+    front_ms = _front_ms
     result = run_search(config, tmp_path / "one", progress=False, latency_table=shared, measure_latency=front_ms)
     first = len(calls)
     assert result.latency_kernels.startswith(f"latency kernels: {first} measured by this run, 0 already in the table")
@@ -845,19 +852,7 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in(calls))
     machine = tmp_path / "machine.sqlite"
     monkeypatch.setenv("ARCHSPEC_LATENCY_TABLE", str(machine))
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent
-    base = root / "examples/search/maedet_r50_base.yaml"
-    config = tmp_path / "search.yaml"
-    config.write_text("\n".join([
-        "type: search", f"base: {base}", "space: {type: maedet}",
-        "strategy: {type: maedet_evolution, population: 16}",
-        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 1.2, latency_input_size: 64,",
-        "          latency_table: machine}",
-        "trials: 60"]) + "\n")
-
-    def front_ms(spec, size, context):
-        return 1.0
-
+    config, front_ms = _maedet_search(tmp_path, 1.2, 60, ", latency_table: machine"), _front_ms
     first = run_search(config, tmp_path / "one", progress=False, measure_latency=front_ms)
     assert machine.exists() and not (tmp_path / "one" / "latency.sqlite").exists()
     measured = len(calls)
@@ -869,7 +864,7 @@ def test_a_search_judges_from_its_design_sets_alone(tmp_path, monkeypatch):
         warnings.simplefilter("ignore", CalibrationWarning)
         predictor = LatencyPredictor(LatencyTable(machine))
     monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in([], factor=5.0))
-    other = archspec.load(base)
+    other = archspec.load(ROOT / "examples/search/maedet_r50_base.yaml")
     foreign = [k for size in (48, 80, 96) for k in kernels(other, (size, size))]
     predictor.measure_keys(foreign)
     for size in (48, 80, 96):
@@ -918,17 +913,7 @@ def test_a_resumed_search_judges_from_the_design_sets_its_run_recorded(tmp_path,
 
     calls = []
     monkeypatch.setattr(predictor_module, "measure_kernel", _featured_stand_in(calls))
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent
-    config = tmp_path / "search.yaml"
-    config.write_text("\n".join([
-        "type: search", f"base: {root / 'examples/search/maedet_r50_base.yaml'}", "space: {type: maedet}",
-        "strategy: {type: maedet_evolution, population: 16}",
-        "budgets: {input_size: 480, max_flops: 37.6e9, max_latency_ms: 1.2, latency_input_size: 64}",
-        "trials: 60"]) + "\n")
-
-    def front_ms(spec, size, context):
-        return 1.0
-
+    config, front_ms = _maedet_search(tmp_path, 1.2, 60), _front_ms
     run_search(config, tmp_path / "whole", progress=False, measure_latency=front_ms)
     whole, calls[:] = list(calls), []
     run_search(config, tmp_path / "resumed", max_trials=20, progress=False, measure_latency=front_ms)
