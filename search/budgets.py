@@ -50,7 +50,8 @@ class BudgetChecker:
         """False: every kernel a candidate needs is measured (the exact-match table of old)."""
         self.design_per_type = design_per_type
         self.design = list(design)
-        """The run's design kernels so far, in the order they were met (a resumed run's, from its store)."""
+        """The design kernels the predictor starts from (a resumed run's, from its store); the
+        predictor keeps the list as it grows (`KeyPredictor.design`)."""
         self.on_design = on_design
         """Called with the design kernels whenever they grow (the run records them, for a resume)."""
         self._predictor = None
