@@ -200,7 +200,7 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
         store.set_meta("latency_table", str(latency_table))
     # The design kernels measured so far (a resume starts from them), recorded as they grow.
     checker = BudgetChecker(config.budgets, Path(latency_table) if latency_table else out / "latency.sqlite",
-                            design=json.loads(store.meta(DESIGN_KEY) or "[]"),
+                            design=stored_design(store, db_path),
                             on_design=lambda keys: store.set_meta(DESIGN_KEY, json.dumps(keys)))
 
     def admit(genotype) -> bool:
@@ -247,6 +247,22 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
 
 DESIGN_KEY = "latency_design"
 """Trial store meta key of the run's latency design kernels, in the order they were met (`KeyPredictor`)."""
+
+
+def stored_design(store: TrialStore, path: Path) -> list[str]:
+    """The design kernels a run recorded (`DESIGN_KEY`); `ValueError` naming the store and the key
+    when the record is not a list of kernel keys (the store was edited or damaged)."""
+    text = store.meta(DESIGN_KEY)
+    if text is None:
+        return []
+    try:
+        keys = json.loads(text)
+        if isinstance(keys, list) and all(isinstance(json.loads(k), dict) for k in keys):
+            return keys
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{path}: meta {DESIGN_KEY}: not a list of latency kernel keys (the store was edited or "
+                     f"damaged; choose another --out)")
 
 
 def _latency_table(option: str | Path | None, store: TrialStore, budgets) -> str | Path | None:

@@ -930,6 +930,12 @@ def test_a_resumed_search_judges_from_the_design_sets_its_run_recorded(tmp_path,
 
     assert trials("resumed") == trials("whole")
     assert any(row[2].startswith("max_latency_ms") for row in trials("whole"))  # the budget binds
+    # A damaged record is refused with the store and the key, before anything runs.
+    store = TrialStore(tmp_path / "resumed" / "trials.sqlite")
+    store.set_meta(DESIGN_KEY, json.dumps(["not a key"]))
+    store.close()
+    with pytest.raises(ValueError, match=r"trials.sqlite: meta latency_design: not a list of latency kernel keys"):
+        run_search(config, tmp_path / "resumed", max_trials=70, resume=True, progress=False, measure_latency=front_ms)
 
 
 def test_the_tree_correction_walk_equals_scikit_learn(planted_table):
