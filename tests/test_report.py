@@ -49,7 +49,10 @@ def test_every_shipped_search_config_is_covered():
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.stem)
 def test_search_writes_a_report_for_every_shipped_config(tmp_path, config):
-    result = run_search(config, tmp_path / "run", max_trials=6, progress=False, report=ReportOptions())  # with ERF
+    # The front's end-to-end times are planted within any budget: on a host with slow phases a real
+    # timing of maedet_r50_budget's base (22 ms) came out over its 40 ms, and the best moved.
+    result = run_search(config, tmp_path / "run", max_trials=6, progress=False, report=ReportOptions(),  # with ERF
+                        measure_latency=lambda spec, size, context: 1.0)
     html = (tmp_path / "run" / "report.html").read_text()
     data = page_data(html)
     store = sqlite3.connect(tmp_path / "run" / "trials.sqlite")
