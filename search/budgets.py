@@ -24,7 +24,7 @@ import numpy as np
 
 from archspec.compiler.fastcosts import fast_costs
 from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
-from archspec.compiler.latency.model import has_features, kernel_type
+from archspec.compiler.latency.model import has_features
 from archspec.compiler.latency.predictor import DESIGN_KERNELS_PER_TYPE, Coefficients
 from archspec.compiler.latency.kernels import kernels
 from archspec.sizes import parse_input_size
@@ -50,10 +50,9 @@ class BudgetChecker:
         """False: every kernel a candidate needs is measured (the exact-match table of old)."""
         self.design_per_type = design_per_type
         self.design = list(design)
-        """The design kernels the predictor starts from (a resumed run's, from its store); the
-        predictor keeps the list as it grows (`KeyPredictor.design`)."""
+        """The design kernels the predictor starts from (a resumed run's, from its store)."""
         self.on_design = on_design
-        """Called with the design kernels whenever they grow (the run records them, for a resume)."""
+        """Called with `KeyPredictor.design` whenever it grows (the run records it, for a resume)."""
         self._predictor = None
 
     def predictor(self):
@@ -63,7 +62,7 @@ class BudgetChecker:
                                            provider=self.budgets.latency_provider,
                                            threads=getattr(self.budgets, "latency_threads", None),
                                            predict_unseen=self.predict_unseen, design=self.design,
-                                           design_per_type=self.design_per_type)
+                                           on_design=self.on_design)
         return self._predictor
 
     def cheap_ok(self, spec) -> bool:
@@ -94,10 +93,7 @@ class BudgetChecker:
         measured while their type's design set is incomplete (each committed to the table as soon
         as it is measured), predicted by the type's regression after."""
         predictor = self.predictor()
-        known = len(predictor.design)
         predictor.judge_keys(keys, design_per_type=self.design_per_type, budget_ms=DESIGN_BUDGET_MS)
-        if len(predictor.design) > known and self.on_design is not None:
-            self.on_design(predictor.design)
         return predictor.predict_keys(keys)
 
     def latency_summary(self) -> str:
@@ -141,12 +137,11 @@ class KeyPredictor(LatencyPredictor):
     before the kill."""
 
     def __init__(self, table: LatencyTable, *, design: Sequence[str] = (),
-                 design_per_type: int = DESIGN_KERNELS_PER_TYPE, **settings):
-        self.design: list[str] = list(dict.fromkeys(design))
-        """The design sets' kernels in the order they were met (measured or read from the table)."""
-        self.design_per_type = design_per_type
+                 on_design: Callable[[list[str]], None] | None = None, **settings):
+        self._recorded = list(dict.fromkeys(design))
+        self.on_design = on_design
         super().__init__(table, **settings)
-        lost = [key for key in self.design if key not in self._ms]
+        lost = [key for key in self._recorded if key not in self._ms]
         if lost:  # gone from the table since the run recorded them: measured again, the best a resume can do
             for key in lost:
                 self.measure_kernel(key, budget_ms=DESIGN_BUDGET_MS)
@@ -154,21 +149,27 @@ class KeyPredictor(LatencyPredictor):
 
     def starting_kernels(self):
         ms, features = {}, {}
-        for key in self.design:
+        for key in self._recorded:
             stored = self.table.kernel(self.context, key)
             if stored is not None:
                 ms[key], features[key] = stored
         return ms, features
 
-    def measure_kernel(self, key, *, budget_ms: float = 150.0) -> float:
-        ms = super().measure_kernel(key, budget_ms=budget_ms)
-        kind = kernel_type(key)
-        # What judge_keys counts into the type's design set (a kernel with features, while the set is
-        # incomplete); kernels measured beyond it need no record: a resume reads them from the table.
-        if has_features(self._features[key]) and key not in self.design and \
-                sum(kernel_type(k) == kind for k in self.design) < self.design_per_type:
-            self.design.append(key)
-        return ms
+    @property
+    def design(self) -> list[str]:
+        """The design sets' kernels in the order they were met: every kernel with features this
+        predictor measured or read (while it predicts unseen kernels, it measures a kernel only
+        while its type's design set is incomplete): what `refit_kernel_model` counts."""
+        return [key for key in self._ms if has_features(self._features.get(key) or {})]
+
+    def judge_keys(self, keys, **options) -> int:
+        known = len(self._ms)
+        measured = super().judge_keys(keys, **options)
+        # Recorded only while unseen kernels are predicted: measuring every kernel needs no record
+        # (a resume reads each from the table when met again), and its list would grow unbounded.
+        if len(self._ms) > known and self.predict_unseen and self.on_design is not None:
+            self.on_design(self.design)
+        return measured
 
     def calibration_rows(self):
         return np.zeros((0, len(Coefficients.FEATURES))), np.zeros(0)

@@ -25,7 +25,6 @@ re-evaluation reads the same kernel times).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import time
 import warnings
@@ -235,10 +234,8 @@ def _run_search(config, base, out: Path, *, resume: bool, seed: int | None, max_
     result = write_outputs(out, run.trials, space, reference=PlotReference.of(config, base, checker),
                            selection=selection, detector=config.detector,
                            steps=next_steps(config, latency_table))
-    if latency_table and report.latency_table is None:  # the page reads the table the run measured into
-        report = dataclasses.replace(report, latency_table=Path(latency_table))
-    write_report(out, data=RunData(config.name, config, base, space, run.trials, choice=choice_record(selection)),
-                 options=report)
+    write_report(out, data=RunData(config.name, config, base, space, run.trials, choice=choice_record(selection),
+                                   latency_table=str(latency_table) if latency_table else None), options=report)
     timings.outputs = time.perf_counter() - start
     result.timings = timings
     result.latency_kernels = checker.latency_summary()
