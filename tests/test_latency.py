@@ -218,6 +218,41 @@ def test_build_table_measures_channel_variants_too(tmp_path, capsys):
     assert "(0 measured now)" in capsys.readouterr().out
 
 
+def test_build_table_refine_measures_again_and_keeps_the_lower_median(tmp_path, capsys):
+    from archspec.cli import main
+    from archspec.io import fingerprint
+
+    spec = archspec.validate(TINY)
+    spec_path = tmp_path / "tiny.yaml"
+    archspec.save(spec, spec_path)
+    table_path = tmp_path / "t.sqlite"
+    common = ["--table", str(table_path), "--threads", "1", "--input-size", "32"]
+    main(["latency", "build-table", str(spec_path), *common])
+    capsys.readouterr()
+    keys = list(dict.fromkeys(kernels(spec, (32, 32))))
+    assert len(keys) == 3
+    # Two kernels and the end-to-end run as a burst of load left them (a second longer than any
+    # real time of these), one kernel lower than any timing can come out: a refinement lowers
+    # exactly the first two and the run, and keeps the third.
+    table = LatencyTable(table_path)
+    context = LatencyPredictor(table, threads=1).context
+    assert context.clock == "cpu"
+    features = table.kernel_features(context)
+    for key, ms in zip(keys, (1000.0, 1000.0, 1e-6)):
+        table.put_kernel(context, key, _fake_stats(ms), features[key])
+    digest = fingerprint(spec)
+    table.put_calibration(context, CalibrationRun(digest, 32, 32, spec.name, 1000.0, {"kernels": keys}))
+    table.close()
+    main(["latency", "build-table", str(spec_path), *common, "--refine"])
+    assert "(0 measured now, 3 measured again, 2 of them lower now)" in capsys.readouterr().out
+    table = LatencyTable(table_path)
+    values = table.kernels(context)
+    assert 0 < values[keys[0]] < 1000 and 0 < values[keys[1]] < 1000 and values[keys[2]] == 1e-6
+    assert 0 < table.calibration_ms(context, digest, (32, 32)) < 1000
+    main(["latency", "build-table", str(spec_path), *common])  # without --refine: nothing is measured again
+    assert "(0 measured now)" in capsys.readouterr().out
+    assert LatencyTable(table_path).kernels(context)[keys[2]] == 1e-6
+
 def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
     layer = {"kind": "layer", "block": {"type": "basic", "activation": "relu"}, "hw": [16, 16], "stride": 1,
              "dilation": 1}

@@ -316,11 +316,17 @@ SPACE_SAMPLERS: dict[str, object] = {"search": _sample_search}
 @click.option("--variants", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Also measure this many channel variants of each kernel (other channel counts, many off "
                    "ONNX Runtime's NCHWc block), so the kernel models predict such kernels better.")
+@click.option("--refine", is_flag=True,
+              help="Also measure again what the table already holds of these specs (kernels, variants and "
+                   "end-to-end runs) and keep the lower median: on a machine whose speed varies, each pass "
+                   "undoes load that lasted through an earlier measurement.")
 def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads, input_size: str, clock: str,
-                calibrate: bool, variants: int) -> None:
+                calibrate: bool, variants: int, refine: bool) -> None:
     """Measure every kernel of the given specs that the table lacks (resumable: measured
     kernels are skipped, each is saved as soon as it is measured), fit the per-type kernel
-    models for unseen kernels and the per-model overhead."""
+    models for unseen kernels and the per-model overhead. With --refine, the kernels the table
+    already held are measured once more and the lower median kept (other processes only ever
+    add time), as are the end-to-end runs."""
     import warnings
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -332,13 +338,15 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
     size = _size(input_size)
     predictor = _predictor(table_path, runtime, provider, threads, clock)
     specs = _specs_from(files)
-    keys = list(dict.fromkeys(k for spec in specs for k in predictor.missing(spec, size)))
+    wanted = list(dict.fromkeys(k for spec in specs for k in predictor.kernels(spec, size)))
     if variants:
         from archspec.compiler.latency.kernels import channel_variants
 
-        every = dict.fromkeys(k for spec in specs for k in predictor.kernels(spec, size))
-        keys += [v for v in dict.fromkeys(v for k in every for v in channel_variants(k, variants))
-                 if v not in every and not predictor.is_measured(v)]
+        every = set(wanted)
+        wanted += [v for v in dict.fromkeys(v for k in wanted for v in channel_variants(k, variants)) if v not in every]
+    keys = [k for k in wanted if not predictor.is_measured(k)]
+    again = [k for k in wanted if predictor.is_measured(k)] if refine else []
+    lowered = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[kernel]}"))
     with Progress(*columns) as progress:
@@ -347,18 +355,23 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
             progress.update(task, kernel=describe(key)[:60])
             predictor.measure_keys([key])
             progress.advance(task)
+        if again:
+            task = progress.add_task("again", total=len(again), kernel="")
+            lowered = predictor.refine_keys(again, progress=lambda key: progress.update(
+                task, advance=1, kernel=describe(key)[:60]))
         predictor.refit_kernel_model()
         if calibrate:
             cal = progress.add_task("end to end", total=len(specs), kernel="")
             with warnings.catch_warnings(record=True) as refused:
                 warnings.simplefilter("always", CalibrationWarning)
-                predictor.calibrate(specs, size, progress=lambda spec: progress.advance(cal))
+                predictor.calibrate(specs, size, refine=refine, progress=lambda spec: progress.advance(cal))
             for warning in refused:
                 click.echo(f"warning: {warning.message}", err=True)
     context = predictor.context
+    refined = f", {len(again)} measured again, {lowered} of them lower now" if refine else ""
     click.echo(f"table {predictor.table.path}: {predictor.table.count(context)} kernels for {context.runtime}/"
                f"{context.provider}/{context.threads} threads ({context.clock} clock) on machine {context.machine} "
-               f"({len(keys)} measured now)")
+               f"({len(keys)} measured now{refined})")
     report = predictor.calibration_report
     click.echo(report.line() if report is not None else
                f"overhead fit: none (fewer than {MIN_CALIBRATION_MODELS} calibration models: plain kernel sums)")
