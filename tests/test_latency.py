@@ -253,6 +253,7 @@ def test_build_table_refine_measures_again_and_keeps_the_lower_median(tmp_path, 
     assert "(0 measured now)" in capsys.readouterr().out
     assert LatencyTable(table_path).kernels(context)[keys[2]] == 1e-6
 
+
 def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
     layer = {"kind": "layer", "block": {"type": "basic", "activation": "relu"}, "hw": [16, 16], "stride": 1,
              "dilation": 1}
