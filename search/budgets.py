@@ -143,9 +143,8 @@ class KeyPredictor(LatencyPredictor):
         super().__init__(table, **settings)
         lost = [key for key in self._recorded if key not in self._ms]
         if lost:  # gone from the table since the run recorded them: measured again, the best a resume can do
-            for key in lost:
-                self.measure_kernel(key, budget_ms=DESIGN_BUDGET_MS)
-            self.reload()
+            self.measure_keys(lost, budget_ms=DESIGN_BUDGET_MS)
+            self.reload()  # the design kernels in their recorded order again, and the models refitted on them
 
     def starting_kernels(self):
         ms, features = {}, {}
