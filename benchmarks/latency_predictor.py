@@ -1,7 +1,7 @@
 """Accuracy and speed of the latency predictor (compiler.latency) on held-out random architectures.
 
     .venv/bin/python benchmarks/latency_predictor.py [--tests 60] [--design 30] [--calibration 16] [--threads 1]
-                                                     [--passes 3] [--save FILE | --replay FILE]
+                                                     [--passes 3] [--save FILE | --replay FILE...]
 
 Draws seeded random architectures (ResNet-like stage allocations with dilations, MAE-DET-like
 widths/depths, SpineNet level permutations) in three disjoint sets, then in one run:
@@ -22,7 +22,10 @@ widths/depths, SpineNet level permutations) in three disjoint sets, then in one 
 Steps 1-3 and the test kernels' timings are the measurements; `--save FILE` writes them all
 (kernel medians and features, models' specs, sizes and times per pass) as JSON, and
 `--replay FILE` scores them again without timing anything: the way to compare kernel models or
-overhead terms on the very same measurements, free of the machine's noise between runs.
+overhead terms on the very same measurements, free of the machine's noise between runs. Several
+files saved with one setting (seed, machine, threads, clock, variants) merge into one set: each
+kernel's and model's lowest median over all their passes, as if one run had made them all (more
+passes, taken hours apart, without timing anything again).
 
 Prints the timing's own repeatability first: the test models' times pass against pass, and
 against one more timing at the end (the *noise floor*: what a predictor that knew that later
@@ -173,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="variants of every design kernel (default), or only of those in the training table "
                              "(not shared with a test model; the behaviour before)")
     parser.add_argument("--save", type=Path, help="write every measurement to this JSON file (never overwritten)")
-    parser.add_argument("--replay", type=Path, help="score the measurements of a --save file again (no timing)")
+    parser.add_argument("--replay", type=Path, nargs="+", metavar="FILE",
+                        help="score the measurements of a --save file again (no timing); several files of one "
+                             "setting are merged: every timing's lowest median, as if they were one run's passes")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -191,9 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.save and args.save.exists():  # refused before minutes of measuring, not after
         parser.exit(2, f"{args.save}: exists; the benchmark does not overwrite files\n")
     if args.replay:
-        dataset = json.loads(read_text(args.replay, kind="benchmark measurement file", max_bytes=256 * MiB))
-        print(f"replaying {args.replay}: measured {dataset['meta']['when']} on machine {dataset['meta']['machine']}, "
-              f"threads {dataset['meta']['threads']}, clock {dataset['meta']['clock']}", flush=True)
+        datasets = [json.loads(read_text(path, kind="benchmark measurement file", max_bytes=256 * MiB))
+                    for path in args.replay]
+        for path, data in zip(args.replay, datasets):
+            meta = data["meta"]
+            print(f"replaying {path}: measured {meta['when']} on machine {meta['machine']}, threads {meta['threads']}, "
+                  f"clock {meta['clock']}, {meta['passes']} passes", flush=True)
+        try:
+            dataset = merge(datasets, args.replay)
+        except ValueError as exc:
+            parser.exit(2, f"{exc}\n")
     else:
         dataset = measure(args, calibration, design, tests, sizes, overlap)
         if args.save:
@@ -201,6 +213,46 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measurements saved to {args.save} (score them again with --replay)", flush=True)
     score(dataset, verbose=args.verbose, started=started)
     return 0
+
+
+MERGED_META = ("machine", "threads", "clock", "seed", "variants", "variants_of")
+"""What several --save files must share to be merged (the same benchmark setting on one machine)."""
+
+
+def merge(datasets: list[dict], paths: list[Path]) -> dict:
+    """Several --save files of one setting as one: every kernel's and model's lowest median (load
+    only ever adds time, so runs hours apart are passes like any other), the test models' passes
+    in order, the last file's closing timing as the noise floor's, and each file's kept times
+    (`runs`: how well the lowest medians of whole runs agree). `ValueError` naming the file and
+    the field where one differs from the first."""
+    first, *others = datasets
+    for path, data in zip(paths[1:], others):
+        for name in MERGED_META:
+            if data["meta"][name] != first["meta"][name]:
+                raise ValueError(f"{path}: meta.{name} {data['meta'][name]!r} differs from {paths[0]}'s "
+                                 f"{first['meta'][name]!r}; only runs of one setting merge")
+        for part in ("train", "test_kernels"):
+            if data[part].keys() != first[part].keys():
+                raise ValueError(f"{path}: {part} holds other kernels than {paths[0]}'s")
+        for part in ("calibration", "tests"):
+            if [m["spec"] for m in data[part]] != [m["spec"] for m in first[part]]:
+                raise ValueError(f"{path}: {part} holds other models than {paths[0]}'s")
+    if not others:
+        return first
+    lowest = lambda entries: min(entries, key=lambda e: e["stats"]["median_ms"])  # noqa: E731
+    return {
+        "meta": first["meta"] | {"when": ", ".join(d["meta"]["when"] for d in datasets),
+                                 "passes": sum(d["meta"]["passes"] for d in datasets)},
+        "train": {k: min((d["train"][k] for d in datasets), key=lambda e: e["median_ms"]) for k in first["train"]},
+        "test_kernels": {k: lowest([d["test_kernels"][k] for d in datasets]) for k in first["test_kernels"]},
+        "calibration": [m | {"ms": min(d["calibration"][i]["ms"] for d in datasets)}
+                        for i, m in enumerate(first["calibration"])],
+        "tests": [m | {"ms": min(d["tests"][i]["ms"] for d in datasets),
+                       "passes": [p for d in datasets for p in d["tests"][i]["passes"]],
+                       "again": datasets[-1]["tests"][i]["again"],
+                       "runs": [d["tests"][i]["ms"] for d in datasets]}
+                  for i, m in enumerate(first["tests"])],
+    }
 
 
 def stats_entry(stats, features) -> dict:
@@ -369,7 +421,8 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
     print(f"predicted-only step (features and kernel models of every unseen kernel, overhead fit, "
           f"{len(tests)} predictions): {first_prediction_s:.2f} s")
     passes = [[m["passes"][i] for m in dataset["tests"]] for i in range(len(dataset["tests"][0]["passes"]))]
-    print_repeatability(passes, [m["again"] for m in dataset["tests"]], measured_ms)
+    runs = [[m["runs"][i] for m in dataset["tests"]] for i in range(len(dataset["tests"][0].get("runs", [])))]
+    print_repeatability(passes, [m["again"] for m in dataset["tests"]], measured_ms, runs)
     print("== predicted kernels only (no kernel of a test model measured) ==")
     report(names, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
     print("== measured kernels ==")
@@ -382,12 +435,18 @@ def within(values, reference) -> tuple[float, float, float]:
     return float(np.mean(error <= 0.10)), float(np.mean(error <= 0.05)), float(np.median(error))
 
 
-def print_repeatability(passes: list[list[float]], again: list[float], kept: list[float]) -> None:
-    """How well the end-to-end times agree with themselves: the ceiling of any predictor's score."""
+def print_repeatability(passes: list[list[float]], again: list[float], kept: list[float],
+                        runs: list[list[float]] = ()) -> None:
+    """How well the end-to-end times agree with themselves: the ceiling of any predictor's score.
+    `runs`: merged files' kept (lowest) times, each against the first file's."""
     for i in range(1, len(passes)):
         ten, five, median = within(passes[i], passes[0])
         print(f"repeatability, pass {i + 1} against pass 1: {ten:.1%} of test models within +/-10%, "
               f"{five:.1%} within +/-5%, median |difference| {median:.1%}")
+    for i in range(1, len(runs)):
+        ten, five, median = within(runs[i], runs[0])
+        print(f"repeatability of the lowest times, file {i + 1} against file 1: {ten:.1%} of test models within "
+              f"+/-10%, {five:.1%} within +/-5%, median |difference| {median:.1%}")
     ten, five, median = within(again, kept)
     print(f"noise floor: the test models timed again at the end (a predictor that knew those times exactly) "
           f"score {ten:.1%} within +/-10% and {five:.1%} within +/-5% of the kept times (median |error| {median:.1%})")

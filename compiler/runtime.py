@@ -145,6 +145,29 @@ def physical_cores() -> int:
     return max(1, len(cores) or len(allowed))
 
 
+@functools.lru_cache(maxsize=1)
+def l2_cache_bytes() -> int | None:
+    """The L2 cache of one core in bytes (Linux: sysfs, else the C library's sysconf); None
+    where neither says."""
+    try:
+        for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+            if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
+                return _cache_size((index / "size").read_text().strip())
+    except (OSError, ValueError):
+        pass
+    try:
+        size = os.sysconf("SC_LEVEL2_CACHE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return size if size > 0 else None
+
+
+def _cache_size(text: str) -> int:
+    """sysfs cache sizes: ``2048K``, ``4M`` or bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1:].upper() in units else int(text)
+
+
 def _version(package: str) -> str:
     for name in (package, f"{package}-gpu"):
         try:

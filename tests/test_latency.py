@@ -143,8 +143,8 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
 
 
 def test_fit_overhead_with_few_models():
-    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0, 0.0, 0.0], [1.0, 8.0, 20.0, 2.0, 0.0, 0.0, 0.0],
-                     [1.0, 2.0, 3.0, 0.5, 0.0, 0.0, 0.0]])
+    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0, 0.0, 0.0, 0.0], [1.0, 8.0, 20.0, 2.0, 0.0, 0.0, 0.0, 0.0],
+                     [1.0, 2.0, 3.0, 0.5, 0.0, 0.0, 0.0, 0.0]])
     targets = rows[:, 2] + 0.5 + 0.1 * rows[:, 1]
     fitted = fit_overhead(rows, targets)  # three models: constant + per-kernel on the plain sum
     assert (fitted.constant, fitted.per_kernel, fitted.scale) == (pytest.approx(0.5), pytest.approx(0.1), 1.0)
@@ -356,7 +356,7 @@ def _calibration_rows(rng, n):
     kernel_ms = rng.uniform(2.0, 60.0, size=n)
     mparams = rng.uniform(0.5, 30.0, size=n)
     # no cross-scale kernels, none off the NCHWc channel block, no edge elements
-    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, np.zeros(n), np.zeros(n), np.zeros(n)])
+    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, *np.zeros((4, n))])
 
 
 def test_the_overhead_fit_is_never_negative():
@@ -413,6 +413,34 @@ def test_the_reorder_saving_is_fitted_and_never_makes_a_kernel_negative():
     assert fitted.adjust(2.0, edges) == pytest.approx(2.0 - 0.3 * 3.0)
     assert fitted.adjust(0.5, edges) == 0.0  # would be -0.4
     assert fitted.adjust(2.0, edges, unaligned=True) == pytest.approx(2.0)  # plain layout: no reorders to save
+
+
+def test_reorders_of_maps_larger_than_the_l2_cache_are_fitted_apart(monkeypatch):
+    """Planted: models at their kernel sum less 0.15 ms per million edge elements, and 0.6 ms more
+    per million elements of edge maps larger than the L2 cache (`SPILL_NOTE`). The fit tells the
+    two apart; a kernel's share counts only its maps over the limit as spilled, and only when it
+    runs blocked."""
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.compiler.latency.predictor import model_features, predict_rows, spilled_melems
+
+    rng = np.random.default_rng(7)
+    rows = _calibration_rows(rng, 16)
+    rows[:, 6] = -rng.uniform(0.5, 7.0, size=16)
+    rows[:, 7] = rows[:, 6] * np.where(np.arange(16) % 3 == 0, rng.uniform(0.3, 0.8, size=16), 0.0)
+    targets = rows[:, 2] + 0.15 * rows[:, 6] + 0.6 * rows[:, 7]
+    fitted = fit_overhead(rows, targets, ridge=0.0)
+    assert (fitted.reorder, fitted.spill) == (pytest.approx(0.15, abs=1e-6), pytest.approx(0.6, abs=1e-6))
+    assert np.allclose(predict_rows(fitted, rows), targets)
+
+    monkeypatch.setattr(predictor_module, "spill_limit_elems", lambda: 1_000_000)
+    edges = {"in_elems": 2_000_000, "out_elems": 500_000}  # the input spills, the output does not
+    assert spilled_melems(edges, 1_000_000) == 2.0 and spilled_melems(edges, None) == 0.0
+    assert fitted.adjust(5.0, edges) == pytest.approx(5.0 - 0.15 * 2.5 - 0.6 * 2.0)
+    assert fitted.adjust(5.0, edges, unaligned=True) == pytest.approx(5.0)
+    keys = [json.dumps({"kind": "layer", "in": 64, "out": 64}), json.dumps({"kind": "layer", "in": 64, "out": 60})]
+    features = {keys[0]: edges, keys[1]: edges}
+    row = model_features(keys, {k: 5.0 for k in keys}, features, block=8)  # the second is off the block
+    assert row[6:] == [-2.5, -2.0]
 
 
 def test_kernels_off_the_nchwc_block_are_told_apart():
@@ -1077,3 +1105,43 @@ def test_kernel_shape_features_count_unaligned_channels():
     resample = {"kind": "resample", "in": 83, "width": 41, "out": 166, "levels": 1, "hw": [8, 8]}
     assert unaligned(resample) == (pytest.approx(np.log1p(3)), pytest.approx(np.log1p(3)))
     assert unaligned({"kind": "merge", "channels": 256, "terms": 2, "hw": [8, 8]}) == (0.0, 0.0)
+
+
+def test_cache_sizes_are_read_as_sysfs_writes_them():
+    from archspec.compiler.runtime import _cache_size, l2_cache_bytes
+
+    assert (_cache_size("2048K"), _cache_size("4M"), _cache_size("1G"), _cache_size("524288")) == \
+        (2 << 20, 4 << 20, 1 << 30, 524288)
+    size = l2_cache_bytes()
+    assert size is None or 64 << 10 <= size <= 1 << 30  # what a real core has
+
+
+def test_a_resume_measures_its_lost_design_kernels_again_in_their_recorded_order(tmp_path, monkeypatch):
+    """A resumed search whose recorded design kernels are gone from the table (it was deleted,
+    or the run moved to another machine's table) measures each once more, and keeps them in the
+    recorded order (the order its kernel models and later records depend on)."""
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.compiler.latency.model import key_features
+    from archspec.search.budgets import KeyPredictor
+
+    spec = archspec.validate(TINY)
+    recorded = list(reversed(dict.fromkeys(LatencyPredictor(LatencyTable(":memory:"), threads=1)
+                                           .kernels(spec, (32, 32)))))
+    timed = []
+
+    def planted(key, context, **options):
+        timed.append(key)
+        return _fake_stats(float(len(timed))), dict(key_features(key))
+
+    monkeypatch.setattr(predictor_module, "measure_kernel", planted)
+    path = tmp_path / "t.sqlite"
+    table = LatencyTable(path)  # the last recorded kernel is still stored; the others are lost
+    table.put_kernel(LatencyPredictor(table, threads=1).context, recorded[-1], _fake_stats(9.0),
+                     dict(key_features(recorded[-1])))
+    resumed = KeyPredictor(LatencyTable(path), design=recorded, threads=1)
+    assert timed == recorded[:-1] and resumed.measured == len(recorded) - 1 >= 2
+    assert resumed.design == recorded  # not the stored kernel first, then the measured ones
+    values = resumed.kernel_values(recorded)
+    assert [values[k] for k in recorded] == [float(i + 1) for i in range(len(recorded) - 1)] + [9.0]
+    again = KeyPredictor(LatencyTable(path), design=recorded, threads=1)  # stored now: read, not timed
+    assert len(timed) == len(recorded) - 1 and again.measured == 0 and again.design == recorded

@@ -393,7 +393,7 @@ class LatencyPredictor:
     def _adjust(self, key: KernelKey, ms: float, features: dict) -> float:
         """One kernel's share of a model's latency under the fitted overhead (`Coefficients.adjust_key`)."""
         coefficients = self.coefficients
-        aware = coefficients.unaligned or coefficients.reorder  # the block matters only to these terms
+        aware = coefficients.unaligned or coefficients.reorder or coefficients.spill  # only these see the block
         return coefficients.adjust_key(key, ms, features, self.block if aware else None)
 
 
@@ -473,11 +473,42 @@ def is_unaligned(key: KernelKey, block: int | None) -> bool:
     return any(isinstance(c, int) and c > block and c % block for c in edges)
 
 
+SPILL_NOTE = """Timed alone, a kernel in the blocked layout reorders its input into NCHWc and its output
+back. While its maps fit in the core's L2 cache the reorders stay in it, and cost little per
+element (`Coefficients.reorder`). A map larger than L2 (a 128-channel map at 80x80 is 3.3 MB; L2
+is 2 MB on the development machine) is reordered out of the L3 cache or memory, at several
+times the cost per element; inside a whole model those reorders do not happen. On the held-out
+predictor benchmark (1 thread, CPU clock), MAE-DET-like models whose early stages are wide at
+high resolution ran 0.78-0.90x the sum of their kernels, those without such maps 0.90-1.03x:
+0.5-1.3 ms less per million elements of the spilling maps. `Coefficients.spill` is that saving,
+fitted on the calibration models like the other terms (the residuals of that benchmark showed
+the pattern; two of its sixteen calibration models have such maps)."""
+
+
+@functools.lru_cache(maxsize=1)
+def spill_limit_elems() -> int | None:
+    """float32 elements that fill the L2 cache of one core here (`SPILL_NOTE`); None where the
+    size cannot be read (no term then)."""
+    from archspec.compiler.runtime import l2_cache_bytes
+
+    size = l2_cache_bytes()
+    return None if size is None else size // 4
+
+
+def spilled_melems(features: Mapping, limit: int | None) -> float:
+    """Millions of elements of a kernel's edge maps (input, output) larger than `limit` elements."""
+    if not limit:
+        return 0.0
+    edges = (features.get("in_elems", 0), features.get("out_elems", 0))
+    return sum(e for e in edges if e > limit) / 1e6
+
+
 @dataclass(frozen=True)
 class Coefficients:
     """``ms = constant + sum over kernels of (scale * kernel_ms + per_kernel + per_mparam * params / 1e6)
     + cross_scale * (sum of the cross-scale kernels' ms) + unaligned * (sum of the unaligned kernels' ms)
-    - reorder * (sum of the other kernels' edge elements, in millions)``, each kernel's share at least 0.
+    - reorder * (sum of the other kernels' edge elements, in millions)
+    - spill * (their elements in edge maps larger than the L2 cache, in millions)``, each kernel's share at least 0.
 
     `per_kernel` absorbs what measuring a kernel alone adds (a session run's fixed cost);
     `scale` and `per_mparam` what running inside a model adds: weights come from memory cold
@@ -485,7 +516,9 @@ class Coefficients:
     connection adds beyond its kernel (`CROSS_SCALE_KINDS`); `unaligned` what a kernel off the
     NCHWc channel block adds (`UNALIGNED_NOTE`); `reorder` the cost per million elements of the
     layout reorders at the edges of a kernel in the blocked layout, which it pays when timed alone
-    and a whole model pays only at its own edges. Every coefficient is a cost, so none is negative."""
+    and a whole model pays only at its own edges; `spill` the extra cost per million elements of
+    such reorders of maps larger than the L2 cache (`SPILL_NOTE`). Every coefficient is a cost,
+    so none is negative."""
 
     constant: float = 0.0
     per_kernel: float = 0.0
@@ -494,8 +527,9 @@ class Coefficients:
     cross_scale: float = 0.0
     unaligned: float = 0.0
     reorder: float = 0.0
+    spill: float = 0.0
     FEATURES: ClassVar[tuple[str, ...]] = ("constant", "kernels", "kernel_ms", "mparams", "cross_ms", "unaligned_ms",
-                                           "minus_edge_melems")
+                                           "minus_edge_melems", "minus_spilled_melems")
 
     def adjust(self, ms: float, features: dict, cross_scale: bool = False, unaligned: bool = False) -> float:
         """One kernel's contribution to a model's latency (`cross_scale`: the kernel is one of
@@ -506,8 +540,11 @@ class Coefficients:
             value += self.cross_scale * ms
         if unaligned:
             value += self.unaligned * ms
-        elif self.reorder:
-            value -= self.reorder * edge_melems(features)
+        else:
+            if self.reorder:
+                value -= self.reorder * edge_melems(features)
+            if self.spill:
+                value -= self.spill * spilled_melems(features, spill_limit_elems())
         return max(value, 0.0)
 
     def adjust_key(self, key: KernelKey, ms: float, features: dict, block: int | None = None) -> float:
@@ -516,7 +553,7 @@ class Coefficients:
     def as_dict(self) -> dict:
         return {"constant": self.constant, "per_kernel": self.per_kernel, "scale": self.scale,
                 "per_mparam": self.per_mparam, "cross_scale": self.cross_scale, "unaligned": self.unaligned,
-                "reorder": self.reorder}
+                "reorder": self.reorder, "spill": self.spill}
 
 
 def edge_melems(features: Mapping) -> float:
@@ -527,14 +564,18 @@ def edge_melems(features: Mapping) -> float:
 
 def model_features(keys: Sequence[KernelKey], ms: dict, features: dict, block: int | None = None) -> list[float]:
     """[1, n_kernels, sum of kernel ms, sum of kernel params in millions, sum of the cross-scale
-    kernels' ms, sum of the unaligned kernels' ms, minus the edge elements (millions) of the others]
-    of one model (`Coefficients.FEATURES`; `block`: the NCHWc channel block, `nchwc_block`)."""
+    kernels' ms, sum of the unaligned kernels' ms, minus the edge elements (millions) of the others,
+    minus those of their edge maps larger than the L2 cache] of one model (`Coefficients.FEATURES`;
+    `block`: the NCHWc channel block, `nchwc_block`)."""
     unaligned = [is_unaligned(k, block) for k in keys]
+    aligned = [features.get(k, {}) for k, off in zip(keys, unaligned) if not off]
+    limit = spill_limit_elems()
     return [1.0, float(len(keys)), float(sum(ms[k] for k in keys)),
             float(sum(features.get(k, {}).get("params", 0) for k in keys)) / 1e6,
             float(sum(ms[k] for k in keys if is_cross_scale(k))),
             float(sum(ms[k] for k, off in zip(keys, unaligned) if off)),
-            -float(sum(edge_melems(features.get(k, {})) for k, off in zip(keys, unaligned) if not off))]
+            -float(sum(edge_melems(f) for f in aligned)),
+            -float(sum(spilled_melems(f, limit) for f in aligned))]
 
 
 RIDGE = 0.5
@@ -562,7 +603,7 @@ def fit_overhead(rows: np.ndarray, targets: np.ndarray, ridge: float | None = No
     ridge = RIDGE if ridge is None else ridge
     weights = 1.0 / np.maximum(targets, 1e-6)
     if len(rows) >= MIN_POINTS_FULL_FIT:
-        prior = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+        prior = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         # Scale each column's penalty by its typical weighted size, so the pull is unit-free.
         scale = np.sqrt(np.mean((rows * weights[:, None]) ** 2, axis=0)) + 1e-12
         penalty = np.sqrt(ridge) * np.diag(scale)
@@ -580,7 +621,7 @@ def predict_rows(coefficients: Coefficients, rows: np.ndarray) -> np.ndarray:
     """Model latencies of calibration rows (`Coefficients.FEATURES`)."""
     c, rows = coefficients, np.asarray(rows, dtype=float)
     return (c.constant * rows[:, 0] + c.per_kernel * rows[:, 1] + c.scale * rows[:, 2] + c.per_mparam * rows[:, 3]
-            + c.cross_scale * rows[:, 4] + c.unaligned * rows[:, 5] + c.reorder * rows[:, 6])
+            + c.cross_scale * rows[:, 4] + c.unaligned * rows[:, 5] + c.reorder * rows[:, 6] + c.spill * rows[:, 7])
 
 
 def validate_overhead(rows: np.ndarray, targets: np.ndarray, *, max_error: float | None = None) -> CalibrationReport:
