@@ -100,8 +100,10 @@ def _check_stat(path: Path, info: os.stat_result, kind: str, limit: int) -> None
         raise FileRefused(path, f"is {_size_text(info.st_size)}; a {kind} may be at most {_size_text(limit)}")
 
 
-def read_bytes(path: str | Path, *, kind: str = "spec", max_bytes: int | None = None) -> bytes:
-    """The content of a regular file of at most the cap of `kind` (see `SIZE_LIMITS`)."""
+@contextmanager
+def open_checked(path: str | Path, *, kind: str = "spec", max_bytes: int | None = None) -> Iterator[tuple[int, int]]:
+    """``(fd, size)`` of a regular file of at most the cap of `kind`, open for reading, checked
+    before and after opening: for readers that need only parts of a large file (`os.pread`)."""
     path = check_readable(path, kind=kind, max_bytes=max_bytes)
     limit = SIZE_LIMITS.get(kind, 4 * MiB) if max_bytes is None else max_bytes
     try:
@@ -111,10 +113,21 @@ def read_bytes(path: str | Path, *, kind: str = "spec", max_bytes: int | None = 
         raise FileRefused(path, "permission denied") from None
     except OSError as exc:
         raise FileRefused(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
-    with os.fdopen(fd, "rb") as handle:
-        _check_stat(path, os.fstat(fd), kind, limit)  # the file opened is the file checked
+    try:
+        info = os.fstat(fd)
+        _check_stat(path, info, kind, limit)  # the file opened is the file checked
+        yield fd, info.st_size
+    finally:
+        os.close(fd)
+
+
+def read_bytes(path: str | Path, *, kind: str = "spec", max_bytes: int | None = None) -> bytes:
+    """The content of a regular file of at most the cap of `kind` (see `SIZE_LIMITS`)."""
+    limit = SIZE_LIMITS.get(kind, 4 * MiB) if max_bytes is None else max_bytes
+    with open_checked(path, kind=kind, max_bytes=max_bytes) as (fd, _):
         try:
-            data = handle.read(limit + 1)
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                data = handle.read(limit + 1)
         except OSError as exc:
             raise FileRefused(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
     if len(data) > limit:

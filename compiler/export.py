@@ -222,8 +222,10 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """`metadata_props` of an ONNX file as a dict (the weights are not loaded)."""
-    model = load_onnx_model(path)
+    """`metadata_props` of an ONNX file as a dict (the weights are not read: `onnx_header`)."""
+    from archspec.compiler.onnx_header import load_header
+
+    model = load_header(path)
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -245,8 +247,11 @@ def spec_from_onnx(path: str | Path):
 
 
 def io_shapes(path: str | Path) -> dict[str, dict[str, list[int | str]]]:
-    """``{"inputs": {name: shape}, "outputs": {name: shape}}``; symbolic dims are strings."""
-    model = load_onnx_model(path)
+    """``{"inputs": {name: shape}, "outputs": {name: shape}}``; symbolic dims are strings (the
+    weights are not read: `onnx_header`)."""
+    from archspec.compiler.onnx_header import load_header
+
+    model = load_header(path)
 
     def shape(value) -> list[int | str]:
         dims = value.type.tensor_type.shape.dim

@@ -66,7 +66,7 @@ class OnnxWriter:
                 raise ValueError(f"tensor {name!r} asked for with shapes {self._written[name]} and {tuple(shape)}")
             return name
         if self.weights is None:
-            value = make(shape).astype(np.float32)
+            value = make(shape).astype(np.float32, copy=False)  # draws are float32 already
         else:
             if name not in self.weights:
                 raise ValueError(f"weight {name!r} is missing from the given weights")

@@ -127,6 +127,60 @@ def test_metadata_round_trip(exported):
                                  "C5": [1, 512, 2, 2]}
 
 
+def _without_values(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its initializers' values cleared (what `onnx_header.load_header` leaves out)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for tensor in model.graph.initializer:
+        for name in ("float_data", "int32_data", "string_data", "int64_data", "raw_data", "double_data",
+                     "uint64_data"):
+            tensor.ClearField(name)
+    return model
+
+
+def test_the_header_is_the_model_without_its_weight_values(exported, tmp_path):
+    """Read from the tags alone: everything of the file but the initializers' values (a direct
+    export with raw data; a hand-made model with typed value fields, its initializers listed
+    among the graph's inputs as older files do, and a doc string)."""
+    from onnx import TensorProto, helper
+
+    from archspec.compiler.onnx_header import load_header
+
+    _, _, path = exported(_zoo("resnet18"))
+    full = onnx.load(str(path))
+    header = load_header(path)
+    assert header == _without_values(full) and len(header.graph.initializer) == len(full.graph.initializer) > 50
+    assert header.ByteSize() < full.ByteSize() / 100
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [0.5] * 6)  # float_data, not raw
+    steps = helper.make_tensor("k", TensorProto.INT64, [1], [7])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [weight, steps],
+                              doc_string="made by hand")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, {"purpose": "test"})
+    onnx.save(model, str(tmp_path / "hand.onnx"))
+    assert load_header(tmp_path / "hand.onnx") == _without_values(model)
+    assert io_shapes(tmp_path / "hand.onnx") == {"inputs": {"x": ["n", 2]}, "outputs": {"y": ["n", 3]}}
+    assert read_metadata(tmp_path / "hand.onnx") == {"purpose": "test"}
+
+
+def test_a_header_the_walk_cannot_read_falls_back_to_the_full_parse(exported, tmp_path, monkeypatch):
+    import archspec.compiler.onnx_header as onnx_header
+
+    _, _, path = exported(_zoo("resnet18"))
+    data = path.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.onnx: not a valid ONNX file"):
+        io_shapes(tmp_path / "cut.onnx")
+    (tmp_path / "noise.onnx").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ValueError, match=r"noise\.onnx: not a valid ONNX file"):
+        read_metadata(tmp_path / "noise.onnx")
+    monkeypatch.setattr(onnx_header, "MAX_FIELDS", 10)  # more fields than that: the full parse reads it
+    assert onnx_header.load_header(path) == onnx.load(str(path))
+
+
 def test_dynamic_batch_runs_batch_1_and_3_through_one_file(tmp_path):
     spec = archspec.load(_zoo("mobilenet_v2"))
     module = _randomize_norms(compiler.build(spec))
