@@ -222,7 +222,7 @@ MERGED_META = ("machine", "threads", "clock", "seed", "variants", "variants_of")
 def merge(datasets: list[dict], paths: list[Path]) -> dict:
     """Several --save files of one setting as one: every kernel's and model's lowest median (load
     only ever adds time, so runs hours apart are passes like any other), the test models' passes
-    in order, the last file's closing timing as the noise floor's, and each file's kept times
+    in order, each file's closing timing (a noise floor per file), and each file's kept times
     (`runs`: how well the lowest medians of whole runs agree). `ValueError` naming the file and
     the field where one differs from the first."""
     first, *others = datasets
@@ -249,7 +249,7 @@ def merge(datasets: list[dict], paths: list[Path]) -> dict:
                         for i, m in enumerate(first["calibration"])],
         "tests": [m | {"ms": min(d["tests"][i]["ms"] for d in datasets),
                        "passes": [p for d in datasets for p in d["tests"][i]["passes"]],
-                       "again": datasets[-1]["tests"][i]["again"],
+                       "again": [d["tests"][i]["again"] for d in datasets],
                        "runs": [d["tests"][i]["ms"] for d in datasets]}
                   for i, m in enumerate(first["tests"])],
     }
@@ -447,9 +447,12 @@ def print_repeatability(passes: list[list[float]], again: list[float], kept: lis
         ten, five, median = within(runs[i], runs[0])
         print(f"repeatability of the lowest times, file {i + 1} against file 1: {ten:.1%} of test models within "
               f"+/-10%, {five:.1%} within +/-5%, median |difference| {median:.1%}")
-    ten, five, median = within(again, kept)
-    print(f"noise floor: the test models timed again at the end (a predictor that knew those times exactly) "
-          f"score {ten:.1%} within +/-10% and {five:.1%} within +/-5% of the kept times (median |error| {median:.1%})")
+    closing = [again] if not isinstance(again[0], list) else [list(times) for times in zip(*again)]
+    for i, times in enumerate(closing):
+        ten, five, median = within(times, kept)
+        print(f"noise floor{f' (file {i + 1})' if len(closing) > 1 else ''}: the test models timed again at the end "
+              f"(a predictor that knew those times exactly) score {ten:.1%} within +/-10% and {five:.1%} within "
+              f"+/-5% of the kept times (median |error| {median:.1%})")
 
 
 def predictions_per_second(predictor, models, seconds: float = 1.0) -> dict[str, float]:

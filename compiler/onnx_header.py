@@ -41,8 +41,8 @@ class NotUnderstood(ValueError):
 class _Reader:
     """Random access to an open file by `os.pread`, a block at a time."""
 
-    def __init__(self, fd: int, size: int):
-        self.fd, self.size = fd, size
+    def __init__(self, fd: int):
+        self.fd = fd
         self.start, self.block = 0, b""
         self.walked = 0
 
@@ -130,7 +130,7 @@ def _graph_header(reader: _Reader, start: int, end: int) -> bytes:
 
 def header_bytes(fd: int, size: int) -> bytes:
     """The serialized model of the open file `fd` without its initializers' values."""
-    reader = _Reader(fd, size)
+    reader = _Reader(fd)
     parts = []
     for number, tag, value, stop in reader.fields(0, size):
         if number == MODEL_GRAPH:
