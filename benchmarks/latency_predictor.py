@@ -239,7 +239,9 @@ def merge(datasets: list[dict], paths: list[Path]) -> dict:
                 raise ValueError(f"{path}: {part} holds other models than {paths[0]}'s")
     if not others:
         return first
-    lowest = lambda entries: min(entries, key=lambda e: e["stats"]["median_ms"])  # noqa: E731
+    def lowest(entries: list[dict]) -> dict:
+        return min(entries, key=lambda e: e["stats"]["median_ms"])
+
     return {
         "meta": first["meta"] | {"when": ", ".join(d["meta"]["when"] for d in datasets),
                                  "passes": sum(d["meta"]["passes"] for d in datasets)},
@@ -435,10 +437,11 @@ def within(values, reference) -> tuple[float, float, float]:
     return float(np.mean(error <= 0.10)), float(np.mean(error <= 0.05)), float(np.median(error))
 
 
-def print_repeatability(passes: list[list[float]], again: list[float], kept: list[float],
+def print_repeatability(passes: list[list[float]], again: list, kept: list[float],
                         runs: list[list[float]] = ()) -> None:
     """How well the end-to-end times agree with themselves: the ceiling of any predictor's score.
-    `runs`: merged files' kept (lowest) times, each against the first file's."""
+    `again`: each test model's closing timing (a list of them per model, one per file, when
+    merged); `runs`: merged files' kept (lowest) times, each against the first file's."""
     for i in range(1, len(passes)):
         ten, five, median = within(passes[i], passes[0])
         print(f"repeatability, pass {i + 1} against pass 1: {ten:.1%} of test models within +/-10%, "

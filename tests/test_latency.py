@@ -1145,3 +1145,31 @@ def test_a_resume_measures_its_lost_design_kernels_again_in_their_recorded_order
     assert [values[k] for k in recorded] == [float(i + 1) for i in range(len(recorded) - 1)] + [9.0]
     again = KeyPredictor(LatencyTable(path), design=recorded, threads=1)  # stored now: read, not timed
     assert len(timed) == len(recorded) - 1 and again.measured == 0 and again.design == recorded
+
+
+def test_the_predictor_benchmark_merges_saved_runs_by_their_lowest_medians(tmp_path):
+    """`benchmarks/latency_predictor.py --replay A B`: each kernel's and model's lowest median
+    of the two runs, the passes of both in order; runs of another setting are refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("latency_predictor", ROOT / "benchmarks" / "latency_predictor.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(kernel_ms, kernel_b_ms, model_ms, passes, again, threads=1):
+        model = {"name": "m", "spec": {"type": "staged"}, "size": [64, 64]}
+        return {"meta": {"when": "t", "machine": "x", "threads": threads, "clock": "cpu", "seed": 0, "passes": 2,
+                         "variants": 1, "variants_of": "design"},
+                "train": {"a": {"median_ms": kernel_ms, "features": {}}},
+                "test_kernels": {"b": {"stats": {"median_ms": kernel_b_ms}, "features": {}, "conditions": None}},
+                "calibration": [model | {"ms": model_ms + 1}],
+                "tests": [model | {"ms": model_ms, "passes": passes, "again": again}]}
+
+    first, second = run(2.0, 5.0, 10.0, [10.0, 12.0], 11.0), run(3.0, 4.0, 9.5, [9.5, 13.0], 10.5)
+    merged = bench.merge([first, second], [tmp_path / "a.json", tmp_path / "b.json"])
+    assert merged["train"]["a"]["median_ms"] == 2.0 and merged["test_kernels"]["b"]["stats"]["median_ms"] == 4.0
+    assert merged["calibration"][0]["ms"] == 10.5 and merged["tests"][0]["ms"] == 9.5
+    assert merged["tests"][0]["passes"] == [10.0, 12.0, 9.5, 13.0] and merged["meta"]["passes"] == 4
+    assert merged["tests"][0]["again"] == [11.0, 10.5] and merged["tests"][0]["runs"] == [10.0, 9.5]
+    with pytest.raises(ValueError, match=r"b\.json: meta\.threads 2 differs from .*a\.json's 1"):
+        bench.merge([first, run(3.0, 4.0, 9.5, [9.5], 10.5, threads=2)], [tmp_path / "a.json", tmp_path / "b.json"])
