@@ -74,11 +74,16 @@ def _size_text(size: int) -> str:
     return f"{size / MiB:.1f} MiB" if size >= MiB else f"{size} bytes"
 
 
+def _limit(kind: str, max_bytes: int | None) -> int:
+    """The size cap of a `kind` of file (`SIZE_LIMITS`; 4 MiB for others), unless `max_bytes` is given."""
+    return SIZE_LIMITS.get(kind, 4 * MiB) if max_bytes is None else max_bytes
+
+
 def check_readable(path: str | Path, *, kind: str = "spec", max_bytes: int | None = None) -> Path:
     """`path` if it names a regular file no larger than the cap of `kind`; `FileRefused`
     otherwise. For readers that must open the path themselves (SQLite)."""
     path = Path(path)
-    limit = SIZE_LIMITS.get(kind, 4 * MiB) if max_bytes is None else max_bytes
+    limit = _limit(kind, max_bytes)
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -105,7 +110,7 @@ def open_checked(path: str | Path, *, kind: str = "spec", max_bytes: int | None 
     """``(fd, size)`` of a regular file of at most the cap of `kind`, open for reading, checked
     before and after opening: for readers that need only parts of a large file (`os.pread`)."""
     path = check_readable(path, kind=kind, max_bytes=max_bytes)
-    limit = SIZE_LIMITS.get(kind, 4 * MiB) if max_bytes is None else max_bytes
+    limit = _limit(kind, max_bytes)
     try:
         # O_NONBLOCK: should the path have become a FIFO since the stat, opening does not block.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -123,7 +128,7 @@ def open_checked(path: str | Path, *, kind: str = "spec", max_bytes: int | None 
 
 def read_bytes(path: str | Path, *, kind: str = "spec", max_bytes: int | None = None) -> bytes:
     """The content of a regular file of at most the cap of `kind` (see `SIZE_LIMITS`)."""
-    limit = SIZE_LIMITS.get(kind, 4 * MiB) if max_bytes is None else max_bytes
+    limit = _limit(kind, max_bytes)
     with open_checked(path, kind=kind, max_bytes=max_bytes) as (fd, _):
         try:
             with os.fdopen(os.dup(fd), "rb") as handle:
