@@ -14,6 +14,7 @@ model has) falls back to the full parse, which gives the authoritative error.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,6 +141,24 @@ def header_bytes(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
+RECENT_HEADERS = 8
+"""Header bytes kept of the files read last: `archspec summary x.onnx` reads the metadata, the
+spec and the input/output shapes of one file, each through `load_header`, and walks it once."""
+_recent: OrderedDict[tuple, bytes | None] = OrderedDict()
+
+
+def _identity(info: os.stat_result) -> tuple:
+    """What tells a file's content apart without reading it: the file (device, inode) and its
+    size and change times. An atomic rewrite is another inode; an edit in place moves the times."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _remember(identity: tuple, data: bytes | None) -> None:
+    _recent[identity] = data
+    if len(_recent) > RECENT_HEADERS:
+        _recent.popitem(last=False)
+
+
 def load_header(path: str | Path) -> "onnx.ModelProto":
     """The model proto of an ONNX file with its initializers' values left out (names, types and
     dims kept), read through `archspec.files` (a regular file under the cap); `ValueError` naming
@@ -151,12 +170,17 @@ def load_header(path: str | Path) -> "onnx.ModelProto":
     from archspec.files import FileRefused, open_checked
 
     with open_checked(path, kind="ONNX file") as (fd, size):
-        try:
-            data = header_bytes(fd, size)
-        except NotUnderstood:
-            data = None
-        except OSError as exc:
-            raise FileRefused(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        identity = _identity(os.fstat(fd))
+        if identity in _recent:
+            data = _recent[identity]
+        else:
+            try:
+                data = header_bytes(fd, size)
+            except NotUnderstood:
+                data = None
+            except OSError as exc:
+                raise FileRefused(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+            _remember(identity, data)
     if data is None:
         return load_onnx_model(path)
     try:

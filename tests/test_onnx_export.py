@@ -178,7 +178,34 @@ def test_a_header_the_walk_cannot_read_falls_back_to_the_full_parse(exported, tm
     with pytest.raises(ValueError, match=r"noise\.onnx: not a valid ONNX file"):
         read_metadata(tmp_path / "noise.onnx")
     monkeypatch.setattr(onnx_header, "MAX_FIELDS", 10)  # more fields than that: the full parse reads it
+    monkeypatch.setattr(onnx_header, "_recent", type(onnx_header._recent)())  # not the header walked before
     assert onnx_header.load_header(path) == onnx.load(str(path))
+
+
+def test_a_header_is_walked_once_until_its_file_changes(exported, tmp_path, monkeypatch):
+    """`archspec summary x.onnx` reads the metadata, the spec and the shapes of one file: the
+    tags are walked once. A file written again (in place, or replaced) is walked again."""
+    import archspec.compiler.onnx_header as onnx_header
+
+    walks = []
+    walk = onnx_header.header_bytes
+    monkeypatch.setattr(onnx_header, "header_bytes", lambda fd, size: walks.append(size) or walk(fd, size))
+    spec, _, source = exported(_zoo("resnet18"))
+    path = tmp_path / "copy.onnx"
+    path.write_bytes(source.read_bytes())
+    assert spec_from_onnx(path) == spec and "images" in io_shapes(path)["inputs"]
+    assert read_metadata(path)["archspec.name"] == spec.name
+    assert len(walks) == 1
+
+    model = onnx.load(str(path))
+    model.metadata_props.add(key="note", value="written again")
+    with path.open("r+b") as handle:  # in place: the same inode
+        handle.write(model.SerializeToString())
+    assert read_metadata(path)["note"] == "written again" and len(walks) == 2
+    model.metadata_props[-1].value = "replaced"
+    (tmp_path / "new.onnx").write_bytes(model.SerializeToString())
+    (tmp_path / "new.onnx").replace(path)
+    assert read_metadata(path)["note"] == "replaced" and len(walks) == 3
 
 
 def test_dynamic_batch_runs_batch_1_and_3_through_one_file(tmp_path):
