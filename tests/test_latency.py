@@ -5,6 +5,7 @@ Timing happens (tiny kernels are measured), but nothing asserts on how long thin
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 
 import numpy as np
@@ -614,6 +615,13 @@ def test_measured_kernels_override_predictions_and_outputs_count_both(planted_ta
           "--json"])
     data = json.loads(capsys.readouterr().out)
     assert (data["measured_kernels"], data["predicted_kernels"]) == (1, 2)
+    # build-table measures the other two (planted) and names the models that judge unseen kernels.
+    main(["latency", "build-table", str(spec_path), "--table", str(table_path), "--threads", "1", "--input-size", "32",
+          "--no-calibrate"])
+    out = capsys.readouterr().out
+    assert "(2 measured now)" in out
+    assert re.search(r"kernel models \(unseen kernels\): .*layer:k1kxk1 on \d+ kernels \(physical terms "
+                     r"\d+\.\d% median error in-sample, tree-corrected\)", out), out
 
 
 def test_reload_reads_what_another_predictor_stored_and_model_rows_use_either_source(planted_table, tmp_path):

@@ -376,9 +376,10 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
     click.echo(report.line() if report is not None else
                f"overhead fit: none (fewer than {MIN_CALIBRATION_MODELS} calibration models: plain kernel sums)")
     click.echo(f"overhead coefficients: {predictor.coefficients.as_dict()}")
-    models = predictor.kernel_model.models
+    models, trees = predictor.kernel_model.models, predictor.kernel_model.trees
     click.echo("kernel models (unseen kernels): " + (", ".join(
-        f"{kind} on {m.kernels} kernels ({m.median_error:.1%} median error)" for kind, m in sorted(models.items()))
+        f"{kind} on {m.kernels} kernels (physical terms {m.median_error:.1%} median error in-sample"
+        f"{', tree-corrected' if kind in trees else ''})" for kind, m in sorted(models.items()))
         or f"none (a type needs {MIN_KERNELS_PER_TYPE} measured kernels)"))
 
 
