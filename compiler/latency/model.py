@@ -22,7 +22,7 @@ ridge regression of that log-ratio on the same features once sat between the two
 dropped after the held-out kernels of three saved benchmark settings (two seeds, and two threads)
 were predicted better without it (median error 7.9% -> 5.1%, 6.3% -> 5.6%, 12.8% -> 11.6%).
 On a seed measured afterwards the median kernel error stayed about the same (7.3-7.6% -> 7.8%)
-and the held-out models came out better (86.7-88.3% -> 90.0-93.3% within +/-10%; see
+and the held-out models came out better (86.7-93.3% -> 90.0-96.7% within +/-10%; see
 docs/latency.md). Being linear in the log features, the ridge step extrapolated across the
 whole shape space, where the trees correct locally from a kernel's measured neighbours.
 
