@@ -81,6 +81,19 @@ def zoo_ids(paths=ZOO):
     return [p.stem for p in paths]
 
 
+def load_benchmark(name: str):
+    """The module of benchmarks/<name>.py (benchmarks are scripts, not a package), registered under
+    its name: dataclasses look their module up while the file runs."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def cli_in_process(*args, cwd: Path = ROOT, env: dict | None = None):
     """Run `archspec ARGS` in this process through the CLI's real entry point (`archspec.cli.main`,
     the error boundary included): its exit status, stdout and stderr, like `subprocess.run`'s

@@ -20,7 +20,7 @@ from archspec.compiler.latency.predictor import MAX_ATTEMPTS
 from archspec.compiler.latency.probe import SLOW_TOLERANCE
 from archspec.compiler.latency.table import CalibrationRun
 from archspec.compiler.runtime import LatencyStats
-from tests.conftest import ROOT, ZOO, zoo_ids
+from tests.conftest import ROOT, ZOO, load_benchmark, zoo_ids
 
 TINY = {"type": "staged", "name": "tiny",
         "stem": [{"type": "conv", "out_channels": 8, "stride": 2}],
@@ -1158,11 +1158,7 @@ def test_a_resume_measures_its_lost_design_kernels_again_in_their_recorded_order
 def test_the_predictor_benchmark_merges_saved_runs_by_their_lowest_medians(tmp_path):
     """`benchmarks/latency_predictor.py --replay A B`: each kernel's and model's lowest median
     of the two runs, the passes of both in order; runs of another setting are refused."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("latency_predictor", ROOT / "benchmarks" / "latency_predictor.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("latency_predictor")
 
     def run(kernel_ms, kernel_b_ms, model_ms, passes, again, threads=1):
         model = {"name": "m", "spec": {"type": "staged"}, "size": [64, 64]}

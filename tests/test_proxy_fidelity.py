@@ -8,16 +8,14 @@ the one-seed verdict pools ResNet-18's seed noise."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_benchmark
 
 # the module's fixtures run whole (miniature) benchmarks: one xdist worker runs every test here, so
 # each fixture runs once instead of once per worker
@@ -43,17 +41,10 @@ OLD_MARKER_FILES = ["candidates.json", "config.json", "correlations.csv", "crite
 """The run marker's file list the earlier benchmark wrote."""
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("proxy_fidelity", ROOT / "benchmarks" / "proxy_fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["proxy_fidelity"] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark()
+    return load_benchmark("proxy_fidelity")
 
 
 @pytest.fixture(scope="module")
