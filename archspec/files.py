@@ -106,9 +106,11 @@ def _check_stat(path: Path, info: os.stat_result, kind: str, limit: int) -> None
 
 
 @contextmanager
-def open_checked(path: str | Path, *, kind: str = "spec", max_bytes: int | None = None) -> Iterator[tuple[int, int]]:
-    """``(fd, size)`` of a regular file of at most the cap of `kind`, open for reading, checked
-    before and after opening: for readers that need only parts of a large file (`os.pread`)."""
+def open_checked(path: str | Path, *, kind: str = "spec",
+                 max_bytes: int | None = None) -> Iterator[tuple[int, os.stat_result]]:
+    """``(fd, stat)`` of a regular file of at most the cap of `kind`, open for reading, checked
+    before and after opening (`stat` is the open file's): for readers that need only parts of a
+    large file (`os.pread`), or that tell files apart by inode and times."""
     path = check_readable(path, kind=kind, max_bytes=max_bytes)
     limit = _limit(kind, max_bytes)
     try:
@@ -121,7 +123,7 @@ def open_checked(path: str | Path, *, kind: str = "spec", max_bytes: int | None 
     try:
         info = os.fstat(fd)
         _check_stat(path, info, kind, limit)  # the file opened is the file checked
-        yield fd, info.st_size
+        yield fd, info
     finally:
         os.close(fd)
 

@@ -424,7 +424,7 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
           f"{len(tests)} predictions): {first_prediction_s:.2f} s")
     passes = [[m["passes"][i] for m in dataset["tests"]] for i in range(len(dataset["tests"][0]["passes"]))]
     runs = [[m["runs"][i] for m in dataset["tests"]] for i in range(len(dataset["tests"][0].get("runs", [])))]
-    print_repeatability(passes, [m["again"] for m in dataset["tests"]], measured_ms, runs)
+    print_repeatability(passes, closing_times(dataset["tests"]), measured_ms, runs)
     print("== predicted kernels only (no kernel of a test model measured) ==")
     report(names, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
     print("== measured kernels ==")
@@ -437,11 +437,18 @@ def within(values, reference) -> tuple[float, float, float]:
     return float(np.mean(error <= 0.10)), float(np.mean(error <= 0.05)), float(np.median(error))
 
 
-def print_repeatability(passes: list[list[float]], again: list, kept: list[float],
+def closing_times(tests: list[dict]) -> list[list[float]]:
+    """The test models' closing timings, one list per measurement file: a file saves one timing
+    per model (`again`), a merged set a list of them (one per file)."""
+    per_model = [m["again"] if isinstance(m["again"], list) else [m["again"]] for m in tests]
+    return [list(times) for times in zip(*per_model)]
+
+
+def print_repeatability(passes: list[list[float]], closings: list[list[float]], kept: list[float],
                         runs: list[list[float]] = ()) -> None:
     """How well the end-to-end times agree with themselves: the ceiling of any predictor's score.
-    `again`: each test model's closing timing (a list of them per model, one per file, when
-    merged); `runs`: merged files' kept (lowest) times, each against the first file's."""
+    `closings`: each file's closing timings of the test models (`closing_times`); `runs`: merged
+    files' kept (lowest) times, each against the first file's."""
     for i in range(1, len(passes)):
         ten, five, median = within(passes[i], passes[0])
         print(f"repeatability, pass {i + 1} against pass 1: {ten:.1%} of test models within +/-10%, "
@@ -450,10 +457,9 @@ def print_repeatability(passes: list[list[float]], again: list, kept: list[float
         ten, five, median = within(runs[i], runs[0])
         print(f"repeatability of the lowest times, file {i + 1} against file 1: {ten:.1%} of test models within "
               f"+/-10%, {five:.1%} within +/-5%, median |difference| {median:.1%}")
-    closing = [again] if not isinstance(again[0], list) else [list(times) for times in zip(*again)]
-    for i, times in enumerate(closing):
+    for i, times in enumerate(closings):
         ten, five, median = within(times, kept)
-        print(f"noise floor{f' (file {i + 1})' if len(closing) > 1 else ''}: the test models timed again at the end "
+        print(f"noise floor{f' (file {i + 1})' if len(closings) > 1 else ''}: the test models timed again at the end "
               f"(a predictor that knew those times exactly) score {ten:.1%} within +/-10% and {five:.1%} within "
               f"+/-5% of the kept times (median |error| {median:.1%})")
 

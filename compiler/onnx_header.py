@@ -169,13 +169,13 @@ def load_header(path: str | Path) -> "onnx.ModelProto":
     from archspec.compiler.export import load_onnx_model
     from archspec.files import FileRefused, open_checked
 
-    with open_checked(path, kind="ONNX file") as (fd, size):
-        identity = _identity(os.fstat(fd))
+    with open_checked(path, kind="ONNX file") as (fd, info):
+        identity = _identity(info)
         if identity in _recent:
             data = _recent[identity]
         else:
             try:
-                data = header_bytes(fd, size)
+                data = header_bytes(fd, info.st_size)
             except NotUnderstood:
                 data = None
             except OSError as exc:
