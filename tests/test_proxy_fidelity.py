@@ -41,7 +41,6 @@ OLD_MARKER_FILES = ["candidates.json", "config.json", "correlations.csv", "crite
 """The run marker's file list the earlier benchmark wrote."""
 
 
-
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("proxy_fidelity")
