@@ -10,7 +10,9 @@ widths/depths, SpineNet level permutations) in three disjoint sets, then in one 
    fresh table, with `--variants` channel variants of each (`kernels.channel_variants`, as
    `archspec latency build-table --variants` measures them; `--variants-of`), leaving out any
    kernel a test architecture uses;
-2. measures the calibration models end to end and fits the per-model overhead (non-negative,
+2. measures the calibration models end to end -- the calibration architectures and, unless
+   `--no-calibrate-design`, the design architectures too, as `archspec latency build-table
+   --calibrate` measures every spec it is given -- and fits the per-model overhead (non-negative,
    validated leave-one-out); fits the per-type kernel models on the measured kernels;
 3. measures each held-out test model end to end on ONNX Runtime (only to score: these times
    never enter the table or any fit);
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="timer (default: cpu, the thread's CPU time, with 1 thread; wall otherwise)")
     parser.add_argument("--passes", type=int, default=1,
                         help="measurement passes over kernels, calibration and test models (lowest median kept)")
+    parser.add_argument("--calibrate-design", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the design architectures end to end too, as calibration models (default); "
+                             "with --no-calibrate-design only the --calibration ones are (the behaviour before); "
+                             "with --replay, fit the overhead on the calibration architectures alone")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="timing budget per kernel and pass")
     parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
     parser.add_argument("--variants", type=int, default=1,
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset = merge(datasets, args.replay)
         except ValueError as exc:
             parser.exit(2, f"{exc}\n")
+        if not args.calibrate_design:
+            dataset = without_design_calibration(dataset, args.calibration)
     else:
         dataset = measure(args, calibration, design, tests, sizes, overlap)
         if args.save:
@@ -257,6 +265,18 @@ def merge(datasets: list[dict], paths: list[Path]) -> dict:
     }
 
 
+def without_design_calibration(dataset: dict, calibration: int) -> dict:
+    """`dataset` with only its calibration architectures as calibration models, the design ones
+    (timed end to end too, `--calibrate-design`) left out: what the overhead fit does with fewer
+    models, on the very same measurements. The calibration architectures come first; their number
+    is the file's `calibration_architectures`, or `calibration` (`--calibration`) in files
+    saved before it was recorded."""
+    if not dataset["meta"].get("calibrate_design"):
+        return dataset
+    count = dataset["meta"].get("calibration_architectures", calibration)
+    return dataset | {"calibration": dataset["calibration"][:count]}
+
+
 def stats_entry(stats, features) -> dict:
     return {"stats": dataclasses.asdict(stats), "features": features, "conditions": getattr(stats, "conditions", None)}
 
@@ -271,7 +291,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         clock = args.clock or ("cpu" if args.threads == 1 else "wall")
         predictor = LatencyPredictor(table, threads=args.threads, clock=clock)
         print(f"{len(tests)} held-out test + {len(design)} design + {len(calibration)} calibration architectures "
-              f"({overlap} test models equal to a training model), threads {args.threads}, clock {clock}, "
+              f"({'design and calibration' if args.calibrate_design else 'calibration'} ones timed end to end; "
+              f"{overlap} test models equal to a training model), threads {args.threads}, clock {clock}, "
               f"machine {predictor.context.machine}; load average {os.getloadavg()[0]:.1f}", flush=True)
 
         test_keys = list(dict.fromkeys(k for s in tests for k in predictor.kernels(s, sizes[id(s)])))
@@ -298,6 +319,10 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         # The test models' kernels are timed in every pass too, beside their models, but kept out of
         # the table until the predicted-only figures are taken.
         test_kernels: dict[str, tuple] = {}
+        # Every architecture whose kernels train the predictor is a calibration model too (unless
+        # --no-calibrate-design): eight overhead coefficients fitted on 16 models moved with the
+        # draw, and models cost a second each to time beside minutes of kernels.
+        calibration = calibration + (design if args.calibrate_design else [])
         calibration_ms = [math.inf] * len(calibration)
         for round_ in range(args.passes):
             # Every pass measures everything again and keeps the lower median (load only adds time).
@@ -334,7 +359,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
 
     return {"meta": {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": context.machine, "threads": context.threads,
                      "clock": context.clock, "seed": args.seed, "passes": args.passes, "variants": args.variants,
-                     "variants_of": args.variants_of},
+                     "variants_of": args.variants_of, "calibrate_design": args.calibrate_design,
+                     "calibration_architectures": args.calibration},
             "train": train,
             "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
             "calibration": [model(s, ms) for s, ms in zip(calibration, calibration_ms)],

@@ -1177,3 +1177,17 @@ def test_the_predictor_benchmark_merges_saved_runs_by_their_lowest_medians(tmp_p
     assert merged["tests"][0]["again"] == [11.0, 10.5] and merged["tests"][0]["runs"] == [10.0, 9.5]
     with pytest.raises(ValueError, match=r"b\.json: meta\.threads 2 differs from .*a\.json's 1"):
         bench.merge([first, run(3.0, 4.0, 9.5, [9.5], 10.5, threads=2)], [tmp_path / "a.json", tmp_path / "b.json"])
+
+
+def test_the_predictor_benchmark_can_replay_without_the_design_models_calibration():
+    """`--replay FILE --no-calibrate-design`: the overhead fitted on the calibration architectures
+    alone (they come first in a file saved with `--calibrate-design`); a file saved without the
+    design models' end-to-end times, or before they existed, is scored as it is."""
+    bench = load_benchmark("latency_predictor")
+    models = [{"name": f"m{i}", "ms": float(i)} for i in range(5)]
+    saved = {"meta": {"calibrate_design": True, "calibration_architectures": 2}, "calibration": models}
+    assert [m["name"] for m in bench.without_design_calibration(saved, 16)["calibration"]] == ["m0", "m1"]
+    older = {"meta": {"calibrate_design": True}, "calibration": models}  # the count from --calibration
+    assert [m["name"] for m in bench.without_design_calibration(older, 3)["calibration"]] == ["m0", "m1", "m2"]
+    for meta in ({"calibrate_design": False}, {}):
+        assert bench.without_design_calibration({"meta": meta, "calibration": models}, 2)["calibration"] == models
