@@ -273,6 +273,14 @@ def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
     assert all(json.loads(v)["in"] == json.loads(v)["out"] for v in channel_variants(repeat, 3))
     assert all(json.loads(v)["in"] == 3 for v in channel_variants(stem, 3))  # an image keeps its channels
     assert channel_variants(json.dumps({"kind": "endpoint"}), 2) == []  # no channel fields: none
+    # A block's inner width is redrawn too, within the same range; everything else is kept.
+    inner = json.dumps(layer | {"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 24,
+                                          "activation": "relu"}, "first": True, "in": 24, "out": 48},
+                       sort_keys=True, separators=(",", ":"))
+    widths = [json.loads(v)["block"]["bottleneck_channels"] for v in channel_variants(inner, 6)]
+    assert len(widths) == 6 and all(13 <= w <= 35 for w in widths) and len(set(widths)) > 1
+    assert all({k: v for k, v in json.loads(v)["block"].items() if k != "bottleneck_channels"} ==
+               {"type": "k1kxk1", "kernel": 3, "activation": "relu"} for v in channel_variants(inner, 6))
 
 
 # -- a read-only table, concurrent writers, damaged files (issue 12) ---------------------------------

@@ -243,9 +243,10 @@ def channel_variants(key: KernelKey, count: int = 1, seed: int = 0) -> list[Kern
     these rarely cover channel counts off ONNX Runtime's NCHWc block, which take a slower path
     (`model.CHANNEL_BLOCKS`). nn-Meter samples each kernel type's configuration space for its
     predictors (Zhang et al., MobiSys 2021, section 4.2); this draws around the measured kernels
-    the same way. A repeated block (``first`` false: input width = output width) and a max-pool
-    keep their input and output equal; an image input keeps its channels. Variants whose graph
-    cannot be built (a block with groups that do not divide the new width) are left out."""
+    the same way. A block's inner width (`_BLOCK_VARIANT_FIELDS`) is redrawn with its input and
+    output. A repeated block (``first`` false: input width = output width) and a max-pool keep
+    their input and output equal; an image input keeps its channels. Variants whose graph cannot
+    be built (a block with groups that do not divide the new width) are left out."""
     import random
 
     from archspec.compiler.latency.model import key_features
@@ -265,6 +266,10 @@ def channel_variants(key: KernelKey, count: int = 1, seed: int = 0) -> list[Kern
                 new[name] = max(1, round(new[name] * rng.uniform(*VARIANT_FACTORS)))
         if data.get("kind") == "layer" and _same_width(data):
             new["in"] = new["out"]
+        block = data.get("block")
+        if data.get("kind") == "layer" and isinstance(block, dict):
+            new["block"] = block | {name: max(1, round(block[name] * rng.uniform(*VARIANT_FACTORS)))
+                                    for name in _BLOCK_VARIANT_FIELDS if isinstance(block.get(name), int)}
         variant = _key(new)
         if variant == key or variant in variants:
             continue
@@ -284,3 +289,8 @@ def _same_width(data: dict) -> bool:
 _VARIANT_FIELDS = {"layer": ("in", "out"), "resample": ("in", "out", "width"), "merge": ("channels",),
                    "classifier": ("in",)}
 """Kernel kind -> the channel fields a variant redraws."""
+_BLOCK_VARIANT_FIELDS = ("bottleneck_channels",)
+"""Fields of a layer kernel's block a variant redraws too: a block's inner width shapes its cost as
+much as its input and output do. Kept fixed, as before, the narrow MAE-DET blocks at high
+resolution of a seed-3 benchmark (bottleneck 16-24 at 64x64 and 80x80, where the design kernels had
+32-80) were predicted 15-23% low: at those widths the cost per element, not per MAC, dominates."""
