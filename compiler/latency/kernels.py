@@ -291,6 +291,7 @@ _VARIANT_FIELDS = {"layer": ("in", "out"), "resample": ("in", "out", "width"), "
 """Kernel kind -> the channel fields a variant redraws."""
 _BLOCK_VARIANT_FIELDS = ("bottleneck_channels",)
 """Fields of a layer kernel's block a variant redraws too: a block's inner width shapes its cost as
-much as its input and output do. Kept fixed, as before, the narrow MAE-DET blocks at high
-resolution of a seed-3 benchmark (bottleneck 16-24 at 64x64 and 80x80, where the design kernels had
-32-80) were predicted 15-23% low: at those widths the cost per element, not per MAC, dominates."""
+much as its input and output do, and a table whose variants kept it fixed held only the inner
+widths its specs happened to use. (In the seed-3 predictor benchmark this alone did not fix the
+narrow MAE-DET blocks at high resolution that the models predict 15-24% low: no training kernel of
+that type and size came near their input and output widths either.)"""
