@@ -325,8 +325,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         # Every architecture whose kernels train the predictor is a calibration model too (unless
         # --no-calibrate-design): eight overhead coefficients fitted on 16 models moved with the
         # draw, and models cost a second each to time beside minutes of kernels.
-        calibration = calibration + (design if args.calibrate_design else [])
-        calibration_ms = [math.inf] * len(calibration)
+        calibrated = calibration + (design if args.calibrate_design else [])
+        calibration_ms = [math.inf] * len(calibrated)
         for round_ in range(args.passes):
             # Every pass measures everything again and keeps the lower median (load only adds time).
             t0 = time.perf_counter()
@@ -334,7 +334,7 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                     predictor.refine_keys(train_keys, budget_ms=args.budget_ms))
             t1 = time.perf_counter()
             calibration_ms = [min(m, measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms)
-                              for s, m in zip(calibration, calibration_ms)]
+                              for s, m in zip(calibrated, calibration_ms)]
             t2 = time.perf_counter()
             test_passes.append([measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms
                                 for s in tests])
@@ -345,7 +345,7 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                 if key not in test_kernels or stats.median_ms < test_kernels[key][0].median_ms:
                     test_kernels[key] = (stats, features)
             print(f"pass {round_ + 1}/{args.passes}: {len(train_keys)} training kernels ({done}) {t1 - t0:.0f} s, "
-                  f"{len(calibration)} calibration models {t2 - t1:.0f} s, {len(tests)} test models "
+                  f"{len(calibrated)} calibration models {t2 - t1:.0f} s, {len(tests)} test models "
                   f"{t3 - t2:.0f} s end to end, their {len(test_keys)} kernels {time.perf_counter() - t3:.0f} s; "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
         # The noise floor: the test models timed once more, minutes later. A predictor that knew
@@ -366,7 +366,7 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                      "calibration_architectures": args.calibration},
             "train": train,
             "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
-            "calibration": [model(s, ms) for s, ms in zip(calibration, calibration_ms)],
+            "calibration": [model(s, ms) for s, ms in zip(calibrated, calibration_ms)],
             "tests": [model(s, ms, passes=[p[i] for p in test_passes], again=again[i])
                       for i, (s, ms) in enumerate(zip(tests, measured_ms))]}
 
