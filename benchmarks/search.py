@@ -154,6 +154,10 @@ def paper_scale(args) -> None:
     print(f"  search overhead (outside proposing and evaluating, outputs included): {overhead / wall:.1%} "
           f"(target 2%: {'met' if overhead / wall < 0.02 else 'NOT met'})")
     print("  " + report.replace("\n", "\n  ").rstrip())
+    if not args.latency_table and not args.no_latency:
+        print("  (the front's predictions come from the stand-in's made-up kernel times and its end-to-end "
+              "times are real,\n   so their ratio says nothing of the predictor: benchmarks/latency_predictor.py "
+              "measures that)")
 
 
 def rank_agreement(count: int) -> None:
