@@ -1162,6 +1162,10 @@ def test_a_table_written_before_conv_pixels_fits_the_same_kernel_models(planted_
     got = KernelPredictor.fit(measured, old).predict_many(unseen)
     assert [got[k][0] for k in unseen] == pytest.approx([expected[k][0] for k in unseen], rel=1e-12)
     assert [got[k][0] for k in unseen] == pytest.approx([_planted_ms(k) for k in unseen], rel=1e-4)
+    # A key this version cannot build keeps its stored features (its later terms count 0): no crash.
+    unknown = json.dumps({"kind": "retired_kernel_kind", "hw": [8, 8]})
+    odd = KernelPredictor.fit({**measured, unknown: 0.5}, {**old, unknown: {name: 1 for name in FEATURE_NAMES}})
+    assert [odd.predict_many(unseen)[k][0] for k in unseen] == pytest.approx([got[k][0] for k in unseen], rel=1e-12)
 
 
 def test_cache_sizes_are_read_as_sysfs_writes_them():
