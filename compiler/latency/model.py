@@ -192,13 +192,13 @@ def fit_nonnegative(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def fit_kernel_models(measured: Mapping[KernelKey, float], features: Mapping[KernelKey, Mapping]) -> dict[str, KernelModel]:
     """Kernel type -> `KernelModel` from the measured kernels (plus the pooled model `POOLED`),
-    for types with at least `MIN_KERNELS_PER_TYPE` kernels. Deterministic: rows in key order."""
+    for types with at least `MIN_KERNELS_PER_TYPE` kernels. Deterministic: rows in key order.
+    `features` are complete (`complete_features`), as `KernelPredictor.fit` passes them."""
     by_type: dict[str, list[tuple[list[float], list[float], float]]] = {}
     for key in sorted(measured):
         feats = features.get(key) or {}
         if not has_features(feats) or measured[key] <= 0:
             continue
-        feats = complete_features(key, feats)
         by_type.setdefault(kernel_type(key), []).append((design_row(feats), float(measured[key])))
     models: dict[str, KernelModel] = {}
     pooled = [item for items in by_type.values() for item in items]
