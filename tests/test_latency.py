@@ -427,9 +427,9 @@ def test_the_reorder_saving_is_fitted_and_never_makes_a_kernel_negative():
 
 def test_reorders_of_maps_larger_than_the_l2_cache_are_fitted_apart(monkeypatch):
     """Planted: models at their kernel sum less 0.15 ms per million edge elements, and 0.6 ms more
-    per million elements of edge maps larger than the L2 cache (`SPILL_NOTE`). The fit tells the
-    two apart; a kernel's share counts only its maps over the limit as spilled, and only when it
-    runs blocked."""
+    per million elements of edge maps whose pass does not stay in the L2 cache (`SPILL_NOTE`). The
+    fit tells the two apart; a kernel's share counts only its maps of half the cache or more as
+    spilled (a pass reads the map and writes one as large), and only when it runs blocked."""
     import archspec.compiler.latency.predictor as predictor_module
     from archspec.compiler.latency.predictor import model_features, predict_rows, spilled_melems
 
@@ -443,14 +443,49 @@ def test_reorders_of_maps_larger_than_the_l2_cache_are_fitted_apart(monkeypatch)
     assert np.allclose(predict_rows(fitted, rows), targets)
 
     monkeypatch.setattr(predictor_module, "spill_limit_elems", lambda: 1_000_000)
-    edges = {"in_elems": 2_000_000, "out_elems": 500_000}  # the input spills, the output does not
+    edges = {"in_elems": 2_000_000, "out_elems": 400_000}  # the input spills, the output (0.4 of the cache) does not
     assert spilled_melems(edges, 1_000_000) == 2.0 and spilled_melems(edges, None) == 0.0
-    assert fitted.adjust(5.0, edges) == pytest.approx(5.0 - 0.15 * 2.5 - 0.6 * 2.0)
+    assert spilled_melems({"in_elems": 500_000, "out_elems": 499_999}, 1_000_000) == 0.5  # half the cache: spills
+    assert fitted.adjust(5.0, edges) == pytest.approx(5.0 - 0.15 * 2.4 - 0.6 * 2.0)
     assert fitted.adjust(5.0, edges, unaligned=True) == pytest.approx(5.0)
     keys = [json.dumps({"kind": "layer", "in": 64, "out": 64}), json.dumps({"kind": "layer", "in": 64, "out": 60})]
     features = {keys[0]: edges, keys[1]: edges}
     row = model_features(keys, {k: 5.0 for k in keys}, features, block=8)  # the second is off the block
-    assert row[6:] == [-2.5, -2.0]
+    assert row[6:] == [-2.4, -2.0]
+
+
+def test_identity_shortcut_sums_count_as_two_passes(monkeypatch):
+    """A residual block with an identity shortcut, timed alone, adds and activates its
+    plain-layout input unfused; inside a model both fuse into its last convolution (`SKIP_NOTE`).
+    The kernel features count those sums' elements exactly; the overhead model counts each as two
+    passes beside the reordered input and output, and only when the kernel runs blocked."""
+    import archspec.compiler.latency.predictor as predictor_module
+    from archspec.blocks import validate_block
+    from archspec.compiler.latency.kernels import layer_key
+    from archspec.compiler.latency.model import key_features
+    from archspec.compiler.latency.predictor import Coefficients, model_features, pass_melems, spilled_melems
+
+    k1kxk1 = validate_block({"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 16})
+    assert key_features(layer_key(k1kxk1, 64, 64, 1, 1, False, 10, 10))["skip_elems"] == 64 * 10 * 10
+    assert key_features(layer_key(k1kxk1, 32, 64, 1, 1, True, 10, 10))["skip_elems"] == 0  # projection shortcut
+    assert key_features(layer_key(k1kxk1, 64, 64, 2, 1, True, 10, 10))["skip_elems"] == 0  # strided: projected
+    basic = validate_block({"type": "basic"})
+    assert key_features(layer_key(basic, 48, 48, 1, 2, False, 7, 9))["skip_elems"] == 48 * 7 * 9
+    stem = validate_block({"type": "conv", "kernel": 3})
+    assert key_features(layer_key(stem, 3, 16, 2, 1, True, 16, 16))["skip_elems"] == 0
+
+    features = {"in_elems": 500_000, "out_elems": 500_000, "skip_elems": 500_000}
+    assert pass_melems(features) == 2.0 and pass_melems({"in_elems": 500_000, "out_elems": 250_000}) == 0.75
+    monkeypatch.setattr(predictor_module, "spill_limit_elems", lambda: None)  # no spill term here
+    coefficients = Coefficients(reorder=0.1)
+    assert coefficients.adjust(3.0, features) == pytest.approx(3.0 - 0.1 * 2.0)
+    assert coefficients.adjust(3.0, features, unaligned=True) == pytest.approx(3.0)  # plain layout alone and inside
+    keys = [json.dumps({"kind": "layer", "in": 64, "out": 64}), json.dumps({"kind": "layer", "in": 60, "out": 60})]
+    row = model_features(keys, {k: 3.0 for k in keys}, {k: features for k in keys}, block=8)
+    assert row[6] == -2.0  # the kernel off the block sums in the plain layout either way
+    # A sum of half the cache or more spills like an edge map, both of its passes.
+    assert spilled_melems(features, 800_000) == 2.0 and spilled_melems(features, 1_000_002) == 0.0
+    assert spilled_melems({"in_elems": 100, "out_elems": 100, "skip_elems": 400_000}, 800_000) == 0.8
 
 
 def test_kernels_off_the_nchwc_block_are_told_apart():
@@ -1166,6 +1201,33 @@ def test_a_table_written_before_conv_pixels_fits_the_same_kernel_models(planted_
     unknown = json.dumps({"kind": "retired_kernel_kind", "hw": [8, 8]})
     odd = KernelPredictor.fit({**measured, unknown: 0.5}, {**old, unknown: {name: 1 for name in FEATURE_NAMES}})
     assert [odd.predict_many(unseen)[k][0] for k in unseen] == pytest.approx([got[k][0] for k in unseen], rel=1e-12)
+
+
+def test_a_table_written_before_skip_elems_gives_the_overhead_model_the_same_rows(tmp_path):
+    """The overhead model reads `skip_elems` too: a predictor completes an old table's features
+    from the keys when it reads the table, so its calibration rows are those of a new table."""
+    from archspec.compiler.latency.model import FEATURE_NAMES, key_features
+    from archspec.compiler.latency.predictor import model_features
+
+    spec = archspec.validate(TINY)
+    rows = []
+    for name, keep in (("new", None), ("old", FEATURE_NAMES)):
+        table = LatencyTable(tmp_path / f"{name}.sqlite")
+        predictor = LatencyPredictor(table, threads=1)
+        keys = predictor.kernels(spec, (32, 32))
+        for i, key in enumerate(dict.fromkeys(keys)):
+            features = dict(key_features(key))
+            table.put_kernel(predictor.context, key, _fake_stats(0.1 * (i + 1)),
+                             features if keep is None else {n: features[n] for n in keep})
+        predictor.reload()
+        rows.append(predictor.model_row(spec, (32, 32)))
+    assert rows[0] == rows[1]
+    # Without the completion the old table's row would miss the second basic block's identity
+    # sum (16 channels at 8x8), two passes of it, and nothing else.
+    stripped = {k: {n: key_features(k)[n] for n in FEATURE_NAMES} for k in keys}
+    old_row = model_features(keys, predictor.kernel_values(keys), stripped, predictor.block)
+    assert rows[0][:6] == old_row[:6] and rows[0][7] == old_row[7]
+    assert rows[0][6] - old_row[6] == pytest.approx(-2 * 16 * 8 * 8 / 1e6, abs=1e-12)
 
 
 def test_cache_sizes_are_read_as_sysfs_writes_them():

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archspec.compiler.latency.kernels import KernelKey, kernel_graph
-from archspec.compiler.ops import Conv
+from archspec.compiler.ops import Add, Conv
 
 TERMS = ("fixed", "mmacs", "mparams", "min", "mout", "mact", "mconvpx")
 """The model's columns: 1, MACs, parameters, input, output and all activation elements, and the
@@ -53,7 +53,7 @@ POOLED = "*"
 """Name of the model fitted on every kernel type together."""
 FEATURE_NAMES = ("macs", "params", "in_elems", "out_elems", "activations")
 """Static features every measured kernel of a table has (`has_features`)."""
-LATER_FEATURES = ("conv_pixels",)
+LATER_FEATURES = ("conv_pixels", "skip_elems")
 """Features `key_features` computes that tables written before them lack: `complete_features`
 computes them from the kernel's key."""
 CONV_PIXELS_NOTE = """A convolution spends time on every output pixel whatever its width: the
@@ -79,8 +79,10 @@ def kernel_type(key: KernelKey) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def key_features(key: KernelKey) -> dict:
-    """MACs, parameters, input/output/all activation elements of one kernel, from its graph
-    (no module is built; about 0.5 ms)."""
+    """MACs, parameters, input/output/all activation elements of one kernel, its convolutions'
+    output pixels (`CONV_PIXELS_NOTE`) and the elements of its identity skips (sums with the
+    kernel's own input as an operand: `predictor.SKIP_NOTE`), from its graph (no module is
+    built; about 0.5 ms)."""
     from archspec.compiler.costs import graph_costs
 
     graph, size = kernel_graph(key)
@@ -90,8 +92,11 @@ def key_features(key: KernelKey) -> dict:
     out_elems = int(sum(shapes[node].numel for node in graph.outputs.values()))
     conv_pixels = sum(shapes[node].height * shapes[node].width for node, op in graph.nx.nodes(data="op")
                       if isinstance(op, Conv))
+    skip_elems = sum(shapes[node].numel for node, op in graph.nx.nodes(data="op")
+                     if isinstance(op, Add) and graph.input in graph.inputs_of(node))
     return {"macs": counts.macs, "params": counts.params, "in_elems": channels * size[0] * size[1],
-            "out_elems": out_elems, "activations": counts.activations, "conv_pixels": conv_pixels}
+            "out_elems": out_elems, "activations": counts.activations, "conv_pixels": conv_pixels,
+            "skip_elems": skip_elems}
 
 
 def complete_features(key: KernelKey, features: Mapping) -> Mapping:

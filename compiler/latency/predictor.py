@@ -38,7 +38,7 @@ import numpy as np
 
 from archspec.compiler.latency.kernels import KernelKey, describe, kernel_graph
 from archspec.compiler.latency.kernels import kernels as spec_kernels
-from archspec.compiler.latency.model import KernelPredictor, has_features, kernel_type, key_features
+from archspec.compiler.latency.model import KernelPredictor, complete_features, has_features, kernel_type, key_features
 from archspec.compiler.latency.probe import is_fast, speed_probe
 from archspec.compiler.latency.table import CalibrationRun, Context, LatencyTable
 from archspec.compiler.runtime import LatencyStats
@@ -123,7 +123,9 @@ class LatencyPredictor:
     def reload(self) -> None:
         """Read the table again (what other predictors or processes stored since), refit the
         kernel models and the overhead on it, and forget earlier predictions."""
-        self._ms, self._features = self.starting_kernels()
+        self._ms, features = self.starting_kernels()
+        # a table written before a feature existed: computed from the keys, once per reload
+        self._features = {k: complete_features(k, f) if has_features(f) else f for k, f in features.items()}
         self._coefficients: Coefficients | None = None
         self._adjusted: dict[KernelKey, float] = {}
         self._predicted: dict[KernelKey, float] = {}
@@ -474,15 +476,19 @@ def is_unaligned(key: KernelKey, block: int | None) -> bool:
 
 
 SPILL_NOTE = """Timed alone, a kernel in the blocked layout reorders its input into NCHWc and its output
-back. While its maps fit in the core's L2 cache the reorders stay in it, and cost little per
-element (`Coefficients.reorder`). A map larger than L2 (a 128-channel map at 80x80 is 3.3 MB; L2
-is 2 MB on the development machine) is reordered out of the L3 cache or memory, at several
-times the cost per element; inside a whole model those reorders do not happen. On the held-out
-predictor benchmark (1 thread, CPU clock), MAE-DET-like models whose early stages are wide at
-high resolution ran 0.78-0.90x the sum of their kernels, those without such maps 0.90-1.03x:
-0.5-1.3 ms less per million elements of the spilling maps. `Coefficients.spill` is that saving,
-fitted on the calibration models like the other terms (the residuals of that benchmark showed
-the pattern; two of its sixteen calibration models have such maps)."""
+back (and, with an identity shortcut, adds its input and activates unfused: `SKIP_NOTE`). While
+such a pass stays in the core's L2 cache it costs little per element (`Coefficients.reorder`). A
+pass reads a map and writes one as large, so once a map holds half of L2 or more (a 64-channel
+map at 64x64 is 1 MB; L2 is 2 MB per core on the development machine) the pass runs out of the
+L3 cache or memory, at about twice the cost per element; inside a whole model those passes do
+not happen. Timed alone on the development machine (1 thread, CPU clock), a reorder into
+NCHWc and back cost 0.22-0.31 ms per million elements for maps of 0.07-0.52 MB and 0.46-0.58
+ms for maps of 1-4 MB, an unfused sum and activation 0.19-0.25 and 0.57-0.70 ms. On the held-out
+predictor benchmark, MAE-DET-like models whose early stages are wide at high resolution ran
+0.69-0.90x the sum of their kernels, those without such maps 0.90-1.03x. `Coefficients.spill`
+is the extra saving per million elements of such maps, fitted on the calibration models like the
+other terms. It first counted maps larger than the whole L2 cache; a map of exactly 2 MB was
+left out, and seed 5's three misses with measured kernels were made of such maps."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -495,30 +501,55 @@ def spill_limit_elems() -> int | None:
     return None if size is None else size // 4
 
 
+SKIP_NOTE = """A residual block whose shortcut is the identity adds its own input to its last
+convolution's output. Inside a model that input is already in ONNX Runtime's blocked layout,
+and the sum and the activation after it fuse into that convolution. Timed alone, the input is
+the graph's plain-layout input: the convolution's output is reordered back, and the sum and the
+activation run unfused in the plain layout, each a pass over the whole map. On the held-out
+predictor benchmark (seed 5, 1 thread, CPU clock) a k1kxk1 block with 128 channels and a
+32-wide bottleneck at 64x64 took 1.35 ms alone and 0.69-0.74 ms inside its model, and models
+made of such blocks ran 0.69-0.80x the sum of their measured kernels. Timed alone on the
+development machine, an unfused sum and activation cost 1.6-2.4 times a single reorder of the
+same map per element (0.19-0.25 against 0.11-0.16 ms per million elements in L2, 0.57-0.70
+against 0.23-0.29 beyond): two passes, as the operator count says. So `pass_melems` counts an
+identity sum's map (`model.key_features`'s ``skip_elems``) twice beside the reordered input and
+output, and `Coefficients.reorder` prices them all. A separate coefficient for the sums could
+hardly be fitted: in such a block the input, the output and the sum are the same map."""
+
+SKIP_PASSES = 2
+"""Passes over the map of an identity sum, unfused, timed alone: the sum and the activation."""
+
+
 def spilled_melems(features: Mapping, limit: int | None) -> float:
-    """Millions of elements of a kernel's edge maps (input, output) larger than `limit` elements."""
+    """The part of `pass_melems` over maps whose pass, alone, does not stay in an L2 cache of
+    `limit` elements: maps of at least half of `limit` elements. A pass over such a map reads it
+    and writes a map of the same size, so half the cache is where the two stop fitting
+    (`SPILL_NOTE`)."""
     if not limit:
         return 0.0
-    edges = (features.get("in_elems", 0), features.get("out_elems", 0))
-    return sum(e for e in edges if e > limit) / 1e6
+    passes = ((features.get("in_elems", 0), 1), (features.get("out_elems", 0), 1),
+              (features.get("skip_elems", 0), SKIP_PASSES))
+    return sum(e * n for e, n in passes if e >= limit // 2) / 1e6
 
 
 @dataclass(frozen=True)
 class Coefficients:
     """``ms = constant + sum over kernels of (scale * kernel_ms + per_kernel + per_mparam * params / 1e6)
     + cross_scale * (sum of the cross-scale kernels' ms) + unaligned * (sum of the unaligned kernels' ms)
-    - reorder * (sum of the other kernels' edge elements, in millions)
-    - spill * (their elements in edge maps larger than the L2 cache, in millions)``, each kernel's share at least 0.
+    - reorder * (sum of the other kernels' pass elements, in millions: `pass_melems`)
+    - spill * (those over maps of at least half the L2 cache, in millions: `spilled_melems`)``,
+    each kernel's share at least 0.
 
     `per_kernel` absorbs what measuring a kernel alone adds (a session run's fixed cost);
     `scale` and `per_mparam` what running inside a model adds: weights come from memory cold
     instead of hot from the cache of the previous timed run; `cross_scale` what a cross-scale
     connection adds beyond its kernel (`CROSS_SCALE_KINDS`); `unaligned` what a kernel off the
     NCHWc channel block adds (`UNALIGNED_NOTE`); `reorder` the cost per million elements of the
-    layout reorders at the edges of a kernel in the blocked layout, which it pays when timed alone
-    and a whole model pays only at its own edges; `spill` the extra cost per million elements of
-    such reorders of maps larger than the L2 cache (`SPILL_NOTE`). Every coefficient is a cost,
-    so none is negative."""
+    passes a kernel in the blocked layout makes when timed alone and not inside a model: the
+    layout reorders at its edges, which a whole model pays only at its own, and an identity
+    shortcut's unfused sum and activation (`SKIP_NOTE`); `spill` the extra cost per million
+    elements of such passes over maps of at least half the L2 cache (`SPILL_NOTE`). Every
+    coefficient is a cost, so none is negative."""
 
     constant: float = 0.0
     per_kernel: float = 0.0
@@ -529,12 +560,12 @@ class Coefficients:
     reorder: float = 0.0
     spill: float = 0.0
     FEATURES: ClassVar[tuple[str, ...]] = ("constant", "kernels", "kernel_ms", "mparams", "cross_ms", "unaligned_ms",
-                                           "minus_edge_melems", "minus_spilled_melems")
+                                           "minus_pass_melems", "minus_spilled_melems")
 
     def adjust(self, ms: float, features: dict, cross_scale: bool = False, unaligned: bool = False) -> float:
         """One kernel's contribution to a model's latency (`cross_scale`: the kernel is one of
         `CROSS_SCALE_KINDS`; `unaligned`: its edges are off the NCHWc block; otherwise its edges'
-        reorders, timed alone, are no cost inside a model). Never below zero."""
+        passes, timed alone, are no cost inside a model: `pass_melems`). Never below zero."""
         value = self.scale * ms + self.per_kernel + self.per_mparam * features.get("params", 0) / 1e6
         if cross_scale:
             value += self.cross_scale * ms
@@ -542,7 +573,7 @@ class Coefficients:
             value += self.unaligned * ms
         else:
             if self.reorder:
-                value -= self.reorder * edge_melems(features)
+                value -= self.reorder * pass_melems(features)
             if self.spill:
                 value -= self.spill * spilled_melems(features, spill_limit_elems())
         return max(value, 0.0)
@@ -556,16 +587,19 @@ class Coefficients:
                 "reorder": self.reorder, "spill": self.spill}
 
 
-def edge_melems(features: Mapping) -> float:
-    """Millions of elements at a kernel's edges (its input and output maps): what the NCHWc
-    reorders of a kernel timed alone move."""
-    return (features.get("in_elems", 0) + features.get("out_elems", 0)) / 1e6
+def pass_melems(features: Mapping) -> float:
+    """Millions of elements that the passes of a kernel timed alone move and a model does not: the
+    NCHWc reorders of its input and output maps, and an identity shortcut's unfused sum and
+    activation (`SKIP_PASSES` passes over its map: `SKIP_NOTE`)."""
+    passes = features.get("in_elems", 0) + features.get("out_elems", 0) + SKIP_PASSES * features.get("skip_elems", 0)
+    return passes / 1e6
 
 
 def model_features(keys: Sequence[KernelKey], ms: dict, features: dict, block: int | None = None) -> list[float]:
     """[1, n_kernels, sum of kernel ms, sum of kernel params in millions, sum of the cross-scale
-    kernels' ms, sum of the unaligned kernels' ms, minus the edge elements (millions) of the others,
-    minus those of their edge maps larger than the L2 cache] of one model (`Coefficients.FEATURES`;
+    kernels' ms, sum of the unaligned kernels' ms, minus the pass elements (millions) of the others
+    (`pass_melems`), minus those over maps of at least half the L2 cache] of one model
+    (`Coefficients.FEATURES`;
     `block`: the NCHWc channel block, `nchwc_block`)."""
     unaligned = [is_unaligned(k, block) for k in keys]
     aligned = [features.get(k, {}) for k, off in zip(keys, unaligned) if not off]
@@ -574,7 +608,7 @@ def model_features(keys: Sequence[KernelKey], ms: dict, features: dict, block: i
             float(sum(features.get(k, {}).get("params", 0) for k in keys)) / 1e6,
             float(sum(ms[k] for k in keys if is_cross_scale(k))),
             float(sum(ms[k] for k, off in zip(keys, unaligned) if off)),
-            -float(sum(edge_melems(f) for f in aligned)),
+            -float(sum(pass_melems(f) for f in aligned)),
             -float(sum(spilled_melems(f, limit) for f in aligned))]
 
 
