@@ -520,6 +520,14 @@ SKIP_PASSES = 2
 """Passes over the map of an identity sum, unfused, timed alone: the sum and the activation."""
 
 
+def alone_passes(features: Mapping) -> tuple[tuple[int, int], ...]:
+    """(elements of a map, passes over it) that a kernel timed alone makes and a model does not:
+    the NCHWc reorders of its input and output, and an identity shortcut's unfused sum and
+    activation (`SKIP_NOTE`)."""
+    return ((features.get("in_elems", 0), 1), (features.get("out_elems", 0), 1),
+            (features.get("skip_elems", 0), SKIP_PASSES))
+
+
 def spilled_melems(features: Mapping, limit: int | None) -> float:
     """The part of `pass_melems` over maps whose pass, alone, does not stay in an L2 cache of
     `limit` elements: maps of at least half of `limit` elements. A pass over such a map reads it
@@ -527,9 +535,7 @@ def spilled_melems(features: Mapping, limit: int | None) -> float:
     (`SPILL_NOTE`)."""
     if not limit:
         return 0.0
-    passes = ((features.get("in_elems", 0), 1), (features.get("out_elems", 0), 1),
-              (features.get("skip_elems", 0), SKIP_PASSES))
-    return sum(e * n for e, n in passes if e >= limit // 2) / 1e6
+    return sum(e * n for e, n in alone_passes(features) if e >= limit // 2) / 1e6
 
 
 @dataclass(frozen=True)
@@ -588,11 +594,9 @@ class Coefficients:
 
 
 def pass_melems(features: Mapping) -> float:
-    """Millions of elements that the passes of a kernel timed alone move and a model does not: the
-    NCHWc reorders of its input and output maps, and an identity shortcut's unfused sum and
-    activation (`SKIP_PASSES` passes over its map: `SKIP_NOTE`)."""
-    passes = features.get("in_elems", 0) + features.get("out_elems", 0) + SKIP_PASSES * features.get("skip_elems", 0)
-    return passes / 1e6
+    """Millions of elements that the passes of a kernel timed alone move and a model does not
+    (`alone_passes`)."""
+    return sum(e * n for e, n in alone_passes(features)) / 1e6
 
 
 def model_features(keys: Sequence[KernelKey], ms: dict, features: dict, block: int | None = None) -> list[float]:
