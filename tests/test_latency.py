@@ -1182,6 +1182,32 @@ def test_kernel_features_count_each_convolutions_output_pixels():
     assert (values["mid"], values["conv_pixels"]) == (pytest.approx(np.log1p(16)), pytest.approx(np.log1p(200)))
 
 
+def test_kernel_features_count_the_convolutions_off_each_channel_block():
+    """`convs_off_8` / `convs_off_16`: convolutions whose input or output width is off the block,
+    inner ones included (a bottleneck's inner width is out / 4, named nowhere in its key)."""
+    from archspec.blocks import validate_block
+    from archspec.compiler.latency.kernels import layer_key
+    from archspec.compiler.latency.model import SHAPE_FEATURES, key_features, shape_vector
+
+    bottleneck = validate_block({"type": "bottleneck"})
+
+    def off(key):
+        return key_features(key)["convs_off_8"], key_features(key)["convs_off_16"]
+
+    # 64 -> 128: 1x1 64->32, 3x3 32->32, 1x1 32->128 and the projection 64->128, all on both blocks
+    assert off(layer_key(bottleneck, 64, 128, 1, 1, True, 10, 10)) == (0, 0)
+    # 64 -> 72: inner width 18 puts all three of the block's own convolutions off 8; the
+    # projection 64->72 is on 8 but off 16
+    assert off(layer_key(bottleneck, 64, 72, 1, 1, True, 10, 10)) == (3, 4)
+    assert off(layer_key(bottleneck, 72, 72, 1, 1, False, 10, 10)) == (3, 3)  # identity shortcut: no projection
+    k1kxk1 = validate_block({"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 24})
+    assert off(layer_key(k1kxk1, 64, 64, 1, 1, False, 10, 10)) == (0, 3)  # 64->24, 24->24, 24->64: each has 24, off 16
+    assert off(layer_key(validate_block({"type": "conv", "kernel": 3}), 3, 16, 2, 1, True, 16, 16)) == (1, 1)  # RGB
+    key = layer_key(bottleneck, 64, 72, 1, 1, True, 10, 10)
+    values = dict(zip(SHAPE_FEATURES, shape_vector(key, key_features(key))))
+    assert (values["convs_off_8"], values["convs_off_16"]) == (pytest.approx(np.log1p(3)), pytest.approx(np.log1p(4)))
+
+
 def test_a_table_written_before_conv_pixels_fits_the_same_kernel_models(planted_table):
     """Tables store the features of the day they were measured: the fit computes the later ones
     (`model.LATER_FEATURES`) from the keys, so an old table predicts as a new one does."""

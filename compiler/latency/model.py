@@ -53,7 +53,7 @@ POOLED = "*"
 """Name of the model fitted on every kernel type together."""
 FEATURE_NAMES = ("macs", "params", "in_elems", "out_elems", "activations")
 """Static features every measured kernel of a table has (`has_features`)."""
-LATER_FEATURES = ("conv_pixels", "skip_elems")
+LATER_FEATURES = ("conv_pixels", "skip_elems", "convs_off_8", "convs_off_16")
 """Features `key_features` computes that tables written before them lack: `complete_features`
 computes them from the kernel's key."""
 CONV_PIXELS_NOTE = """A convolution spends time on every output pixel whatever its width: the
@@ -80,9 +80,10 @@ def kernel_type(key: KernelKey) -> str:
 @functools.lru_cache(maxsize=1 << 16)
 def key_features(key: KernelKey) -> dict:
     """MACs, parameters, input/output/all activation elements of one kernel, its convolutions'
-    output pixels (`CONV_PIXELS_NOTE`) and the elements of its identity skips (sums with the
-    kernel's own input as an operand: `predictor.SKIP_NOTE`), from its graph (no module is
-    built; about 0.5 ms)."""
+    output pixels (`CONV_PIXELS_NOTE`), the elements of its identity skips (sums with the
+    kernel's own input as an operand: `predictor.SKIP_NOTE`) and how many of its convolutions
+    have a channel count off each of `CHANNEL_BLOCKS` (`INNER_ALIGNMENT_NOTE`), from its graph
+    (no module is built; about 0.5 ms)."""
     from archspec.compiler.costs import graph_costs
 
     graph, size = kernel_graph(key)
@@ -94,9 +95,12 @@ def key_features(key: KernelKey) -> dict:
                       if isinstance(op, Conv))
     skip_elems = sum(shapes[node].numel for node, op in graph.nx.nodes(data="op")
                      if isinstance(op, Add) and graph.input in graph.inputs_of(node))
+    convs = [op for _, op in graph.nx.nodes(data="op") if isinstance(op, Conv)]
     return {"macs": counts.macs, "params": counts.params, "in_elems": channels * size[0] * size[1],
             "out_elems": out_elems, "activations": counts.activations, "conv_pixels": conv_pixels,
-            "skip_elems": skip_elems}
+            "skip_elems": skip_elems,
+            **{f"convs_off_{b}": sum(1 for op in convs if op.in_channels % b or op.out_channels_ % b)
+               for b in CHANNEL_BLOCKS}}
 
 
 def complete_features(key: KernelKey, features: Mapping) -> Mapping:
@@ -122,10 +126,12 @@ def has_features(features: Mapping) -> bool:
 
 
 SHAPE_FEATURES = ("macs", "params", "in_elems", "out_elems", "activations", "conv_pixels", "in", "out", "mid",
-                  "pixels", "kernel", "stride", "dilation", "groups", "unaligned_8", "unaligned_16")
+                  "pixels", "kernel", "stride", "dilation", "groups", "unaligned_8", "unaligned_16",
+                  "convs_off_8", "convs_off_16")
 """Shape features of the tree correction (logarithms): the work terms, the kernel's shape parameters
-(``mid``: a block's bottleneck width, 0 without one), and how many of its channel counts are not
-multiples of 8 and of 16 (`channel_counts`)."""
+(``mid``: a block's bottleneck width, 0 without one), how many of its channel counts are not
+multiples of 8 and of 16 (`channel_counts`), and how many of its convolutions have an input or
+output width off 8 and off 16 (`INNER_ALIGNMENT_NOTE`)."""
 CHANNEL_BLOCKS = (8, 16)
 """ONNX Runtime's CPU convolutions run in a blocked channel layout (NCHWc; a block is 8 or 16
 channels by the CPU's MLAS kernels, 8 on the development machine, whatever its AVX-512 flags:
@@ -135,6 +141,17 @@ measured the table is not part of a kernel's features. On the 2-core development
 bottleneck block with 664 channels at 1x1 took 0.046 ms against 0.009 ms with 512, and
 SpineNet-like models at width scale 0.65 (channels 41, 83, 166, 332, 664) had their blocks
 under-predicted by 15-65% before this feature."""
+INNER_ALIGNMENT_NOTE = """A kernel's key names its edge widths and, for some blocks, the inner
+one (``bottleneck_channels`` of k1kx and k1kxk1 blocks). A ResNet bottleneck derives its inner
+width from its output (out / expansion): with 64 or 72 output channels both edges are on the
+block of 8, and the inner width, 16 or 18, on it or off it. Off the block the convolutions take
+ONNX Runtime's slower path (in one run, a basic block of 16 channels at 32x32 took 0.072 ms, one
+of 18 channels 0.166 ms). Channel variants of bottleneck kernels are mostly blocks with the inner
+width off the block, and the trees could not tell them from a search's on-block blocks: in five
+runs of the held-out benchmark the unseen bottleneck kernels came out 6-23% high on average.
+`convs_off_8` and `convs_off_16` count the kernel's convolutions with an input or output width
+off 8 and off 16, read from its graph, so they hold for every block kind (docs/latency.md,
+"Inner widths off the block")."""
 MAX_CORRECTION = 0.7
 """The correction's log-factor is clipped to +/- this (a factor of about 2): it only bends the
 physical model, never replaces it."""
