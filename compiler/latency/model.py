@@ -91,15 +91,14 @@ def key_features(key: KernelKey) -> dict:
     counts = graph_costs(graph, size, shapes)
     channels = graph.nx.nodes[graph.input]["channels"]
     out_elems = int(sum(shapes[node].numel for node in graph.outputs.values()))
-    conv_pixels = sum(shapes[node].height * shapes[node].width for node, op in graph.nx.nodes(data="op")
-                      if isinstance(op, Conv))
+    convs = [(node, op) for node, op in graph.nx.nodes(data="op") if isinstance(op, Conv)]
+    conv_pixels = sum(shapes[node].height * shapes[node].width for node, _ in convs)
     skip_elems = sum(shapes[node].numel for node, op in graph.nx.nodes(data="op")
                      if isinstance(op, Add) and graph.input in graph.inputs_of(node))
-    convs = [op for _, op in graph.nx.nodes(data="op") if isinstance(op, Conv)]
     return {"macs": counts.macs, "params": counts.params, "in_elems": channels * size[0] * size[1],
             "out_elems": out_elems, "activations": counts.activations, "conv_pixels": conv_pixels,
             "skip_elems": skip_elems,
-            **{f"convs_off_{b}": sum(1 for op in convs if op.in_channels % b or op.out_channels_ % b)
+            **{f"convs_off_{b}": sum(1 for _, op in convs if op.in_channels % b or op.out_channels_ % b)
                for b in CHANNEL_BLOCKS}}
 
 
