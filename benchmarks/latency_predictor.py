@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-ms", type=float, default=30.0, help="timing budget per kernel and pass")
     parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
     parser.add_argument("--variants", type=int, default=3,
-                        help="channel variants of each training kernel to measure too "
-                             "(kernels.channel_variants; default 3)")
+                        help="channel variants of each training kernel to measure too (kernels.channel_variants; "
+                             "default 3: one with every convolution on the NCHWc block, two drawn at random)")
     parser.add_argument("--variants-of", choices=["design", "training"], default="design",
                         help="variants of every design kernel (default), or only of those in the training table "
                              "(not shared with a test model; the behaviour before)")
@@ -311,7 +311,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
             # models share (SpineNet-like merges, the stems) had almost no training kernels.
             held_out = set(test_keys)
             source = design_keys if args.variants_of == "design" else train_keys
-            variants = list(dict.fromkeys(v for k in source for v in channel_variants(k, args.variants, args.seed)
+            variants = list(dict.fromkeys(v for k in source for v in channel_variants(k, args.variants, args.seed,
+                                                                                     predictor.block)
                                           if v not in held_out))
             print(f"{len(variants)} channel variants of the {args.variants_of} kernels join them "
                   f"({sum(predictor.block and is_unaligned(v, predictor.block) for v in variants)} off the NCHWc block "

@@ -214,7 +214,8 @@ def test_build_table_measures_channel_variants_too(tmp_path, capsys):
     common = ["--table", str(tmp_path / "t.sqlite"), "--threads", "1", "--input-size", "32", "--no-calibrate"]
     main(["latency", "build-table", str(spec_path), *common, "--variants", "1"])
     keys = kernels(archspec.validate(TINY), (32, 32))
-    expected = len(set(keys)) + len({v for k in set(keys) for v in channel_variants(k, 1)} - set(keys))
+    block = LatencyPredictor(LatencyTable(tmp_path / "t.sqlite"), threads=1).block  # the one variant is on it
+    expected = len(set(keys)) + len({v for k in set(keys) for v in channel_variants(k, 1, block=block)} - set(keys))
     assert f"({expected} measured now)" in capsys.readouterr().out and expected > len(set(keys))
     main(["latency", "build-table", str(spec_path), *common, "--variants", "1"])  # resumable, variants included
     assert "(0 measured now)" in capsys.readouterr().out
@@ -283,6 +284,44 @@ def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
     assert all({k: v for k, v in json.loads(v)["block"].items() if k != "bottleneck_channels"} ==
                {"type": "k1kxk1", "kernel": 3, "activation": "relu"} for v in channel_variants(inner, 6))
 
+
+
+def test_on_block_channel_variants_put_every_convolution_on_the_block():
+    """With a block, the first of every three variants has all its convolutions' widths on it
+    (a ResNet bottleneck's inner width, out / 4, included); the others are the uniform draws."""
+    from archspec.compiler.latency.model import key_features
+
+    def key(block, first, inp, out, hw=16):
+        return json.dumps({"kind": "layer", "block": block, "hw": [hw, hw], "stride": 1, "dilation": 1,
+                           "first": first, "in": inp, "out": out}, sort_keys=True, separators=(",", ":"))
+
+    bottleneck = key({"type": "bottleneck", "expansion": 4, "groups": 1, "width_per_group": 64,
+                      "activation": "relu"}, True, 64, 128)
+    k1kxk1 = key({"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 20, "activation": "relu"}, True, 24, 40)
+    repeat = key({"type": "basic", "activation": "relu"}, False, 40, 40)
+    for original in (bottleneck, k1kxk1, repeat):
+        for block in (8, 16):
+            variants = channel_variants(original, 3, block=block)
+            assert len(variants) == 3 and original not in variants
+            on_block, *uniform = variants
+            assert uniform == channel_variants(original, 2)  # the random draws are those without a block
+            assert key_features(on_block)[f"convs_off_{block}"] == 0, on_block
+            data = json.loads(on_block)
+            assert data["in"] % block == 0 and data["out"] % block == 0
+    single = json.loads(channel_variants(repeat, 1, block=8)[0])  # one variant: the on-block one
+    assert single["in"] == single["out"] and single["out"] % 8 == 0
+    # Six variants: two on the block (listed first), four drawn at random. A bottleneck's output is
+    # then a multiple of four blocks, so that its inner width is on the block too.
+    six = channel_variants(bottleneck, 6, block=8)
+    assert len(six) == 6 and six[2:] == channel_variants(bottleneck, 4)
+    assert all(json.loads(v)["out"] % 32 == 0 and key_features(v)["convs_off_8"] == 0 for v in six[:2])
+    assert channel_variants(bottleneck, 3, seed=1, block=8) != channel_variants(bottleneck, 3, block=8)
+    # An image input keeps its channels, so a stem's one convolution stays off the block there.
+    stem = key({"type": "conv", "kernel": 3}, True, 3, 30)
+    variant = json.loads(channel_variants(stem, 1, block=8)[0])
+    assert variant["in"] == 3 and variant["out"] % 8 == 0
+    with pytest.raises(ValueError, match="channel block 12"):
+        channel_variants(stem, 1, block=12)
 
 # -- a read-only table, concurrent writers, damaged files (issue 12) ---------------------------------
 def test_a_read_only_table_serves_predictions_and_refuses_to_measure(tmp_path):

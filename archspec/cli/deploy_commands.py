@@ -314,8 +314,9 @@ SPACE_SAMPLERS: dict[str, object] = {"search": _sample_search}
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Also measure each spec end to end and refit the per-model overhead.")
 @click.option("--variants", type=click.IntRange(0, 8), default=0, show_default=True,
-              help="Also measure this many channel variants of each kernel (other channel counts, many off "
-                   "ONNX Runtime's NCHWc block), so the kernel models predict such kernels better.")
+              help="Also measure this many channel variants of each kernel (other channel counts: one in three, "
+                   "rounded up, with every convolution on ONNX Runtime's NCHWc block, the others drawn at random, "
+                   "most off it), so the kernel models predict unseen widths better.")
 @click.option("--refine", is_flag=True,
               help="Also measure again what the table already holds of these specs (kernels, variants and "
                    "end-to-end runs) and keep the lower median: on a machine whose speed varies, each pass "
@@ -343,7 +344,8 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
         from archspec.compiler.latency.kernels import channel_variants
 
         every = set(wanted)
-        wanted += [v for v in dict.fromkeys(v for k in wanted for v in channel_variants(k, variants)) if v not in every]
+        drawn = (v for k in wanted for v in channel_variants(k, variants, block=predictor.block))
+        wanted += [v for v in dict.fromkeys(drawn) if v not in every]
     keys = [k for k in wanted if not predictor.is_measured(k)]
     again = [k for k in wanted if predictor.is_measured(k)] if refine else []
     lowered = 0

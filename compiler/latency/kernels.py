@@ -236,7 +236,7 @@ IMAGE_CHANNELS = 4
 """An input with at most this many channels is an image (a stem's first convolution): kept."""
 
 
-def channel_variants(key: KernelKey, count: int = 1, seed: int = 0) -> list[KernelKey]:
+def channel_variants(key: KernelKey, count: int = 1, seed: int = 0, block: int | None = None) -> list[KernelKey]:
     """`count` kernels like `key` at other channel counts (seeded by `seed` and the key itself).
 
     The kernel models learn each type from the kernels a search or table happened to measure;
@@ -246,39 +246,112 @@ def channel_variants(key: KernelKey, count: int = 1, seed: int = 0) -> list[Kern
     the same way. A block's inner width (`_BLOCK_VARIANT_FIELDS`) is redrawn with its input and
     output. A repeated block (``first`` false: input width = output width) and a max-pool keep
     their input and output equal; an image input keeps its channels. Variants whose graph cannot
-    be built (a block with groups that do not divide the new width) are left out."""
-    import random
+    be built (a block with groups that do not divide the new width) are left out.
 
-    from archspec.compiler.latency.model import key_features
-
+    Channel counts drawn at random fall off the block seven times in eight, and a block's inner
+    width (a ResNet bottleneck's out / 4) more often still, so the fast path the searched
+    architectures mostly run on would be thin in the table. With `block` (the machine's NCHWc
+    block, `predictor.nchwc_block`), one variant in every `ON_BLOCK_EVERY` (rounded up; they come
+    first) has every convolution on it (`_on_block_variants`; docs/latency.md, "On-block channel
+    variants"); the others are the draws made without a block."""
     data = json.loads(key)
     fields = _VARIANT_FIELDS.get(data.get("kind"))
     if not fields:
         return []
+    on_block = len(range(0, count, ON_BLOCK_EVERY)) if block else 0
+    variants = _on_block_variants(data, key, on_block, seed, block) if on_block else []
+    uniform = _uniform_variants(data, key, count - on_block, seed)
+    return list(dict.fromkeys(variants + uniform))
+
+
+ON_BLOCK_EVERY = 3
+"""With a block, one channel variant in this many (rounded up) is on it (`channel_variants`)."""
+ON_BLOCK_DRAWS = 4
+"""Draws an on-block variant tries before it settles for the one with the fewest convolutions off."""
+
+
+def _redrawn(data: dict, factors: dict[str, float], rounding: Callable[[float], int]) -> dict:
+    """`data` with its channel fields (`_VARIANT_FIELDS`, `_BLOCK_VARIANT_FIELDS`) scaled by
+    `factors` and rounded by `rounding`; an image input and equal input and output widths kept."""
+    new = dict(data)
+    for name in _VARIANT_FIELDS[data["kind"]]:
+        if isinstance(new.get(name), int) and not (name == "in" and new[name] <= IMAGE_CHANNELS):
+            new[name] = rounding(new[name] * factors[name])
+    if data["kind"] == "layer" and _same_width(data):
+        new["in"] = new["out"]
+    block = data.get("block")
+    if data["kind"] == "layer" and isinstance(block, dict):
+        new["block"] = block | {name: rounding(block[name] * factors[name])
+                                for name in _BLOCK_VARIANT_FIELDS if isinstance(block.get(name), int)}
+    return new
+
+
+def _uniform_variants(data: dict, key: KernelKey, count: int, seed: int) -> list[KernelKey]:
+    """`count` variants with every channel count drawn from `VARIANT_FACTORS` around the key's."""
+    import random
+
     rng = random.Random(f"{seed}:{key}")
+    names = _VARIANT_FIELDS[data["kind"]]
     variants: list[KernelKey] = []
     for _ in range(4 * count):
         if len(variants) == count:
             break
-        new = dict(data)
-        for name in fields:
-            if isinstance(new.get(name), int) and not (name == "in" and new[name] <= IMAGE_CHANNELS):
-                new[name] = max(1, round(new[name] * rng.uniform(*VARIANT_FACTORS)))
-        if data.get("kind") == "layer" and _same_width(data):
-            new["in"] = new["out"]
+        # one factor per field, in the field order of the first release: tables' variants keep their keys
+        factors = {name: rng.uniform(*VARIANT_FACTORS) for name in names
+                   if isinstance(data.get(name), int) and not (name == "in" and data[name] <= IMAGE_CHANNELS)}
         block = data.get("block")
-        if data.get("kind") == "layer" and isinstance(block, dict):
-            new["block"] = block | {name: max(1, round(block[name] * rng.uniform(*VARIANT_FACTORS)))
-                                    for name in _BLOCK_VARIANT_FIELDS if isinstance(block.get(name), int)}
-        variant = _key(new)
-        if variant == key or variant in variants:
-            continue
-        try:
-            key_features(variant)  # builds the kernel's graph: a variant that cannot exist is dropped
-        except (ValueError, KeyError, ZeroDivisionError):
-            continue
-        variants.append(variant)
+        if data["kind"] == "layer" and isinstance(block, dict):
+            factors |= {name: rng.uniform(*VARIANT_FACTORS) for name in _BLOCK_VARIANT_FIELDS
+                        if isinstance(block.get(name), int)}
+        variant = _key(_redrawn(data, factors, lambda value: max(1, round(value))))
+        if variant != key and variant not in variants and _buildable(variant):
+            variants.append(variant)
     return variants
+
+
+def _on_block_variants(data: dict, key: KernelKey, count: int, seed: int, block: int) -> list[KernelKey]:
+    """`count` variants whose convolutions all have input and output widths on `block`, where
+    the kernel allows (an image input never is): each draw's counts rounded to a multiple of the
+    block, else of 2 or 4 blocks (a ResNet bottleneck's inner width is out / 4); of
+    `ON_BLOCK_DRAWS` draws the first with none off the block, else the one with the fewest."""
+    import random
+
+    from archspec.compiler.latency.model import CHANNEL_BLOCKS, key_features
+
+    if block not in CHANNEL_BLOCKS:
+        raise ValueError(f"channel block {block}: the kernel features count convolutions off {CHANNEL_BLOCKS} only")
+    rng = random.Random(f"onblock:{seed}:{key}")
+    names = _VARIANT_FIELDS[data["kind"]] + _BLOCK_VARIANT_FIELDS
+    variants: list[KernelKey] = []
+    for _ in range(count):
+        best = None
+        for _ in range(ON_BLOCK_DRAWS):
+            factors = {name: rng.uniform(*VARIANT_FACTORS) for name in names}
+            for step in (block, 2 * block, 4 * block):
+                variant = _key(_redrawn(data, factors, lambda value, step=step: max(step, round(value / step) * step)))
+                if variant == key or variant in variants or not _buildable(variant):
+                    continue
+                off = key_features(variant)[f"convs_off_{block}"]
+                if best is None or off < best[0]:
+                    best = (off, variant)
+                if off == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        if best is not None:
+            variants.append(best[1])
+    return variants
+
+
+def _buildable(key: KernelKey) -> bool:
+    """Whether a variant's graph can be built (a block with groups that do not divide its new width cannot)."""
+    from archspec.compiler.latency.model import key_features
+
+    try:
+        key_features(key)
+    except (ValueError, KeyError, ZeroDivisionError):
+        return False
+    return True
 
 
 def _same_width(data: dict) -> bool:
