@@ -311,12 +311,12 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
             # models share (SpineNet-like merges, the stems) had almost no training kernels.
             held_out = set(test_keys)
             source = design_keys if args.variants_of == "design" else train_keys
-            variants = list(dict.fromkeys(v for k in source for v in channel_variants(k, args.variants, args.seed,
-                                                                                     predictor.block)
+            block = predictor.block
+            variants = list(dict.fromkeys(v for k in source for v in channel_variants(k, args.variants, args.seed, block)
                                           if v not in held_out))
             print(f"{len(variants)} channel variants of the {args.variants_of} kernels join them "
-                  f"({sum(predictor.block and is_unaligned(v, predictor.block) for v in variants)} off the NCHWc block "
-                  f"of {predictor.block})", flush=True)
+                  f"({sum(block and is_unaligned(v, block) for v in variants)} off the NCHWc block "
+                  f"of {block})", flush=True)
             train_keys += [v for v in variants if v not in set(train_keys)]
         measured_ms = [math.inf] * len(tests)
         test_passes = []  # each pass's end-to-end times of the test models: the timing's repeatability

@@ -285,10 +285,10 @@ def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
                {"type": "k1kxk1", "kernel": 3, "activation": "relu"} for v in channel_variants(inner, 6))
 
 
-
 def test_on_block_channel_variants_put_every_convolution_on_the_block():
-    """With a block, the first of every three variants has all its convolutions' widths on it
-    (a ResNet bottleneck's inner width, out / 4, included); the others are the uniform draws."""
+    """With a block, one variant in three (rounded up, listed first) has all its convolutions'
+    widths on it (a ResNet bottleneck's inner width, out / 4, included); the others are the
+    uniform draws."""
     from archspec.compiler.latency.model import key_features
 
     def key(block, first, inp, out, hw=16):
@@ -322,6 +322,7 @@ def test_on_block_channel_variants_put_every_convolution_on_the_block():
     assert variant["in"] == 3 and variant["out"] % 8 == 0
     with pytest.raises(ValueError, match="channel block 12"):
         channel_variants(stem, 1, block=12)
+
 
 # -- a read-only table, concurrent writers, damaged files (issue 12) ---------------------------------
 def test_a_read_only_table_serves_predictions_and_refuses_to_measure(tmp_path):

@@ -343,8 +343,8 @@ def build_table(files: tuple[Path, ...], table_path, runtime, provider, threads,
     if variants:
         from archspec.compiler.latency.kernels import channel_variants
 
-        every = set(wanted)
-        drawn = (v for k in wanted for v in channel_variants(k, variants, block=predictor.block))
+        every, block = set(wanted), predictor.block
+        drawn = (v for k in wanted for v in channel_variants(k, variants, block=block))
         wanted += [v for v in dict.fromkeys(drawn) if v not in every]
     keys = [k for k in wanted if not predictor.is_measured(k)]
     again = [k for k in wanted if predictor.is_measured(k)] if refine else []

@@ -270,19 +270,26 @@ ON_BLOCK_DRAWS = 4
 """Draws an on-block variant tries before it settles for the one with the fewest convolutions off."""
 
 
+def _drawn_fields(data: dict) -> tuple[list[str], list[str]]:
+    """(the kernel's own channel fields a variant redraws, its block's), in the order their factors
+    are drawn: `_VARIANT_FIELDS` that hold a count (not an image input), then `_BLOCK_VARIANT_FIELDS`."""
+    own = [name for name in _VARIANT_FIELDS[data["kind"]]
+           if isinstance(data.get(name), int) and not (name == "in" and data[name] <= IMAGE_CHANNELS)]
+    block = data.get("block")
+    inner = ([name for name in _BLOCK_VARIANT_FIELDS if isinstance(block.get(name), int)]
+             if data["kind"] == "layer" and isinstance(block, dict) else [])
+    return own, inner
+
+
 def _redrawn(data: dict, factors: dict[str, float], rounding: Callable[[float], int]) -> dict:
-    """`data` with its channel fields (`_VARIANT_FIELDS`, `_BLOCK_VARIANT_FIELDS`) scaled by
-    `factors` and rounded by `rounding`; an image input and equal input and output widths kept."""
-    new = dict(data)
-    for name in _VARIANT_FIELDS[data["kind"]]:
-        if isinstance(new.get(name), int) and not (name == "in" and new[name] <= IMAGE_CHANNELS):
-            new[name] = rounding(new[name] * factors[name])
+    """`data` with its channel fields (`_drawn_fields`) scaled by `factors` and rounded by
+    `rounding`; an image input and equal input and output widths kept."""
+    own, inner = _drawn_fields(data)
+    new = dict(data) | {name: rounding(data[name] * factors[name]) for name in own}
     if data["kind"] == "layer" and _same_width(data):
         new["in"] = new["out"]
-    block = data.get("block")
-    if data["kind"] == "layer" and isinstance(block, dict):
-        new["block"] = block | {name: rounding(block[name] * factors[name])
-                                for name in _BLOCK_VARIANT_FIELDS if isinstance(block.get(name), int)}
+    if inner:
+        new["block"] = data["block"] | {name: rounding(data["block"][name] * factors[name]) for name in inner}
     return new
 
 
@@ -291,18 +298,13 @@ def _uniform_variants(data: dict, key: KernelKey, count: int, seed: int) -> list
     import random
 
     rng = random.Random(f"{seed}:{key}")
-    names = _VARIANT_FIELDS[data["kind"]]
+    own, inner = _drawn_fields(data)
     variants: list[KernelKey] = []
     for _ in range(4 * count):
         if len(variants) == count:
             break
-        # one factor per field, in the field order of the first release: tables' variants keep their keys
-        factors = {name: rng.uniform(*VARIANT_FACTORS) for name in names
-                   if isinstance(data.get(name), int) and not (name == "in" and data[name] <= IMAGE_CHANNELS)}
-        block = data.get("block")
-        if data["kind"] == "layer" and isinstance(block, dict):
-            factors |= {name: rng.uniform(*VARIANT_FACTORS) for name in _BLOCK_VARIANT_FIELDS
-                        if isinstance(block.get(name), int)}
+        # one factor per redrawn field, in the order of the first release: tables' variants keep their keys
+        factors = {name: rng.uniform(*VARIANT_FACTORS) for name in own + inner}
         variant = _key(_redrawn(data, factors, lambda value: max(1, round(value))))
         if variant != key and variant not in variants and _buildable(variant):
             variants.append(variant)
