@@ -599,15 +599,15 @@ def test_a_poor_overhead_fit_is_refused_with_its_figures(tmp_path):
     assert not predictor.calibration_report.accepted
 
 
-PLANTED = (0.004, 2.5e-9, 3e-8, 1.5e-9, 2e-9, 4e-10, 3e-8)
-"""ms = fixed + per MAC + per parameter + per input, output and activation element + per
-convolution output pixel."""
+PLANTED = (0.004, 2e-9, 5e-10, 3e-8, 1.5e-9, 2e-9, 4e-10, 3e-8)
+"""ms = fixed + per MAC on blocks of 8 + per MAC with outputs on 16 + per parameter + per input,
+output and activation element + per convolution output pixel."""
 
 
 def _planted_ms(key) -> float:
     from archspec.compiler.latency.model import design_row, key_features
 
-    return float(np.dot(np.array(PLANTED) * [1, 1e6, 1e6, 1e6, 1e6, 1e6, 1e6], design_row(key_features(key))))
+    return float(np.dot(np.array(PLANTED) * np.array([1] + [1e6] * 7), design_row(key_features(key))))
 
 
 def _shape_family(channels, sizes, kernels_=(3, 5), strides=(1, 2)):
@@ -635,7 +635,7 @@ def planted_table(tmp_path_factory):
     context = LatencyPredictor(table, threads=1).context
     from archspec.compiler.latency.model import key_features
 
-    train = _shape_family([(16, 32), (32, 64), (64, 64), (48, 96)], [16, 28, 40])
+    train = _shape_family([(16, 32), (32, 64), (64, 64), (48, 96), (24, 40)], [16, 28, 40])  # 24, 40: off 16
     for key in train:
         table.put_kernel(context, key, _fake_stats(_planted_ms(key)), dict(key_features(key)),
                          {"clock": "cpu", "repeats": 30})
@@ -1220,6 +1220,38 @@ def test_kernel_features_count_each_convolutions_output_pixels():
     assert key_features(conv)["conv_pixels"] == 8 * 8
     values = dict(zip(SHAPE_FEATURES, shape_vector(inner, key_features(inner))))
     assert (values["mid"], values["conv_pixels"]) == (pytest.approx(np.log1p(16)), pytest.approx(np.log1p(200)))
+
+
+def test_kernel_features_count_macs_on_whole_channel_blocks():
+    """`padded_macs_8`: each convolution's MACs with its output width, and its input width unless
+    it is an image or grouped, rounded up to whole blocks of 8; `padded_out_macs_16`: with its
+    output width rounded up to 16 and its input as it is. The kernel model's arithmetic terms
+    (`model.TERMS`)."""
+    from archspec.blocks import validate_block
+    from archspec.compiler.latency.kernels import layer_key
+    from archspec.compiler.latency.model import TERMS, design_row, key_features
+
+    def extra(key):  # what rounding adds to the plain MACs
+        f = key_features(key)
+        return f["padded_macs_8"] - f["macs"], f["padded_out_macs_16"] - f["macs"]
+
+    stem = layer_key(validate_block({"type": "conv", "kernel": 7}), 3, 20, 2, 1, True, 32, 32)
+    assert key_features(stem)["macs"] == 16 * 16 * 20 * 3 * 49
+    assert extra(stem) == (16 * 16 * (24 - 20) * 3 * 49, 16 * 16 * (32 - 20) * 3 * 49)  # the image's 3 kept
+    conv = layer_key(validate_block({"type": "conv", "kernel": 3}), 20, 24, 1, 1, True, 8, 8)
+    assert extra(conv) == (64 * 9 * (24 * 24 - 24 * 20), 64 * 9 * (32 * 20 - 24 * 20))
+    narrow_in = layer_key(validate_block({"type": "conv", "kernel": 5}), 8, 48, 1, 1, True, 8, 8)
+    assert extra(narrow_in) == (0, 0)  # 8 inputs stay 8 for the blocks of 16 too
+    grouped = layer_key(validate_block({"type": "conv", "kernel": 3, "groups": 4}), 16, 36, 1, 1, True, 8, 8)
+    assert extra(grouped) == (64 * 9 * 4 * (40 - 36), 64 * 9 * 4 * (48 - 36))  # 16 / 4 inputs per group kept
+    on_block = layer_key(validate_block({"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 32}), 64, 64, 1, 1,
+                         False, 8, 8)
+    assert extra(on_block) == (0, 0)
+    k1kx = layer_key(validate_block({"type": "k1kx", "kernel": 5, "bottleneck_channels": 8}), 24, 40, 1, 1, True, 8, 8)
+    # 1x1 24->8 (its 8 outputs rounded to 16), 5x5 8->40 (40 rounded to 48); the 1x1 projection 24->40 (to 48)
+    assert extra(k1kx) == (0, 64 * (24 * (16 - 8) + 8 * 25 * (48 - 40) + 24 * (48 - 40)))
+    row = dict(zip(TERMS, design_row(key_features(stem))))
+    assert (row["mmacs_8"], row["mmacs_out_16"]) == (16 * 16 * 24 * 3 * 49 / 1e6, 16 * 16 * 32 * 3 * 49 / 1e6)
 
 
 def test_kernel_features_count_the_convolutions_off_each_channel_block():
