@@ -657,6 +657,44 @@ def test_kernel_models_predict_unseen_shapes_of_a_planted_table(planted_table):
         assert ms == pytest.approx(_planted_ms(key), rel=1e-4), (kernel_type(key), key)
 
 
+def _pools(channels, sizes):
+    from archspec.blocks import MaxPoolLayer
+    from archspec.compiler.latency.kernels import layer_key
+
+    pool = MaxPoolLayer(type="max_pool", kernel=3)
+    return [layer_key(pool, c, c, 2, 1, False, hw, hw) for c in channels for hw in sizes]
+
+
+@pytest.mark.parametrize("measured_pools", [8, 5])
+def test_a_small_type_gets_its_own_model_where_it_beats_the_pooled_one(planted_table, tmp_path, measured_pools):
+    """Max-pooling kernels cost per input element, unlike the convolutions that fill the table: with
+    8 measured, their own model (fitted without each in turn, exact) beats the pooled one and
+    predicts unseen pools; with 5, fewer than `MIN_KERNELS_SMALL_TYPE`, the pooled model stays."""
+    import shutil
+
+    from archspec.compiler.latency.model import MIN_KERNELS_SMALL_TYPE, POOLED, key_features
+
+    def pool_ms(key):
+        return 0.003 + 2e-7 * key_features(key)["in_elems"]
+
+    path, _ = planted_table
+    shutil.copy(path, tmp_path / "t.sqlite")
+    table = LatencyTable(tmp_path / "t.sqlite")
+    context = LatencyPredictor(table, threads=1).context
+    for key in _pools([16, 24, 40, 56], [32, 64])[:measured_pools]:
+        table.put_kernel(context, key, _fake_stats(pool_ms(key)), dict(key_features(key)), {"clock": "cpu"})
+    models = LatencyPredictor(table, threads=1).kernel_model
+    unseen = _pools([32, 80], [48, 80])
+    if measured_pools >= MIN_KERNELS_SMALL_TYPE:
+        assert models.models["layer:max_pool"].kernels == measured_pools
+        for key in unseen:
+            assert models.predict(key)[0] == pytest.approx(pool_ms(key), rel=1e-3)
+    else:
+        assert "layer:max_pool" not in models.models and models.model_for(unseen[0]).kind == POOLED
+        assert all(models.predict(key)[0] < 0.5 * pool_ms(key) for key in unseen)  # what the pooled model misses
+    table.close()
+
+
 def _mixed_model_on_a_planted_copy(planted_table, tmp_path):
     """(a copy of the planted table, its training keys, a small spec none of whose kernels it holds)."""
     import shutil
