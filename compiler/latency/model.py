@@ -18,7 +18,7 @@ convolution's channels rounded up to whole blocks (`PADDED_MACS_NOTE`). The
 shape parameters (kernel size, stride, dilation, channels, groups, resolution) enter through
 them, since every one is computed from the kernel's own graph (`compiler.costs`). A type with
 too few measured kernels borrows the model fitted on every kernel of the table (all types
-pooled).
+pooled), unless a model of its own predicts its kernels better (`SMALL_TYPE_NOTE`).
 
 On top, each type with `MIN_KERNELS_FOR_TREES` kernels gets a `TreeCorrection` (extremely
 randomised trees on the shape features) of what its linear model leaves of the log-ratio. A
