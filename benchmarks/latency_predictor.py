@@ -18,16 +18,20 @@ widths/depths, SpineNet level permutations) in three disjoint sets, then in one 
    never enter the table or any fit);
 4. predicts every test model with *predicted kernels only* (none of its kernels measured);
 5. predicts again with the test models' kernels measured (*measured kernels*): they are timed in
-   every pass beside their models, but join the table only now;
+   every pass among the training kernels, but join the table only now;
 6. times `LatencyPredictor.predict` on a warm table (predictions per second).
 
-Steps 1-3 and the test kernels' timings are the measurements; `--save FILE` writes them all
+Steps 1-3 and the test kernels' timings are the measurements. Each pass times every kernel,
+training and test, in one shuffled order, then every model, calibration and test, in another
+(seeded): the host's slow phases last minutes, so a test set timed in a block of its own would
+meet other phases than the set the predictor is fitted on. `--save FILE` writes them all
 (kernel medians and features, models' specs, sizes and times per pass) as JSON, and
 `--replay FILE` scores them again without timing anything: the way to compare kernel models or
 overhead terms on the very same measurements, free of the machine's noise between runs. Several
 files saved with one setting (seed, machine, threads, clock, variants) merge into one set: each
 kernel's and model's lowest median over all their passes, as if one run had made them all (more
-passes, taken hours apart, without timing anything again).
+passes, taken hours apart, without timing anything again). Models' saved entries carry the
+conditions of their kept timing (probe ratio, slow phase; files saved before lack them).
 
 Prints the timing's own repeatability first: the test models' times pass against pass, and
 against one more timing at the end (the *noise floor*: what a predictor that knew that later
@@ -328,26 +332,44 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         # draw, and models cost a second each to time beside minutes of kernels.
         calibrated = calibration + (design if args.calibrate_design else [])
         calibration_ms = [math.inf] * len(calibrated)
+        calibration_conditions: list = [None] * len(calibrated)
+        test_conditions: list = [None] * len(tests)
+        training = set(train_keys)
+        kernel_order = list(dict.fromkeys(train_keys + test_keys))
+        model_order = [("calibration", i) for i in range(len(calibrated))] + [("test", i) for i in range(len(tests))]
+        order_rng = random.Random(args.seed)
         for round_ in range(args.passes):
             # Every pass measures everything again and keeps the lower median (load only adds time).
+            # Training and test kernels are timed in one shuffled sequence, and calibration and test
+            # models in another: the host's slow phases last minutes, and timing the test set in
+            # a block of its own put it in other phases than the set the predictor was fitted on
+            # (test models 5-6.5% slower on average than the calibrated overhead said, in four runs
+            # timed in that order).
             t0 = time.perf_counter()
-            done = (predictor.measure_keys(train_keys, budget_ms=args.budget_ms) if round_ == 0 else
-                    predictor.refine_keys(train_keys, budget_ms=args.budget_ms))
-            t1 = time.perf_counter()
-            calibration_ms = [min(m, measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms)
-                              for s, m in zip(calibrated, calibration_ms)]
-            t2 = time.perf_counter()
-            test_passes.append([measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms
-                                for s in tests])
-            measured_ms = [min(m, t) for m, t in zip(measured_ms, test_passes[-1])]
-            t3 = time.perf_counter()
-            for key in test_keys:
+            order_rng.shuffle(kernel_order)
+            lowered = 0
+            for key in kernel_order:
+                if key in training:
+                    lowered += predictor.refine_keys([key], budget_ms=args.budget_ms)
+                    continue
                 stats, features = measure_kernel(key, predictor.context, budget_ms=args.budget_ms)
                 if key not in test_kernels or stats.median_ms < test_kernels[key][0].median_ms:
                     test_kernels[key] = (stats, features)
-            print(f"pass {round_ + 1}/{args.passes}: {len(train_keys)} training kernels ({done}) {t1 - t0:.0f} s, "
-                  f"{len(calibrated)} calibration models {t2 - t1:.0f} s, {len(tests)} test models "
-                  f"{t3 - t2:.0f} s end to end, their {len(test_keys)} kernels {time.perf_counter() - t3:.0f} s; "
+            t1 = time.perf_counter()
+            order_rng.shuffle(model_order)
+            test_passes.append([math.inf] * len(tests))
+            for part, i in model_order:
+                spec = calibrated[i] if part == "calibration" else tests[i]
+                stats = measure_end_to_end(spec, sizes[id(spec)], predictor.context, repeat=args.repeat)
+                if part == "test":
+                    test_passes[-1][i] = stats.median_ms
+                    if stats.median_ms < measured_ms[i]:
+                        measured_ms[i], test_conditions[i] = stats.median_ms, stats.conditions
+                elif stats.median_ms < calibration_ms[i]:
+                    calibration_ms[i], calibration_conditions[i] = stats.median_ms, stats.conditions
+            print(f"pass {round_ + 1}/{args.passes}: {len(train_keys)} training and {len(test_keys)} test kernels "
+                  f"{t1 - t0:.0f} s ({lowered} training medians lowered), {len(calibrated)} calibration and "
+                  f"{len(tests)} test models end to end {time.perf_counter() - t1:.0f} s; "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
         # The noise floor: the test models timed once more, minutes later. A predictor that knew
         # this later time exactly would score no better than `print_repeatability` reports.
@@ -367,9 +389,9 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                      "calibration_architectures": args.calibration},
             "train": train,
             "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
-            "calibration": [model(s, ms) for s, ms in zip(calibrated, calibration_ms)],
-            "tests": [model(s, ms, passes=[p[i] for p in test_passes], again=again[i])
-                      for i, (s, ms) in enumerate(zip(tests, measured_ms))]}
+            "calibration": [model(s, ms, conditions=c) for s, ms, c in zip(calibrated, calibration_ms, calibration_conditions)],
+            "tests": [model(s, ms, passes=[p[i] for p in test_passes], again=again[i], conditions=c)
+                      for i, (s, ms, c) in enumerate(zip(tests, measured_ms, test_conditions))]}
 
 
 def stored_stats(median_ms: float, context) -> LatencyStats:
