@@ -343,7 +343,7 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
             # Training and test kernels are timed in one shuffled sequence, and calibration and test
             # models in another: the host's slow phases last minutes, and timing the test set in
             # a block of its own put it in other phases than the set the predictor was fitted on
-            # (test models 5-6.5% slower on average than the calibrated overhead said, in four runs
+            # (test models 4-6.5% slower on average than the calibrated overhead said, in four runs
             # timed in that order).
             t0 = time.perf_counter()
             order_rng.shuffle(kernel_order)
