@@ -712,13 +712,12 @@ def test_a_small_type_keeps_the_pooled_model_where_its_own_does_not_beat_it(plan
     context = LatencyPredictor(table, threads=1).context
     pools = _pools([16, 24, 40, 56], [32, 64])
     assert len(pools) >= MIN_KERNELS_SMALL_TYPE
-    for i, key in enumerate(pools):
-        ms = _planted_ms(key) * (3.0 if i == 0 else 1.0)
+    times = [_planted_ms(key) * (3.0 if i == 0 else 1.0) for i, key in enumerate(pools)]
+    for key, ms in zip(pools, times):
         table.put_kernel(context, key, _fake_stats(ms), dict(key_features(key)), {"clock": "cpu"})
     models = LatencyPredictor(table, threads=1).kernel_model
     assert "layer:max_pool" not in models.models
-    rows = np.array([design_row(key_features(key)) for key in pools])
-    own = fit_nonnegative(rows, np.array([_planted_ms(key) * (3.0 if i == 0 else 1.0) for i, key in enumerate(pools)]))
+    own = fit_nonnegative(np.array([design_row(key_features(key)) for key in pools]), np.array(times))
     for key in _pools([32, 80], [48, 80]):
         assert models.model_for(key).kind == POOLED
         pooled_error = abs(models.predict(key)[0] / _planted_ms(key) - 1)
