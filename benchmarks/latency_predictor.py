@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                              "setting are merged: every timing's lowest median, as if they were one run's passes")
     args = parser.parse_args(argv)
     if args.passes < 1 or args.model_rounds < 1:
-        parser.error("--passes and --model-rounds must be at least 1")
+        parser.exit(2, f"--passes {args.passes} --model-rounds {args.model_rounds}: each must be at least 1\n")
 
     started = time.perf_counter()
     rng = random.Random(args.seed)
@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         for path, data in zip(args.replay, datasets):
             meta = data["meta"]
             print(f"replaying {path}: measured {meta['when']} on machine {meta['machine']}, threads {meta['threads']}, "
-                  f"clock {meta['clock']}, {meta['passes']} passes", flush=True)
+                  f"clock {meta['clock']}, {meta['passes']} passes, models timed {meta.get('model_rounds', 1)}x a pass",
+                  flush=True)
         try:
             dataset = merge(datasets, args.replay)
         except ValueError as exc:

@@ -1473,3 +1473,20 @@ def test_the_predictor_benchmark_can_replay_without_the_design_models_calibratio
     assert [m["name"] for m in bench.without_design_calibration(older, 3)["calibration"]] == ["m0", "m1", "m2"]
     for meta in ({"calibrate_design": False}, {}):
         assert bench.without_design_calibration({"meta": meta, "calibration": models}, 2)["calibration"] == models
+
+
+def test_the_predictor_benchmark_splits_a_pass_for_its_model_rounds(capsys):
+    """`--model-rounds N`: a pass's shuffled kernels in N consecutive parts, a round of model
+    timings after each; every kernel in exactly one part, the parts' lengths within one."""
+    bench = load_benchmark("latency_predictor")
+    assert bench.chunks(list("abcdefg"), 3) == [list("abc"), list("de"), list("fg")]
+    assert bench.chunks(list("ab"), 1) == [list("ab")]
+    assert bench.chunks(list("ab"), 3) == [["a"], ["b"], []]  # more rounds than kernels: a round after each
+    for count in range(1, 6):
+        parts = bench.chunks(list(range(23)), count)
+        assert len(parts) == count and sum(parts, []) == list(range(23))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(SystemExit) as refused:
+        bench.main(["--model-rounds", "0"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == "--passes 3 --model-rounds 0: each must be at least 1\n"
