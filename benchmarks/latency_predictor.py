@@ -290,7 +290,8 @@ def merge(datasets: list[dict], paths: list[Path]) -> dict:
                                  "passes": sum(d["meta"]["passes"] for d in datasets)},
         "train": {k: min((d["train"][k] for d in datasets), key=lambda e: e["median_ms"]) for k in first["train"]},
         "test_kernels": {k: lowest([d["test_kernels"][k] for d in datasets]) for k in first["test_kernels"]},
-        "calibration": [m | {"ms": min(d["calibration"][i]["ms"] for d in datasets)}
+        "calibration": [m | {"ms": min(d["calibration"][i]["ms"] for d in datasets),
+                             "passes": [p for d in datasets for p in d["calibration"][i].get("passes", [])]}
                         for i, m in enumerate(first["calibration"])],
         "tests": [m | {"ms": min(d["tests"][i]["ms"] for d in datasets),
                        "passes": [p for d in datasets for p in d["tests"][i]["passes"]],
@@ -351,7 +352,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                   f"of {block})", flush=True)
             train_keys += [v for v in variants if v not in set(train_keys)]
         measured_ms = [math.inf] * len(tests)
-        test_passes = []  # each pass's end-to-end times of the test models: the timing's repeatability
+        test_passes = []  # each round's end-to-end times of the test models: the timing's repeatability
+        calibration_passes = []  # and of the calibration models (saved, so that --replay can try other rules)
         # The test models' kernels are timed in every pass too, beside their models, but kept out of
         # the table until the predicted-only figures are taken.
         test_kernels: dict[str, tuple] = {}
@@ -388,6 +390,7 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                 t1 = time.perf_counter()
                 order_rng.shuffle(model_order)
                 test_passes.append([math.inf] * len(tests))
+                calibration_passes.append([math.inf] * len(calibrated))
                 for part, i in model_order:
                     spec = calibrated[i] if part == "calibration" else tests[i]
                     stats = measure_end_to_end(spec, sizes[id(spec)], predictor.context, repeat=args.repeat)
@@ -395,8 +398,10 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                         test_passes[-1][i] = stats.median_ms
                         if stats.median_ms < measured_ms[i]:
                             measured_ms[i], test_conditions[i] = stats.median_ms, stats.conditions
-                    elif stats.median_ms < calibration_ms[i]:
-                        calibration_ms[i], calibration_conditions[i] = stats.median_ms, stats.conditions
+                    else:
+                        calibration_passes[-1][i] = stats.median_ms
+                        if stats.median_ms < calibration_ms[i]:
+                            calibration_ms[i], calibration_conditions[i] = stats.median_ms, stats.conditions
                 model_s += time.perf_counter() - t1
             print(f"pass {round_ + 1}/{args.passes}: {len(train_keys)} training and {len(test_keys)} test kernels "
                   f"{time.perf_counter() - t0 - model_s:.0f} s ({lowered} training medians lowered), "
@@ -421,7 +426,8 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                      "calibration_architectures": args.calibration},
             "train": train,
             "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
-            "calibration": [model(s, ms, conditions=c) for s, ms, c in zip(calibrated, calibration_ms, calibration_conditions)],
+            "calibration": [model(s, ms, passes=[p[i] for p in calibration_passes], conditions=c)
+                            for i, (s, ms, c) in enumerate(zip(calibrated, calibration_ms, calibration_conditions))],
             "tests": [model(s, ms, passes=[p[i] for p in test_passes], again=again[i], conditions=c)
                       for i, (s, ms, c) in enumerate(zip(tests, measured_ms, test_conditions))]}
 

@@ -1439,7 +1439,8 @@ def test_a_resume_measures_its_lost_design_kernels_again_in_their_recorded_order
 
 def test_the_predictor_benchmark_merges_saved_runs_by_their_lowest_medians(tmp_path):
     """`benchmarks/latency_predictor.py --replay A B`: each kernel's and model's lowest median
-    of the two runs, the passes of both in order; runs of another setting are refused."""
+    of the two runs, the timings of both in order (test and calibration models); runs of another
+    setting are refused."""
     bench = load_benchmark("latency_predictor")
 
     def run(kernel_ms, kernel_b_ms, model_ms, passes, again, threads=1):
@@ -1448,13 +1449,14 @@ def test_the_predictor_benchmark_merges_saved_runs_by_their_lowest_medians(tmp_p
                          "variants": 1, "variants_of": "design"},
                 "train": {"a": {"median_ms": kernel_ms, "features": {}}},
                 "test_kernels": {"b": {"stats": {"median_ms": kernel_b_ms}, "features": {}, "conditions": None}},
-                "calibration": [model | {"ms": model_ms + 1}],
+                "calibration": [model | {"ms": model_ms + 1, "passes": [model_ms + 1, model_ms + 2]}],
                 "tests": [model | {"ms": model_ms, "passes": passes, "again": again}]}
 
     first, second = run(2.0, 5.0, 10.0, [10.0, 12.0], 11.0), run(3.0, 4.0, 9.5, [9.5, 13.0], 10.5)
     merged = bench.merge([first, second], [tmp_path / "a.json", tmp_path / "b.json"])
     assert merged["train"]["a"]["median_ms"] == 2.0 and merged["test_kernels"]["b"]["stats"]["median_ms"] == 4.0
     assert merged["calibration"][0]["ms"] == 10.5 and merged["tests"][0]["ms"] == 9.5
+    assert merged["calibration"][0]["passes"] == [11.0, 12.0, 10.5, 11.5]
     assert merged["tests"][0]["passes"] == [10.0, 12.0, 9.5, 13.0] and merged["meta"]["passes"] == 4
     assert merged["tests"][0]["again"] == [11.0, 10.5] and merged["tests"][0]["runs"] == [10.0, 9.5]
     with pytest.raises(ValueError, match=r"b\.json: meta\.threads 2 differs from .*a\.json's 1"):
