@@ -32,13 +32,17 @@ overhead terms on the very same measurements, free of the machine's noise betwee
 files saved with one setting (seed, machine, threads, clock, variants) merge into one set: each
 kernel's and model's lowest median over all their passes, as if one run had made them all (more
 passes, taken hours apart, without timing anything again). Models' saved entries carry the
-conditions of their kept timing (probe ratio, slow phase; files saved before lack them).
+conditions of their kept timing (probe ratio, slow phase) and the speed probe's reading with every
+timing; kernels' entries carry the conditions of their kept batch (files saved before lack some).
 
 Prints the timing's own repeatability first: the test models' times round against round, and
 against one more timing at the end (the *noise floor*: what a predictor that knew that later
 time exactly would score). Then the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
 family, each family's end-to-end time over the sum of its kernels (how models compose from
-their kernels) and predictions/s. Other processes on the machine add noise to every timing; the
+their kernels) and predictions/s. Last, the *phase-aware* figures (`print_phase_aware`): the same
+two scores with every timing scaled to the machine's fast phase by the speed probe's reading beside
+it, the exponents fitted on the calibration models, and the noise floor scaled alike (how much of
+the error is the timings' own). Other processes on the machine add noise to every timing; the
 statistics are medians of many runs, `--threads 1` (the default here) keeps a busy
 neighbour core from stalling ORT's thread pool (with 2 threads on 2 shared cores, one
 descheduled worker makes a run wait, so times become bimodal), and with one thread the timer
@@ -285,18 +289,29 @@ def merge(datasets: list[dict], paths: list[Path]) -> dict:
     def lowest(entries: list[dict]) -> dict:
         return min(entries, key=lambda e: e["stats"]["median_ms"])
 
+    def kept(part: str, i: int) -> dict:
+        """A model's lowest time of all files, with the conditions it was taken in."""
+        entry = min((d[part][i] for d in datasets), key=lambda m: m["ms"])
+        return {"ms": entry["ms"], "conditions": entry.get("conditions")}
+
+    def timings(part: str, i: int) -> dict:
+        """A model's timings of every file in order, with the probe's readings where all files have them."""
+        entries = [d[part][i] for d in datasets]
+        probes = [p for m in entries for p in m.get("probes", [])]
+        complete = len(probes) == sum(len(m.get("passes", [])) for m in entries)
+        return {"passes": [p for m in entries for p in m.get("passes", [])], "probes": probes if complete else []}
+
     return {
         "meta": first["meta"] | {"when": ", ".join(d["meta"]["when"] for d in datasets),
                                  "passes": sum(d["meta"]["passes"] for d in datasets)},
         "train": {k: min((d["train"][k] for d in datasets), key=lambda e: e["median_ms"]) for k in first["train"]},
         "test_kernels": {k: lowest([d["test_kernels"][k] for d in datasets]) for k in first["test_kernels"]},
-        "calibration": [m | {"ms": min(d["calibration"][i]["ms"] for d in datasets),
-                             "passes": [p for d in datasets for p in d["calibration"][i].get("passes", [])]}
+        "calibration": [m | kept("calibration", i) | timings("calibration", i)
                         for i, m in enumerate(first["calibration"])],
-        "tests": [m | {"ms": min(d["tests"][i]["ms"] for d in datasets),
-                       "passes": [p for d in datasets for p in d["tests"][i]["passes"]],
-                       "again": [d["tests"][i]["again"] for d in datasets],
-                       "runs": [d["tests"][i]["ms"] for d in datasets]}
+        "tests": [m | kept("tests", i) | timings("tests", i)
+                  | {"again": [d["tests"][i]["again"] for d in datasets],
+                     "again_probe": [d["tests"][i].get("again_probe") for d in datasets],
+                     "runs": [d["tests"][i]["ms"] for d in datasets]}
                   for i, m in enumerate(first["tests"])],
     }
 
@@ -354,6 +369,7 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
         measured_ms = [math.inf] * len(tests)
         test_passes = []  # each round's end-to-end times of the test models: the timing's repeatability
         calibration_passes = []  # and of the calibration models (saved, so that --replay can try other rules)
+        test_probes, calibration_probes = [], []  # the speed probe's reading of each of those timings
         # The test models' kernels are timed in every pass too, beside their models, but kept out of
         # the table until the predicted-only figures are taken.
         test_kernels: dict[str, tuple] = {}
@@ -391,9 +407,12 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                 order_rng.shuffle(model_order)
                 test_passes.append([math.inf] * len(tests))
                 calibration_passes.append([math.inf] * len(calibrated))
+                test_probes.append([None] * len(tests))
+                calibration_probes.append([None] * len(calibrated))
                 for part, i in model_order:
                     spec = calibrated[i] if part == "calibration" else tests[i]
                     stats = measure_end_to_end(spec, sizes[id(spec)], predictor.context, repeat=args.repeat)
+                    (test_probes if part == "test" else calibration_probes)[-1][i] = probe_reading(stats.conditions)
                     if part == "test":
                         test_passes[-1][i] = stats.median_ms
                         if stats.median_ms < measured_ms[i]:
@@ -409,10 +428,11 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                   f"{model_s:.0f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
         # The noise floor: the test models timed once more, minutes later. A predictor that knew
         # this later time exactly would score no better than `print_repeatability` reports.
-        again = [measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat).median_ms for s in tests]
+        again = [measure_end_to_end(s, sizes[id(s)], predictor.context, repeat=args.repeat) for s in tests]
         stored = table.kernels(predictor.context)
         stored_features = table.kernel_features(predictor.context)
-        train = {k: {"median_ms": stored[k], "features": stored_features.get(k, {})} for k in train_keys}
+        train = {k: {"median_ms": stored[k], "features": stored_features.get(k, {}),
+                     "conditions": table.conditions(predictor.context, k)} for k in train_keys}
         context = predictor.context
         table.close()
 
@@ -426,10 +446,18 @@ def measure(args, calibration, design, tests, sizes, overlap) -> dict:
                      "calibration_architectures": args.calibration},
             "train": train,
             "test_kernels": {k: stats_entry(s, f) for k, (s, f) in test_kernels.items()},
-            "calibration": [model(s, ms, passes=[p[i] for p in calibration_passes], conditions=c)
+            "calibration": [model(s, ms, passes=[p[i] for p in calibration_passes],
+                                  probes=[p[i] for p in calibration_probes], conditions=c)
                             for i, (s, ms, c) in enumerate(zip(calibrated, calibration_ms, calibration_conditions))],
-            "tests": [model(s, ms, passes=[p[i] for p in test_passes], again=again[i], conditions=c)
+            "tests": [model(s, ms, passes=[p[i] for p in test_passes], probes=[p[i] for p in test_probes],
+                            again=again[i].median_ms, again_probe=probe_reading(again[i].conditions), conditions=c)
                       for i, (s, ms, c) in enumerate(zip(tests, measured_ms, test_conditions))]}
+
+
+def probe_reading(conditions: dict | None) -> float | None:
+    """The speed probe's reading (`probe.SpeedProbe.ratio`) with a timing's kept batch, None where
+    the timing has none (a GPU, or a file saved before conditions were recorded)."""
+    return (conditions or {}).get("probe_ratio")
 
 
 def stored_stats(median_ms: float, context) -> LatencyStats:
@@ -495,6 +523,9 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
         sums = [predictor.kernel_sum(spec, size)[0] for spec, size, _ in tests]
         print(f"measured-kernel step (test kernels into the table, refits): {time.perf_counter() - t0:.1f} s", flush=True)
         speed = predictions_per_second(predictor, tests)
+        phase_rows = {"predicted kernels only": (rows, test_rows),
+                      "measured kernels": tuple(np.array([predictor.model_row(spec, size) for spec, size, _ in models])
+                                                for models in (calibration, tests))}
         table.close()
 
     names = [spec.name for spec, _, _ in tests]
@@ -519,6 +550,76 @@ def score(dataset: dict, *, verbose: bool, started: float) -> None:
     report(names, predicted_only, predicted_sums, measured_ms, speed, time.perf_counter() - started)
     print("== measured kernels ==")
     report(names, measured_pred, sums, measured_ms, speed, time.perf_counter() - started)
+    print_phase_aware(dataset, phase_rows)
+
+
+# -- phase-aware figures ---------------------------------------------------------------------------
+def print_phase_aware(dataset: dict, rows: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """The figures again with every model's time scaled to the machine's fast phase: divided by
+    the speed probe's reading with its kept timing to the power `phase_exponent`, which the
+    calibration models' own timings give (how their times moved with the probe, round against
+    round: no prediction and no test model enters it). The overhead is fitted again on the
+    scaled calibration times, over the same rows (`rows`: kernels predicted, kernels measured;
+    calibration rows, test rows); kernels' medians stay as they are (their kept batches come from
+    fast phases wherever the probe found one). These figures say how much of a run's error is
+    the machine's phases in the timings a prediction is scored against; the plain figures stay
+    the benchmark's result. Files saved before the readings were kept print why they cannot."""
+    exponent = phase_exponent(dataset["calibration"])
+    readings = {role: [probe_reading(m.get("conditions")) for m in dataset[role]] for role in ("calibration", "tests")}
+    if exponent is None or None in readings["calibration"] + readings["tests"]:
+        print("\nphase-aware figures: not available (the file lacks the speed probe's reading with every model timing)")
+        return
+    print(f"\n== phase-aware: model times / probe reading^{exponent:.2f} (the exponent from the "
+          f"{len(readings['calibration'])} calibration models' timings, round against round) ==")
+    for label, power in (("phase-aware", exponent), ("unscaled", 0.0)):
+        calibration_ms, truth = (np.array([m["ms"] for m in dataset[role]]) / np.array(readings[role]) ** power
+                                 for role in ("calibration", "tests"))
+        for kernels, (calibration_rows, test_rows) in rows.items():
+            validated = validate_overhead(calibration_rows, calibration_ms).accepted
+            coefficients = fit_overhead(calibration_rows, calibration_ms) if validated else Coefficients()
+            values = predict_rows(coefficients, test_rows)
+            ten, five, _ = within(values, truth)
+            print(f"{label}, {kernels}: within +/-10%: {ten:.1%}   within +/-5%: {five:.1%}   spread of log "
+                  f"errors {np.std(np.log(values / truth)):.3f}, mean signed error {np.mean(values / truth - 1):+.2%}")
+    truth = np.array([m["ms"] for m in dataset["tests"]]) / np.array(readings["tests"]) ** exponent
+    print_phase_repeatability(dataset["tests"], exponent, truth)
+
+
+def phase_exponent(models: list[dict]) -> float | None:
+    """How much the machine's slow phases slow `models`, as a power of the speed probe's reading:
+    the least-squares slope of their log times on the log readings over their timings, each
+    model's taken about its own mean (so only how a model's time moved with the probe counts),
+    clipped to [0, 1]. None without a reading for each of at least two timings a model."""
+    readings = [m.get("probes") or [] for m in models]
+    if not models or any(len(r) != len(m.get("passes", [])) or len(r) < 2 or None in r
+                         for r, m in zip(readings, models)):
+        return None
+    times = [np.log(m["passes"]) - np.mean(np.log(m["passes"])) for m in models]
+    probes = [np.log(r) - np.mean(np.log(r)) for r in readings]
+    spread = sum(float(p @ p) for p in probes)
+    if spread == 0.0:
+        return 0.0
+    return float(np.clip(sum(float(t @ p) for t, p in zip(times, probes)) / spread, 0.0, 1.0))
+
+
+def print_phase_repeatability(tests: list[dict], exponent: float, truth: np.ndarray) -> None:
+    """The noise floor and the test models' timings round against round, every timing scaled by
+    its own probe reading to the power `exponent` (where the file has the readings): whether the
+    scaling makes the timings agree with themselves, which no predictor enters into."""
+    closing = [m.get("again_probe") for m in tests]
+    if all(isinstance(p, (int, float)) for p in closing):
+        again = np.array([m["again"] for m in tests]) / np.array(closing) ** exponent
+        ten, five, median = within(again, truth)
+        print(f"noise floor, scaled alike: {ten:.1%} within +/-10%, {five:.1%} within +/-5% "
+              f"(median |error| {median:.1%})")
+    probes = [m.get("probes") or [] for m in tests]
+    if all(len(p) == len(m["passes"]) > 1 and None not in p for p, m in zip(probes, tests)):
+        times = np.array([m["passes"] for m in tests]).T  # timing x model
+        scaled = times / np.array(probes).T ** exponent
+        raw = [within(t, times[0])[0] for t in times[1:]]
+        alike = [within(t, scaled[0])[0] for t in scaled[1:]]
+        print(f"repeatability, timings 2-{len(times)} against timing 1, within +/-10%: {min(raw):.1%}-{max(raw):.1%} "
+              f"as timed, {min(alike):.1%}-{max(alike):.1%} scaled alike")
 
 
 def within(values, reference) -> tuple[float, float, float]:

@@ -1459,8 +1459,56 @@ def test_the_predictor_benchmark_merges_saved_runs_by_their_lowest_medians(tmp_p
     assert merged["calibration"][0]["passes"] == [11.0, 12.0, 10.5, 11.5]
     assert merged["tests"][0]["passes"] == [10.0, 12.0, 9.5, 13.0] and merged["meta"]["passes"] == 4
     assert merged["tests"][0]["again"] == [11.0, 10.5] and merged["tests"][0]["runs"] == [10.0, 9.5]
+    assert merged["tests"][0]["probes"] == []  # files without the probe's readings: none, not a short list
+    # the probe's readings come along with their timings, and the kept time with its own conditions
+    for data, probes, reading in ((first, [1.0, 1.2], 1.0), (second, [1.1, 1.3], 1.1)):
+        data["tests"][0] |= {"probes": probes, "conditions": {"probe_ratio": reading}, "again_probe": reading + 0.5}
+    merged = bench.merge([first, second], [tmp_path / "a.json", tmp_path / "b.json"])
+    assert merged["tests"][0]["probes"] == [1.0, 1.2, 1.1, 1.3]
+    assert merged["tests"][0]["conditions"] == {"probe_ratio": 1.1}  # 9.5 ms, the second file's
+    assert merged["tests"][0]["again_probe"] == [1.5, 1.6]
     with pytest.raises(ValueError, match=r"b\.json: meta\.threads 2 differs from .*a\.json's 1"):
         bench.merge([first, run(3.0, 4.0, 9.5, [9.5], 10.5, threads=2)], [tmp_path / "a.json", tmp_path / "b.json"])
+
+
+def test_the_predictor_benchmarks_phase_exponent_and_figures(capsys):
+    """`phase_exponent`: the power of the probe's reading by which models' times moved, round
+    against round (planted 0.4: found; clipped to [0, 1]; None without every timing's reading).
+    `print_phase_aware`: models whose times were slowed by their readings to the power 0.5 are
+    all predicted within +/-10% once scaled by the exponent their calibration models' timings
+    give, and not before."""
+    bench = load_benchmark("latency_predictor")
+    rng = random.Random(2)
+
+    def models(count: int, power: float) -> list[dict]:
+        made = []
+        for i in range(count):
+            true_ms, readings = rng.uniform(1.0, 20.0), [rng.uniform(1.0, 1.5) for _ in range(4)]
+            passes = [true_ms * r ** power for r in readings]
+            kept = min(range(4), key=passes.__getitem__)
+            made.append({"name": f"m{i}", "true": true_ms, "passes": passes, "probes": readings, "ms": passes[kept],
+                         "conditions": {"probe_ratio": readings[kept]}, "again": passes[0], "again_probe": readings[0]})
+        return made
+
+    assert bench.phase_exponent(models(5, 0.4)) == pytest.approx(0.4)
+    assert bench.phase_exponent(models(5, 1.6)) == 1.0 and bench.phase_exponent(models(5, -0.3)) == 0.0
+    unread = models(3, 0.4)
+    unread[1]["probes"] = unread[1]["probes"][:-1] + [None]
+    assert bench.phase_exponent(unread) is None
+    assert bench.phase_exponent([m | {"probes": []} for m in models(3, 0.4)]) is None
+
+    dataset = {"calibration": models(24, 0.5), "tests": models(12, 0.5)}
+    def rows(part):  # a model's row: its true time as the kernel sum, small other columns
+        return np.array([[1.0, 10.0, m["true"], 0.1, 0.0, 0.0, 0.0, 0.0] for m in dataset[part]])
+    bench.print_phase_aware(dataset, {"measured kernels": (rows("calibration"), rows("tests"))})
+    out = capsys.readouterr().out
+    assert "model times / probe reading^0.50 (the exponent from the 24 calibration models' timings" in out
+    assert "phase-aware, measured kernels: within +/-10%: 100.0%   within +/-5%: 100.0%" in out
+    unscaled = float(re.search(r"unscaled, measured kernels: within \+/-10%: ([\d.]+)%", out).group(1))
+    assert unscaled < 100.0
+    bench.print_phase_aware({"calibration": [m | {"probes": []} for m in dataset["calibration"]],
+                             "tests": dataset["tests"]}, {})
+    assert "phase-aware figures: not available" in capsys.readouterr().out
 
 
 def test_the_predictor_benchmark_can_replay_without_the_design_models_calibration():
