@@ -40,9 +40,9 @@ against one more timing at the end (the *noise floor*: what a predictor that kne
 time exactly would score). Then the share of test models predicted within +/-10% and +/-5%, RMSE, relative errors per
 family, each family's end-to-end time over the sum of its kernels (how models compose from
 their kernels) and predictions/s. Last, the *phase-aware* figures (`print_phase_aware`): the same
-two scores with every timing scaled to the machine's fast phase by the speed probe's reading beside
-it, the exponents fitted on the calibration models, and the noise floor scaled alike (how much of
-the error is the timings' own). Other processes on the machine add noise to every timing; the
+two scores with every model's time scaled to the machine's fast phase by the speed probe's reading
+beside it, to the power the calibration models' own timings give, and the noise floor scaled alike
+(how much of the error is the timings' own). Other processes on the machine add noise to every timing; the
 statistics are medians of many runs, `--threads 1` (the default here) keeps a busy
 neighbour core from stalling ORT's thread pool (with 2 threads on 2 shared cores, one
 descheduled worker makes a run wait, so times become bimodal), and with one thread the timer
