@@ -204,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                              "closing time on a quiet machine)")
     parser.add_argument("--model-rounds", type=int, default=2,
                         help="end-to-end timings of every calibration and test model per pass, each after its "
-                             "share of the pass's kernels (lowest median kept; default 2: MODEL_ROUNDS_NOTE)")
+                             "share of the pass's kernels (lowest median kept; default 2: on a shared machine one "
+                             "timing is often caught in a slow phase, and rounds spread over the run like the "
+                             "kernels keep a model's lowest time comparable with theirs; MODEL_ROUNDS_NOTE in "
+                             "this script has the figures)")
     parser.add_argument("--calibrate-design", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the design architectures end to end too, as calibration models (default); "
                              "with --no-calibrate-design only the --calibration ones are (the behaviour before); "

