@@ -176,11 +176,13 @@ class KeyPredictor(LatencyPredictor):
     def predict_keys(self, keys) -> float:
         # The same sum, in the same order, as LatencyPredictor.predict: equal to the last bit.
         try:
-            return self.coefficients.constant + sum([self._adjusted[k] for k in keys])
+            total = self.coefficients.constant + sum([self._adjusted[k] for k in keys])
+            return total + self.weights_term(keys) if self.coefficients.weights else total
         except KeyError:
             pass
         self.predict_missing(keys)
         try:
-            return self.coefficients.constant + sum([self._adjusted[k] for k in keys])
+            total = self.coefficients.constant + sum([self._adjusted[k] for k in keys])
+            return total + self.weights_term(keys) if self.coefficients.weights else total
         except KeyError:
             raise MissingKernelError(self.unpredictable(keys), self.context) from None

@@ -523,6 +523,30 @@ def test_the_fixed_cost_of_a_kernel_timed_alone_is_fitted_as_a_saving_per_kernel
     assert Coefficients.FEATURES[8] == "minus_kernels" and "alone_call" in Coefficients().as_dict()
 
 
+def test_weights_beyond_the_cached_size_are_a_model_level_term():
+    """Planted like seed 24 of the held-out benchmark (`WEIGHTS_NOTE`): models at their kernel sum
+    plus 0.04 ms per MiB of weights beyond 12 MiB. The fit finds the size among those it tries
+    and the cost; on data without the bend it adds no such term; predictions of rows and of a
+    predictor's specs add it once per model."""
+    from archspec.compiler.latency.predictor import MIB_PER_MPARAM, Coefficients, predict_rows
+
+    rng = np.random.default_rng(9)
+    rows = _calibration_rows(rng, 24)
+    rows[:, 3] = rng.uniform(0.5, 10.0, size=24)  # 1.9-38 MiB of weights
+    mib = rows[:, 3] * MIB_PER_MPARAM
+    targets = rows[:, 2] + 0.04 * np.maximum(mib - 12.0, 0.0)
+    fitted = fit_overhead(rows, targets, ridge=0.0)
+    assert (fitted.weights, fitted.weights_cached_mib) == (pytest.approx(0.04, abs=1e-6), 12.0)
+    assert fitted.per_mparam == pytest.approx(0.0, abs=1e-6) and fitted.scale == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(predict_rows(fitted, rows), targets)
+    linear = fit_overhead(rows, rows[:, 2] + 0.05 * rows[:, 3], ridge=0.0)  # weights cost alike at any size
+    assert linear.weights == 0.0 and linear.per_mparam == pytest.approx(0.05, abs=1e-6)
+    term = Coefficients(weights=0.04, weights_cached_mib=12.0)
+    assert term.weights_term(16.0 / MIB_PER_MPARAM) == pytest.approx(0.16)
+    assert term.weights_term(2.0) == 0.0
+    assert term.adjust(1.0, {"params": 9e6}) == 1.0  # not a kernel's share: once per model
+
+
 def test_identity_shortcut_sums_count_as_two_passes(monkeypatch):
     """A residual block with an identity shortcut, timed alone, adds and activates its
     plain-layout input unfused; inside a model both fuse into its last convolution (`SKIP_NOTE`).
