@@ -547,6 +547,25 @@ def test_weights_beyond_the_cached_size_are_a_model_level_term():
     assert term.adjust(1.0, {"params": 9e6}) == 1.0  # not a kernel's share: once per model
 
 
+def test_a_prediction_adds_the_weights_term_once_per_model(tmp_path, monkeypatch):
+    """`LatencyPredictor.predict` adds the weights term of the model's weights (its kernels'
+    parameters, a repeated kernel counted each time it runs) on top of the kernels' shares."""
+    from archspec.compiler.latency.predictor import MIB_PER_MPARAM
+
+    table = LatencyTable(tmp_path / "t.sqlite")
+    predictor = LatencyPredictor(table, threads=1)
+    keys = [json.dumps({"kind": "layer", "id": i}) for i in range(2)]
+    for i, key in enumerate(keys):
+        table.put_kernel(predictor.context, key, _fake_stats(1.0 + i), {"params": 3_000_000})
+    predictor.reload()
+    monkeypatch.setattr(predictor, "kernels", lambda spec, size: [keys[0], keys[1], keys[1]])
+    assert predictor.predict(None, (32, 32)) == pytest.approx(5.0)
+    monkeypatch.setattr(predictor, "_coefficients", Coefficients(weights=0.04, weights_cached_mib=20.0))
+    assert predictor.predict(None, (32, 32)) == pytest.approx(5.0 + 0.04 * (9.0 * MIB_PER_MPARAM - 20.0))
+    monkeypatch.setattr(predictor, "_coefficients", Coefficients(weights=0.04, weights_cached_mib=40.0))
+    assert predictor.predict(None, (32, 32)) == pytest.approx(5.0)  # 34.3 MiB: all cached
+
+
 def test_identity_shortcut_sums_count_as_two_passes(monkeypatch):
     """A residual block with an identity shortcut, timed alone, adds and activates its
     plain-layout input unfused; inside a model both fuse into its last convolution (`SKIP_NOTE`).
