@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from archspec.compiler.fastcosts import fast_costs
-from archspec.compiler.latency import LatencyPredictor, LatencyTable, MissingKernelError
+from archspec.compiler.latency import LatencyPredictor, LatencyTable
 from archspec.compiler.latency.model import has_features
 from archspec.compiler.latency.predictor import DESIGN_KERNELS_PER_TYPE, Coefficients
 from archspec.compiler.latency.kernels import kernels
@@ -172,17 +172,3 @@ class KeyPredictor(LatencyPredictor):
 
     def calibration_rows(self):
         return np.zeros((0, len(Coefficients.FEATURES))), np.zeros(0)
-
-    def predict_keys(self, keys) -> float:
-        # The same sum, in the same order, as LatencyPredictor.predict: equal to the last bit.
-        try:
-            total = self.coefficients.constant + sum([self._adjusted[k] for k in keys])
-            return total + self.weights_term(keys) if self.coefficients.weights else total
-        except KeyError:
-            pass
-        self.predict_missing(keys)
-        try:
-            total = self.coefficients.constant + sum([self._adjusted[k] for k in keys])
-            return total + self.weights_term(keys) if self.coefficients.weights else total
-        except KeyError:
-            raise MissingKernelError(self.unpredictable(keys), self.context) from None

@@ -145,17 +145,6 @@ class LatencyPredictor:
         """The kernel keys of `spec` at `input_size`, in order."""
         return spec_kernels(spec, _size(input_size))
 
-    def _lookup_sum(self, table: dict, spec, input_size) -> tuple[float, int]:
-        """(sum of `table` over the spec's kernels, number of kernels); `MissingKernelError`
-        naming every absent kernel."""
-        keys = self.kernels(spec, input_size)
-        try:
-            return sum([table[k] for k in keys]), len(keys)
-        except KeyError:
-            pass
-        self._predict_or_raise(keys)
-        return sum([table[k] for k in keys]), len(keys)
-
     def _predict_or_raise(self, keys: Sequence[KernelKey]) -> None:
         """Predict the kernels of `keys` not known yet; `MissingKernelError` naming every one no
         model applies to."""
@@ -261,8 +250,21 @@ class LatencyPredictor:
 
     def predict(self, spec, input_size=(224, 224)) -> float:
         """Predicted latency (ms) of one batch-1 forward pass at `input_size`."""
-        total = self.coefficients.constant + self._lookup_sum(self._adjusted, spec, input_size)[0]
-        return total + self.weights_term(self.kernels(spec, input_size)) if self.coefficients.weights else total
+        return self.predict_keys(self.kernels(spec, input_size))
+
+    def predict_keys(self, keys: Sequence[KernelKey]) -> float:
+        """Predicted latency (ms) of the model made of `keys` (kernels not known yet are
+        predicted; `MissingKernelError` naming every one no model applies to)."""
+        try:
+            return self._model_ms(keys)
+        except KeyError:
+            pass
+        self._predict_or_raise(keys)
+        return self._model_ms(keys)
+
+    def _model_ms(self, keys: Sequence[KernelKey]) -> float:
+        """The fitted model over the kernels' folded shares; `KeyError` for a kernel not known."""
+        return self.coefficients.constant + sum([self._adjusted[k] for k in keys]) + self.weights_term(keys)
 
     def weights_term(self, keys: Sequence[KernelKey]) -> float:
         """The overhead fit's term of a whole model (`Coefficients.weights`, `WEIGHTS_NOTE`): its
