@@ -264,9 +264,9 @@ def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
     repeat = json.dumps(layer | {"first": False, "in": 128, "out": 128}, sort_keys=True, separators=(",", ":"))
     stem = json.dumps(layer | {"block": {"type": "conv", "kernel": 3}, "first": True, "in": 3, "out": 32},
                       sort_keys=True, separators=(",", ":"))
-    variants = channel_variants(first, 3)
-    assert len(variants) == 3 and first not in variants and variants == channel_variants(first, 3)  # seeded
-    assert variants != channel_variants(first, 3, seed=1)
+    variants = channel_variants(first, 2)  # two uniform draws (one in three is narrow: see below)
+    assert len(variants) == 2 and first not in variants and variants == channel_variants(first, 2)  # seeded
+    assert variants != channel_variants(first, 2, seed=1)
     for variant in variants:
         data = json.loads(variant)
         assert 0.55 * 64 - 1 <= data["in"] <= 1.45 * 64 + 1 and 0.55 * 128 - 1 <= data["out"] <= 1.45 * 128 + 1
@@ -279,16 +279,48 @@ def test_channel_variants_redraw_channels_and_keep_what_a_kernel_needs():
     inner = json.dumps(layer | {"block": {"type": "k1kxk1", "kernel": 3, "bottleneck_channels": 24,
                                           "activation": "relu"}, "first": True, "in": 24, "out": 48},
                        sort_keys=True, separators=(",", ":"))
-    widths = [json.loads(v)["block"]["bottleneck_channels"] for v in channel_variants(inner, 6)]
-    assert len(widths) == 6 and all(13 <= w <= 35 for w in widths) and len(set(widths)) > 1
+    widths = [json.loads(v)["block"]["bottleneck_channels"] for v in channel_variants(inner, 6)[2:]]
+    assert len(widths) == 4 and all(13 <= w <= 35 for w in widths) and len(set(widths)) > 1
     assert all({k: v for k, v in json.loads(v)["block"].items() if k != "bottleneck_channels"} ==
                {"type": "k1kxk1", "kernel": 3, "activation": "relu"} for v in channel_variants(inner, 6))
 
 
+def test_narrow_channel_variants_reach_below_the_uniform_draws():
+    """One variant in three (rounded down, after the on-block ones) is narrower in every width it
+    redraws, by x0.25-0.7, not below 8 channels nor the block, on the block where there is one."""
+    def key(block, first, inp, out, hw=80):
+        return json.dumps({"kind": "layer", "block": block, "hw": [hw, hw], "stride": 1, "dilation": 1,
+                           "first": first, "in": inp, "out": out}, sort_keys=True, separators=(",", ":"))
+
+    k1kx = key({"type": "k1kx", "kernel": 3, "bottleneck_channels": 48, "activation": "relu"}, True, 32, 96)
+    on_block, narrow, uniform = channel_variants(k1kx, 3, block=8)
+    assert [uniform] == channel_variants(k1kx, 1)  # the uniform draw is the one made without a block
+    assert on_block == channel_variants(k1kx, 1, block=8)[0]
+    data = json.loads(narrow)
+    widths = (data["in"], data["block"]["bottleneck_channels"], data["out"])
+    assert all(w % 8 == 0 for w in widths), narrow
+    for width, original in zip(widths, (32, 48, 96)):
+        assert 8 <= width <= max(8, round(0.7 * original / 8) * 8) and width >= round(0.25 * original / 8) * 8
+    # Seeded, one per three: six variants hold two narrow ones, in the same order for the same seed.
+    six = channel_variants(k1kx, 6, block=8)
+    assert six[2] == narrow and len(six) == 6 and six == channel_variants(k1kx, 6, block=8)
+    assert channel_variants(k1kx, 6, seed=1, block=8)[2:4] != six[2:4]
+    # Without a block the narrow draws round to whole channels, still at least 8.
+    drawn = [json.loads(v) for v in channel_variants(k1kx, 6)[:2]]
+    assert all(8 <= d["in"] <= 23 and 12 <= d["block"]["bottleneck_channels"] <= 34 and 24 <= d["out"] <= 68
+               for d in drawn), drawn
+    # A repeated block keeps its input equal to its output; a width at the floor stays as it is.
+    repeat = json.loads(channel_variants(key({"type": "basic", "activation": "relu"}, False, 64, 64), 3, block=8)[1])
+    assert repeat["in"] == repeat["out"] and 16 <= repeat["out"] <= 48 and repeat["out"] % 8 == 0
+    floor = json.loads(channel_variants(key({"type": "k1kx", "kernel": 5, "bottleneck_channels": 8,
+                                             "activation": "relu"}, True, 8, 64), 3, block=8)[1])
+    assert floor["in"] == 8 and floor["block"]["bottleneck_channels"] == 8 and 16 <= floor["out"] <= 48
+
+
 def test_on_block_channel_variants_put_every_convolution_on_the_block():
     """With a block, one variant in three (rounded up, listed first) has all its convolutions'
-    widths on it (a ResNet bottleneck's inner width, out / 4, included); the others are the
-    uniform draws."""
+    widths on it (a ResNet bottleneck's inner width, out / 4, included); then come the narrow
+    ones, and the others are the uniform draws."""
     from archspec.compiler.latency.model import key_features
 
     def key(block, first, inp, out, hw=16):
@@ -303,17 +335,17 @@ def test_on_block_channel_variants_put_every_convolution_on_the_block():
         for block in (8, 16):
             variants = channel_variants(original, 3, block=block)
             assert len(variants) == 3 and original not in variants
-            on_block, *uniform = variants
-            assert uniform == channel_variants(original, 2)  # the random draws are those without a block
+            on_block, _narrow, *uniform = variants  # the narrow one: test_narrow_channel_variants_...
+            assert uniform == channel_variants(original, 1)  # the random draws are those without a block
             assert key_features(on_block)[f"convs_off_{block}"] == 0, on_block
             data = json.loads(on_block)
             assert data["in"] % block == 0 and data["out"] % block == 0
     single = json.loads(channel_variants(repeat, 1, block=8)[0])  # one variant: the on-block one
     assert single["in"] == single["out"] and single["out"] % 8 == 0
-    # Six variants: two on the block (listed first), four drawn at random. A bottleneck's output is
-    # then a multiple of four blocks, so that its inner width is on the block too.
+    # Six variants: two on the block (listed first), two narrow, two drawn at random. A bottleneck's
+    # output is then a multiple of four blocks, so that its inner width is on the block too.
     six = channel_variants(bottleneck, 6, block=8)
-    assert len(six) == 6 and six[2:] == channel_variants(bottleneck, 4)
+    assert len(six) == 6 and six[4:] == channel_variants(bottleneck, 2)
     assert all(json.loads(v)["out"] % 32 == 0 and key_features(v)["convs_off_8"] == 0 for v in six[:2])
     assert channel_variants(bottleneck, 3, seed=1, block=8) != channel_variants(bottleneck, 3, block=8)
     # An image input keeps its channels, so a stem's one convolution stays off the block there.

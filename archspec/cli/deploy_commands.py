@@ -315,8 +315,9 @@ SPACE_SAMPLERS: dict[str, object] = {"search": _sample_search}
               help="Also measure each spec end to end and refit the per-model overhead.")
 @click.option("--variants", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Also measure this many channel variants of each kernel (other channel counts: one in three, "
-                   "rounded up, with every convolution on ONNX Runtime's NCHWc block, the others drawn at random, "
-                   "most off it), so the kernel models predict unseen widths better.")
+                   "rounded up, with every convolution on ONNX Runtime's NCHWc block; one in three, rounded down, "
+                   "narrower in every width (x0.25-0.7); the others drawn at random, most off the block), so the "
+                   "kernel models predict unseen widths better.")
 @click.option("--refine", is_flag=True,
               help="Also measure again what the table already holds of these specs (kernels, variants and "
                    "end-to-end runs) and keep the lower median: on a machine whose speed varies, each pass "

@@ -231,7 +231,8 @@ def _conv_block(kernel: int, activation: str) -> ConvBlock:
 
 # -- channel variants (sampling the shape space beyond the kernels a search meets) -------------
 VARIANT_FACTORS = (0.55, 1.45)
-"""Channel counts of a variant: the original's times a factor drawn uniformly from this range."""
+"""Channel counts of a uniform or on-block variant: the original's times a factor drawn uniformly
+from this range (a narrow variant's: `NARROW_FACTORS`)."""
 IMAGE_CHANNELS = 4
 """An input with at most this many channels is an image (a stem's first convolution): kept."""
 
@@ -253,14 +254,18 @@ def channel_variants(key: KernelKey, count: int = 1, seed: int = 0, block: int |
     architectures mostly run on would be thin in the table. With `block` (the machine's NCHWc
     block, `predictor.nchwc_block`), one variant in every `ON_BLOCK_EVERY` (rounded up; they come
     first) has every convolution on it (`_on_block_variants`; docs/latency.md, "On-block channel
-    variants"); the others are the draws made without a block."""
+    variants"). Then one in every `NARROW_EVERY` (rounded down) is narrower than the key in
+    every redrawn width, by a factor drawn from `NARROW_FACTORS` (`NARROW_NOTE`), on the block
+    where there is one. The others are the draws made without a block."""
     data = json.loads(key)
     fields = _VARIANT_FIELDS.get(data.get("kind"))
     if not fields:
         return []
     on_block = len(range(0, count, ON_BLOCK_EVERY)) if block else 0
+    narrow = min(count // NARROW_EVERY, count - on_block)
     variants = _on_block_variants(data, key, on_block, seed, block) if on_block else []
-    uniform = _uniform_variants(data, key, count - on_block, seed)
+    variants += _narrow_variants(data, key, narrow, seed, block) if narrow else []
+    uniform = _uniform_variants(data, key, count - on_block - narrow, seed)
     return list(dict.fromkeys(variants + uniform))
 
 
@@ -343,6 +348,66 @@ def _on_block_variants(data: dict, key: KernelKey, count: int, seed: int, block:
         if best is not None:
             variants.append(best[1])
     return variants
+
+
+NARROW_EVERY = 3
+"""One channel variant in this many (rounded down) is a narrow one (`NARROW_NOTE`)."""
+NARROW_FACTORS = (0.25, 0.7)
+"""A narrow variant's channel counts: the original's times a factor drawn log-uniformly from this range."""
+NARROW_MIN_CHANNELS = 8
+"""A narrow variant's counts are not drawn below this (nor below the block), unless the key's own are."""
+NARROW_NOTE = """Variants drawn around the kernels of a few dozen design architectures reach x0.55
+of their widths, and a search's kernels go beyond that. On the held-out predictor benchmark
+(seed 24), 4% of the unseen kernels within x1.45 in every width of a training kernel of their
+type, size and stride were predicted more than 20% off, and 15-21% of those farther than x1.8;
+most of those errors were kernels narrower than their nearest training kernel. The worst were
+MAE-DET-like k1kx blocks with 16-32 channels in and out and 8-16 bottleneck channels at 80x80,
+predicted 45-95% high (0.30 ms measured, 0.58 predicted): no kernel of that width and size had
+been timed, and the type's cost per convolution output pixel, fitted on wider kernels, was more
+than the whole of their time. So one variant in `NARROW_EVERY` is narrower in every width it
+redraws, by factors drawn log-uniformly from `NARROW_FACTORS` (x0.25-0.7), kept at or above
+`NARROW_MIN_CHANNELS` and rounded to the block where there is one (a search's narrow widths are
+multiples of 8 or 16, and those take the blocked fast path). It takes the place of a uniform
+variant, so `--variants 3` measures as many kernels as before, and cheaper ones (narrow kernels
+are the quick ones to time: about a fifth of a uniform variant's time). Three runs measured both mixes
+(seeds 24, 28, 29; docs/latency.md, "Narrow channel variants"): held-out models within +/-10%
+from predicted kernels 93.3, 96.7, 98.3% with two uniform variants, 95.0, 100, 96.7% with a
+narrow and a uniform one. Kernels wider than their nearest training kernel were few among the
+large errors: wide kernels are bound by their arithmetic, which the type's model extrapolates."""
+
+
+def _narrow_variants(data: dict, key: KernelKey, count: int, seed: int, block: int | None) -> list[KernelKey]:
+    """`count` variants narrower than the key in every redrawn width (`NARROW_NOTE`)."""
+    import math
+    import random
+
+    rng = random.Random(f"narrow:{seed}:{key}")
+    own, inner = _drawn_fields(data)
+    step = block or 1
+    low, high = math.log(NARROW_FACTORS[0]), math.log(NARROW_FACTORS[1])
+    variants: list[KernelKey] = []
+    for _ in range(4 * count):
+        if len(variants) == count:
+            break
+        factors = {name: math.exp(rng.uniform(low, high)) for name in own + inner}
+        new = dict(data) | {name: _narrowed(data[name], factors[name], step) for name in own}
+        if data["kind"] == "layer" and _same_width(data):
+            new["in"] = new["out"]
+        if inner:
+            new["block"] = data["block"] | {name: _narrowed(data["block"][name], factors[name], step) for name in inner}
+        variant = _key(new)
+        if variant != key and variant not in variants and _buildable(variant):
+            variants.append(variant)
+    return variants
+
+
+def _narrowed(width: int, factor: float, step: int) -> int:
+    """`width` times `factor` rounded to a multiple of `step`, at least `NARROW_MIN_CHANNELS` and
+    `step`, never above `width` (a width already at that floor is kept)."""
+    floor = max(NARROW_MIN_CHANNELS, step)
+    if width <= floor:
+        return width
+    return min(width, max(floor, round(width * factor / step) * step))
 
 
 def _buildable(key: KernelKey) -> bool:
