@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="128,160", help="input sizes of staged models")
     parser.add_argument("--variants", type=int, default=3,
                         help="channel variants of each training kernel to measure too (kernels.channel_variants; "
-                             "default 3: one with every convolution on the NCHWc block, one narrower in every width (x0.25-0.7), "
-                             "one drawn at random)")
+                             "default 3: one with every convolution on the NCHWc block, one narrower in every "
+                             "width (x0.25-0.7), one drawn at random)")
     parser.add_argument("--variants-of", choices=["design", "training"], default="design",
                         help="variants of every design kernel (default), or only of those in the training table "
                              "(not shared with a test model; the behaviour before)")
