@@ -286,15 +286,15 @@ def _drawn_fields(data: dict) -> tuple[list[str], list[str]]:
     return own, inner
 
 
-def _redrawn(data: dict, factors: dict[str, float], rounding: Callable[[float], int]) -> dict:
-    """`data` with its channel fields (`_drawn_fields`) scaled by `factors` and rounded by
-    `rounding`; an image input and equal input and output widths kept."""
+def _redrawn(data: dict, factors: dict[str, float], resize: Callable[[int, float], int]) -> dict:
+    """`data` with its channel fields (`_drawn_fields`) resized by `resize(width, factor)` with
+    their `factors`; an image input and equal input and output widths kept."""
     own, inner = _drawn_fields(data)
-    new = dict(data) | {name: rounding(data[name] * factors[name]) for name in own}
+    new = dict(data) | {name: resize(data[name], factors[name]) for name in own}
     if data["kind"] == "layer" and _same_width(data):
         new["in"] = new["out"]
     if inner:
-        new["block"] = data["block"] | {name: rounding(data["block"][name] * factors[name]) for name in inner}
+        new["block"] = data["block"] | {name: resize(data["block"][name], factors[name]) for name in inner}
     return new
 
 
@@ -303,14 +303,22 @@ def _uniform_variants(data: dict, key: KernelKey, count: int, seed: int) -> list
     import random
 
     rng = random.Random(f"{seed}:{key}")
+    return _drawn_variants(data, key, count, lambda: rng.uniform(*VARIANT_FACTORS),
+                           lambda width, factor: max(1, round(width * factor)))
+
+
+def _drawn_variants(data: dict, key: KernelKey, count: int, factor: Callable[[], float],
+                    resize: Callable[[int, float], int]) -> list[KernelKey]:
+    """`count` distinct buildable variants other than `key`, each with one `factor()` per redrawn
+    field (`_drawn_fields`, in that order: tables' variants keep their keys) applied by `resize`;
+    at most four draws per variant."""
     own, inner = _drawn_fields(data)
     variants: list[KernelKey] = []
     for _ in range(4 * count):
         if len(variants) == count:
             break
-        # one factor per redrawn field, in the order of the first release: tables' variants keep their keys
-        factors = {name: rng.uniform(*VARIANT_FACTORS) for name in own + inner}
-        variant = _key(_redrawn(data, factors, lambda value: max(1, round(value))))
+        factors = {name: factor() for name in own + inner}
+        variant = _key(_redrawn(data, factors, resize))
         if variant != key and variant not in variants and _buildable(variant):
             variants.append(variant)
     return variants
@@ -335,7 +343,8 @@ def _on_block_variants(data: dict, key: KernelKey, count: int, seed: int, block:
         for _ in range(ON_BLOCK_DRAWS):
             factors = {name: rng.uniform(*VARIANT_FACTORS) for name in names}
             for step in (block, 2 * block, 4 * block):
-                variant = _key(_redrawn(data, factors, lambda value, step=step: max(step, round(value / step) * step)))
+                variant = _key(_redrawn(data, factors,
+                                        lambda width, f, step=step: max(step, round(width * f / step) * step)))
                 if variant == key or variant in variants or not _buildable(variant):
                     continue
                 off = key_features(variant)[f"convs_off_{block}"]
@@ -382,23 +391,9 @@ def _narrow_variants(data: dict, key: KernelKey, count: int, seed: int, block: i
     import random
 
     rng = random.Random(f"narrow:{seed}:{key}")
-    own, inner = _drawn_fields(data)
-    step = block or 1
     low, high = math.log(NARROW_FACTORS[0]), math.log(NARROW_FACTORS[1])
-    variants: list[KernelKey] = []
-    for _ in range(4 * count):
-        if len(variants) == count:
-            break
-        factors = {name: math.exp(rng.uniform(low, high)) for name in own + inner}
-        new = dict(data) | {name: _narrowed(data[name], factors[name], step) for name in own}
-        if data["kind"] == "layer" and _same_width(data):
-            new["in"] = new["out"]
-        if inner:
-            new["block"] = data["block"] | {name: _narrowed(data["block"][name], factors[name], step) for name in inner}
-        variant = _key(new)
-        if variant != key and variant not in variants and _buildable(variant):
-            variants.append(variant)
-    return variants
+    return _drawn_variants(data, key, count, lambda: math.exp(rng.uniform(low, high)),
+                           lambda width, factor: _narrowed(width, factor, block or 1))
 
 
 def _narrowed(width: int, factor: float, step: int) -> int:

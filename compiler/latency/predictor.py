@@ -567,8 +567,9 @@ kernels, those with 8-19 MiB 0.92-1.12x, and those with 32-37 MiB 1.06-1.31x. Th
 `per_mparam` cannot follow that bend: fitted on the largest, it put five test models of 8-16
 MiB 9-15% high. So the fit adds ``weights * max(0, MiB - cached)``, trying each size in
 `WEIGHTS_CACHED_MIB` for ``cached`` and keeping the fit with the least objective where it
-lowers the objective of the fit without the term by `WEIGHTS_MIN_GAIN` or more: the size is fitted like the coefficients, on the calibration models alone, since how much of
-the cache a core gets depends on the host. Scored again on seeds 23 and 24 (with `alone_call`
+lowers the objective of the fit without the term by `WEIGHTS_MIN_GAIN` or more: the size is
+fitted like the coefficients, on the calibration models alone, since how much of the cache a
+core gets depends on the host. Scored again on seeds 23 and 24 (with `alone_call`
 either way), the spread of the test models' log-errors with measured kernels went from 0.030
 and 0.044 to 0.027 and 0.034 (cached 12 and 8 MiB), from predicted kernels from 0.036 and 0.074
 to 0.033 and 0.072; on seed 25, measured afterwards, from 0.047 to 0.042 both ways (cached 6 and
